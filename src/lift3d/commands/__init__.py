@@ -1,0 +1,1 @@
+"""One module per `lift3d` subcommand (see `lift3d.cli`)."""

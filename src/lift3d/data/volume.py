@@ -1,0 +1,245 @@
+"""Volumes with exact geometry: voxel array + 4x4 affine, read from and written to NIfTI / MetaImage.
+
+Conventions (those of nibabel): ``Volume.array`` is indexed ``[i, j, k]`` in the file's voxel
+order, and ``Volume.affine`` maps a voxel index ``(i, j, k, 1)`` to RAS+ world millimetres. A
+MetaImage (``.mha``/``.mhd``, LPS world, ``z, y, x`` array order in SimpleITK) is converted on read
+and back on write, so any supported file round-trips: voxels exactly, affine to float precision.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lift3d.errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+METAIMAGE_SUFFIXES = (".mha", ".mhd")
+SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + METAIMAGE_SUFFIXES
+
+# RAS <-> LPS: flip the first two world axes.
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def image_suffix(path: str | Path) -> str:
+    """The image suffix of `path` (``.nii.gz``, ``.nii``, ``.mha``, ``.mhd``) or ``""``."""
+    name = str(path).lower()
+    for suffix in (".nii.gz", ".nii", ".mha", ".mhd"):
+        if name.endswith(suffix):
+            return suffix
+    return ""
+
+
+def is_image_path(path: str | Path) -> bool:
+    return image_suffix(path) != ""
+
+
+@dataclass
+class Volume:
+    """A 3D image: voxels plus the affine that places them in the world.
+
+    Attributes:
+        array: (I, J, K) voxels in file order.
+        affine: (4, 4) voxel index -> RAS+ mm.
+        header: the source NIfTI header, kept so a write reproduces qform/sform codes and units;
+            None for volumes that did not come from a NIfTI file.
+        path: the file the volume was read from, if any.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    header: Any = field(default=None, repr=False)
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=np.float64)
+        if self.affine.shape != (4, 4):
+            raise ValueError(f"affine must be 4x4, got {self.affine.shape}")
+        if self.array.ndim != 3:
+            raise ValueError(f"Volume holds 3D arrays, got shape {self.array.shape}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along the array axes (i, j, k)."""
+        zooms = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return tuple(float(z) for z in zooms)  # type: ignore[return-value]
+
+    @property
+    def orientation(self) -> str:
+        """Closest axis codes of the array axes, e.g. ``"RAS"`` or ``"LPS"``."""
+        import nibabel as nib
+
+        return "".join(nib.aff2axcodes(self.affine))
+
+    def with_array(self, array: np.ndarray) -> Volume:
+        """Same geometry (and header), new voxels of the same shape."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"shape {array.shape} differs from the volume's {self.array.shape}")
+        return Volume(array, self.affine.copy(), copy.deepcopy(self.header), None)
+
+    def same_grid(self, other: Volume, atol_mm: float = 1e-3) -> bool:
+        """True when both volumes have the same shape and affines equal within `atol_mm`."""
+        return self.shape == other.shape and bool(
+            np.allclose(self.affine, other.affine, atol=atol_mm, rtol=0)
+        )
+
+
+def reorient(volume: Volume, axcodes: str = "RAS") -> Volume:
+    """Permute/flip array axes so they point along `axcodes`; lossless (no resampling).
+
+    The world position of every voxel is unchanged: the affine is updated to match.
+    """
+    import nibabel.orientations as nio
+
+    src = nio.io_orientation(volume.affine)
+    dst = nio.axcodes2ornt(tuple(axcodes))
+    transform = nio.ornt_transform(src, dst)
+    array = nio.apply_orientation(volume.array, transform)
+    affine = volume.affine @ nio.inv_ornt_aff(transform, volume.array.shape)
+    return Volume(np.ascontiguousarray(array), affine, copy.deepcopy(volume.header), volume.path)
+
+
+def _read_nifti(path: Path) -> Volume:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise InputError(f"not a NIfTI image ({type(img).__name__})", path)
+    shape = img.shape
+    squeezed = tuple(s for i, s in enumerate(shape) if i < 3 or s != 1)
+    if len(squeezed) != 3:
+        raise InputError(f"expected a 3D image, got {len(squeezed)}D with shape {shape}", path)
+    # dataobj keeps the stored dtype when there is no scaling, so voxels round-trip exactly.
+    array = np.asanyarray(img.dataobj)
+    array = np.asarray(array).reshape(squeezed)
+    return Volume(array, img.affine.copy(), img.header.copy(), path)
+
+
+def _read_metaimage(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    img = sitk.ReadImage(str(path))
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components", path
+        )
+    if img.GetDimension() != 3:
+        raise InputError(f"expected a 3D image, got {img.GetDimension()}D", path)
+    array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (i, j, k)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(img.GetSpacing())
+    lps[:3, 3] = img.GetOrigin()
+    return Volume(np.ascontiguousarray(array), _LPS_TO_RAS @ lps, None, path)
+
+
+def read_volume(path: str | Path) -> Volume:
+    """Read a 3D NIfTI-1/2 (``.nii``, ``.nii.gz``) or MetaImage (``.mha``, ``.mhd``) file.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The volume, with its affine in RAS+ mm.
+
+    Raises:
+        InputError: missing file, unsupported extension, unreadable/truncated file, not 3D.
+    """
+    path = Path(path)
+    suffix = image_suffix(path)
+    if not suffix:
+        raise InputError(
+            f"unsupported file type (expected one of {', '.join(SUPPORTED_SUFFIXES)})", path
+        )
+    if not path.exists():
+        raise InputError("file not found", path)
+    if path.is_dir():
+        raise InputError("expected an image file, found a folder", path)
+    try:
+        volume = _read_nifti(path) if suffix in NIFTI_SUFFIXES else _read_metaimage(path)
+    except InputError:
+        raise
+    except Exception as exc:  # nibabel/SimpleITK/zlib raise many types for corrupt files
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot read image ({reason[:200]})", path) from None
+    if not np.all(np.isfinite(volume.affine)):
+        raise InputError("image geometry (affine) is not finite", path)
+    return volume
+
+
+def _write_nifti(volume: Volume, path: Path) -> None:
+    import nibabel as nib
+
+    array = volume.array
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if volume.header is not None and isinstance(volume.header, nib.Nifti1Header):
+        header = volume.header.copy()
+        qcode = int(header["qform_code"])
+        scode = int(header["sform_code"])
+        header.set_data_dtype(array.dtype)
+        img = nib.Nifti1Image(array, volume.affine, header=header)
+        # Keep the source's qform/sform codes (e.g. qform-only files stay qform-only).
+        img.set_qform(volume.affine, code=qcode if (qcode or scode) else 1)
+        img.set_sform(volume.affine if scode else None, code=scode)
+        img.header.set_slope_inter(1.0, 0.0) if array.dtype.kind == "f" else None
+    else:
+        img = nib.Nifti1Image(array, volume.affine)
+        img.header.set_data_dtype(array.dtype)
+        img.set_qform(volume.affine, code=1)
+        img.set_sform(volume.affine, code=1)
+        img.header.set_xyzt_units("mm", "sec")
+    nib.save(img, str(path))
+
+
+def _write_metaimage(volume: Volume, path: Path) -> None:
+    import SimpleITK as sitk
+
+    array = volume.array
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    lps = _LPS_TO_RAS @ volume.affine
+    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
+    direction = lps[:3, :3] / spacing
+    img.SetSpacing([float(s) for s in spacing])
+    img.SetDirection([float(d) for d in direction.ravel()])
+    img.SetOrigin([float(o) for o in lps[:3, 3]])
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def write_volume(volume: Volume, path: str | Path) -> Path:
+    """Write `volume` to `path` (format from the extension), atomically.
+
+    The file appears only once complete (temporary name, then rename). A ``.mhd`` writes its
+    ``.raw``/``.zraw`` companion beside it.
+
+    Returns:
+        The written path.
+    """
+    from lift3d.utils import atomic_path
+
+    path = Path(path)
+    suffix = image_suffix(path)
+    if not suffix:
+        raise InputError(
+            f"unsupported output type (expected one of {', '.join(SUPPORTED_SUFFIXES)})", path
+        )
+    if suffix == ".mhd":  # header + data file pair: SimpleITK names the data file itself
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_metaimage(volume, path)
+        return path
+    with atomic_path(path) as tmp:
+        if suffix in NIFTI_SUFFIXES:
+            _write_nifti(volume, tmp)
+        else:
+            _write_metaimage(volume, tmp)
+    return path
