@@ -18,23 +18,36 @@ import sys
 from lift3d import __version__
 from lift3d.errors import InputError
 
-# (subcommand, module under lift3d.commands); help lines come from each module's HELP.
-COMMANDS: list[tuple[str, str]] = [
-    ("phantom", "phantom"),
-    ("inspect", "inspect"),
-    ("train", "train"),
-    ("translate", "translate"),
-    ("synthesize-missing", "synthesize_missing"),
-    ("generate", "generate"),
-    ("evaluate", "evaluate"),
-    ("bench", "bench"),
-    ("report", "report"),
+# (subcommand, module under lift3d.commands, one-line help). Only the chosen subcommand's module
+# is imported, so `lift3d --help` needs no torch.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("phantom", "phantom", "write a seeded synthetic head-phantom dataset (BraTS or SynthRAD layout)"),
+    ("inspect", "inspect", "report a dataset's layout, cases, shapes, spacings and problems"),
+    ("train", "train", "train a LiFT model (translate: MR->CT / missing modality; generate)"),
+    ("translate", "translate", "translate a volume or a dataset with a trained model (e.g. MR->CT)"),
+    ("synthesize-missing", "synthesize_missing", "write the one missing BraTS modality of a case"),
+    ("generate", "generate", "sample new 3D volumes from a trained unconditional model"),
+    ("evaluate", "evaluate", "score predictions against references (SynthRAD, BraSyn, coherence, FID/KID)"),
+    ("bench", "bench", "inference cost of LiFT vs a cWDM-configured 3D wavelet diffusion reference"),
+    ("report", "report", "build a self-contained HTML report from a run or evaluation folder"),
 ]
 
 EXIT_BAD_INPUT = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen_command(argv: list[str]) -> str | None:
+    names = {name for name, _, _ in COMMANDS}
+    for token in argv:
+        if token in names:
+            return token
+        if not token.startswith("-"):
+            return None
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; only the subcommand named in `argv` gets its full arguments."""
+    chosen = _chosen_command(list(sys.argv[1:] if argv is None else argv))
     parser = argparse.ArgumentParser(
         prog="lift3d",
         description="3D medical image synthesis from 2D slice models (LiFT).",
@@ -44,11 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
-    for name, module_name in COMMANDS:
+    for name, module_name, help_line in COMMANDS:
+        if name != chosen:
+            sub.add_parser(name, help=help_line)
+            continue
         module = importlib.import_module(f"lift3d.commands.{module_name}")
         p = sub.add_parser(
             name,
-            help=module.HELP,
+            help=help_line,
             description=module.HELP,
             epilog=f"example:\n  {module.EXAMPLE}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -61,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse `argv` and run one subcommand. Returns the process exit code."""
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
