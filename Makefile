@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 venv install install-dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m lift3d.demo --out $(DEMO_OUT)
+	$(PY) -m lift3d.demo --out $(DEMO_OUT) --fresh
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -107,20 +107,42 @@ def reorient(volume: Volume, axcodes: str = "RAS") -> Volume:
     return Volume(np.ascontiguousarray(array), affine, copy.deepcopy(volume.header), volume.path)
 
 
+def _native(array: np.ndarray) -> np.ndarray:
+    """`array` in native byte order (big-endian files read as big-endian arrays otherwise)."""
+    if array.dtype.byteorder not in ("=", "|"):
+        array = array.astype(array.dtype.newbyteorder("="))
+    return np.ascontiguousarray(array)
+
+
+def _squeeze_to_3d(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
+    """Drop trailing singleton dims beyond the third; raise unless exactly 3D remains."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) > 3 and all(s == 1 for s in shape[3:]):
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(f"expected a 3D image, got {len(shape)}D with shape {shape}", path)
+    return shape  # type: ignore[return-value]
+
+
 def _read_nifti(path: Path) -> Volume:
     import nibabel as nib
 
-    img = nib.load(str(path))
+    # mmap=False: the voxels are read into memory now, so a truncated or corrupt .nii(.gz) fails
+    # here (nibabel is lazy otherwise) and the array is not tied to the file.
+    img = nib.load(str(path), mmap=False)
     if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
         raise InputError(f"not a NIfTI image ({type(img).__name__})", path)
-    shape = img.shape
-    squeezed = tuple(s for i, s in enumerate(shape) if i < 3 or s != 1)
-    if len(squeezed) != 3:
-        raise InputError(f"expected a 3D image, got {len(squeezed)}D with shape {shape}", path)
-    # dataobj keeps the stored dtype when there is no scaling, so voxels round-trip exactly.
-    array = np.asanyarray(img.dataobj)
-    array = np.asarray(array).reshape(squeezed)
-    return Volume(array, img.affine.copy(), img.header.copy(), path)
+    shape = _squeeze_to_3d(img.shape, path)
+    # dataobj keeps the stored dtype when there is no scaling, so voxels round-trip exactly;
+    # scaled integers (scl_slope/scl_inter) come back as floats.
+    array = _native(np.asarray(np.asanyarray(img.dataobj)).reshape(shape))
+    header = img.header.copy()
+    # nibabel moves the scaling out of the header on load; keep it so a write can store the
+    # same integers with the same scaling (see _write_nifti).
+    slope, inter = img.dataobj.slope, img.dataobj.inter
+    if (slope, inter) != (1.0, 0.0):
+        header.set_slope_inter(slope, inter)
+    return Volume(array, img.affine.copy(), header, path)
 
 
 def _read_metaimage(path: Path) -> Volume:
@@ -131,14 +153,15 @@ def _read_metaimage(path: Path) -> Volume:
         raise InputError(
             f"expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components", path
         )
-    if img.GetDimension() != 3:
-        raise InputError(f"expected a 3D image, got {img.GetDimension()}D", path)
-    array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)  # (z, y, x) -> (i, j, k)
-    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    ndim = img.GetDimension()
+    size = tuple(int(s) for s in img.GetSize())  # (x, y, z, ...)
+    shape = _squeeze_to_3d(size, path)
+    array = sitk.GetArrayFromImage(img).reshape(shape[::-1]).transpose(2, 1, 0)  # -> (i, j, k)
+    direction = np.asarray(img.GetDirection(), dtype=np.float64).reshape(ndim, ndim)[:3, :3]
     lps = np.eye(4)
-    lps[:3, :3] = direction @ np.diag(img.GetSpacing())
-    lps[:3, 3] = img.GetOrigin()
-    return Volume(np.ascontiguousarray(array), _LPS_TO_RAS @ lps, None, path)
+    lps[:3, :3] = direction @ np.diag(img.GetSpacing()[:3])
+    lps[:3, 3] = img.GetOrigin()[:3]
+    return Volume(_native(array), _LPS_TO_RAS @ lps, None, path)
 
 
 def read_volume(path: str | Path) -> Volume:
