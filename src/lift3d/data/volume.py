@@ -195,40 +195,81 @@ def read_volume(path: str | Path) -> Volume:
         raise InputError(f"cannot read image ({reason[:200]})", path) from None
     if not np.all(np.isfinite(volume.affine)):
         raise InputError("image geometry (affine) is not finite", path)
+    if abs(np.linalg.det(volume.affine[:3, :3])) < 1e-12:
+        raise InputError("image geometry (affine) is degenerate (zero voxel size?)", path)
     return volume
+
+
+def _storable(array: np.ndarray) -> np.ndarray:
+    """`array` in a dtype both formats store: bool -> uint8, float16 -> float32, native order."""
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"cannot store voxels of dtype {array.dtype} (need bool, int or float)")
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    elif array.dtype == np.float16:
+        array = array.astype(np.float32)
+    return _native(np.asarray(array))
+
+
+def _scaled_integers(array: np.ndarray, header: Any) -> tuple[np.ndarray, float, float] | None:
+    """The source's stored integers when float `array` is exactly ``raw * slope + inter``.
+
+    A scaled-integer file (``scl_slope`` != 1) reads as floats; writing those floats back as the
+    same integers with the same scaling reproduces the file, not a 4x larger float copy.
+    """
+    slope, inter = header.get_slope_inter()
+    dtype = header.get_data_dtype().newbyteorder("=")
+    if slope is None or array.dtype.kind != "f" or dtype.kind not in "iu":
+        return None
+    inter = 0.0 if inter is None else inter
+    raw = np.rint((array.astype(np.float64) - inter) / slope)
+    info = np.iinfo(dtype)
+    if raw.size and (raw.min() < info.min or raw.max() > info.max):
+        return None
+    raw = raw.astype(dtype)
+    # nibabel's read scaling: raw * slope + inter in float64, cast to the read dtype.
+    if not np.array_equal((raw * np.float64(slope) + inter).astype(array.dtype), array):
+        return None
+    return raw, float(slope), float(inter)
 
 
 def _write_nifti(volume: Volume, path: Path) -> None:
     import nibabel as nib
 
-    array = volume.array
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
-    if volume.header is not None and isinstance(volume.header, nib.Nifti1Header):
-        header = volume.header.copy()
-        qcode = int(header["qform_code"])
-        scode = int(header["sform_code"])
-        header.set_data_dtype(array.dtype)
-        img = nib.Nifti1Image(array, volume.affine, header=header)
-        # Keep the source's qform/sform codes (e.g. qform-only files stay qform-only).
-        img.set_qform(volume.affine, code=qcode if (qcode or scode) else 1)
-        img.set_sform(volume.affine if scode else None, code=scode)
-        img.header.set_slope_inter(1.0, 0.0) if array.dtype.kind == "f" else None
-    else:
-        img = nib.Nifti1Image(array, volume.affine)
-        img.header.set_data_dtype(array.dtype)
-        img.set_qform(volume.affine, code=1)
-        img.set_sform(volume.affine, code=1)
+    array = _storable(volume.array)
+    affine = volume.affine
+    source = volume.header if isinstance(volume.header, nib.Nifti1Header) else None
+    if source is None:
+        img = nib.Nifti1Image(array, affine, dtype=array.dtype)
+        img.set_qform(affine, code=1)
+        img.set_sform(affine, code=1)
         img.header.set_xyzt_units("mm", "sec")
+        nib.save(img, str(path))
+        return
+    qcode, scode = int(source["qform_code"]), int(source["sform_code"])
+    scaled = _scaled_integers(array, source)
+    data = array if scaled is None else scaled[0]
+    # The constructor copies the header (units, descrip, intent ...) and drops its scaling.
+    img = nib.Nifti1Image(data, affine, header=source, dtype=data.dtype)
+    if qcode == 0 and scode == 0:
+        # No orientation in the source: keep it that way only if the fallback (pixdim) affine
+        # still describes the voxels; otherwise record the affine as scanner coordinates.
+        img.set_qform(affine, code=0)
+        if not np.allclose(img.header.get_base_affine(), affine, atol=1e-5, rtol=0):
+            qcode = scode = 1
+    # Keep the source's qform/sform codes (a qform-only file stays qform-only). A code-0 form
+    # still gets the affine written, so pixdim (voxel sizes) stays right after a reorientation.
+    img.set_qform(affine, code=qcode)
+    img.set_sform(affine, code=scode)
+    if scaled is not None:
+        img.header.set_slope_inter(scaled[1], scaled[2])
     nib.save(img, str(path))
 
 
 def _write_metaimage(volume: Volume, path: Path) -> None:
     import SimpleITK as sitk
 
-    array = volume.array
-    if array.dtype == bool:
-        array = array.astype(np.uint8)
+    array = _storable(volume.array)
     img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
     lps = _LPS_TO_RAS @ volume.affine
     spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
@@ -237,6 +278,25 @@ def _write_metaimage(volume: Volume, path: Path) -> None:
     img.SetDirection([float(d) for d in direction.ravel()])
     img.SetOrigin([float(o) for o in lps[:3, 3]])
     sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def _write_mhd(volume: Volume, path: Path) -> None:
+    """Write a ``.mhd`` + ``.zraw`` pair: both into a temporary folder, data file moved first."""
+    import os
+    import shutil
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
+    try:
+        _write_metaimage(volume, tmp_dir / path.name)
+        header = tmp_dir / path.name
+        for part in sorted(tmp_dir.iterdir()):
+            if part != header:
+                os.replace(part, path.parent / part.name)
+        os.replace(header, path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def write_volume(volume: Volume, path: str | Path) -> Path:
@@ -257,8 +317,7 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
             f"unsupported output type (expected one of {', '.join(SUPPORTED_SUFFIXES)})", path
         )
     if suffix == ".mhd":  # header + data file pair: SimpleITK names the data file itself
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_metaimage(volume, path)
+        _write_mhd(volume, path)
         return path
     with atomic_path(path) as tmp:
         if suffix in NIFTI_SUFFIXES:
