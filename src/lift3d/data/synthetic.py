@@ -1,0 +1,486 @@
+"""Seeded multi-modal head phantom for demos and tests (test data, not anatomy).
+
+A phantom is built from analytic shapes evaluated at per-subject deformed coordinates: head and
+neck, scalp fat, skull (with diploe) and cervical spine, subarachnoid CSF and sulci, lateral /
+third / fourth ventricles, cortical and deep grey matter, white matter, cerebellum with folia,
+brainstem, and an optional glioma (necrotic core, enhancing rim, oedema; BraTS labels 1/3/2).
+Anatomy changes with depth along the superior-inferior axis (ventricles appear and vanish, the
+skull curves, the cerebellum and spine take over below), which is what LiFT's through-plane
+models must keep coherent.
+
+The labels are rendered into t1n, t1c, t2w, t2f (tissue-specific contrasts, partial-volume blur,
+smooth multiplicative bias field, Rician noise) and CT (Hounsfield units, Gaussian noise), then
+written in the BraTS 2023 or SynthRAD2023 task 1 layout with non-trivial affines, so the real
+loaders are the ones exercised. Same arguments, same bytes.
+
+Results on phantoms show that a mechanism works, never clinical quality.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lift3d.errors import InputError
+
+log = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+MARKER_NAME = "lift3d_phantom.json"
+PHANTOM_NOTE = "PHANTOM data (synthetic; shows a mechanism works, not clinical quality)"
+LAYOUTS = ("brats", "synthrad")
+MR_MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+MIN_SIZE = 16  # smallest grid edge (voxels) that still holds every structure
+
+# Tissue codes of the "tissue" label map returned by `make_phantom`.
+TISSUES: dict[str, int] = {
+    "background": 0,
+    "soft_tissue": 1,  # skin, muscle
+    "fat": 2,  # subcutaneous fat
+    "bone": 3,  # skull and vertebrae
+    "csf": 4,  # subarachnoid space and sulci
+    "ventricles": 5,
+    "grey_matter": 6,
+    "white_matter": 7,
+    "necrotic": 8,  # BraTS label 1
+    "oedema": 9,  # BraTS label 2
+    "enhancing": 10,  # BraTS label 3
+}
+_T = TISSUES
+# tissue code -> BraTS segmentation label
+_BRATS_LABEL = np.zeros(len(TISSUES), dtype=np.uint8)
+_BRATS_LABEL[[_T["necrotic"], _T["oedema"], _T["enhancing"]]] = (1, 2, 3)
+
+# Relative MR signal per tissue (index = tissue code), scaled by _MR_SCALE. Chosen to follow real
+# contrasts: T1 WM > GM > CSF, fat bright; T1c like T1 with a bright enhancing rim; T2 CSF and
+# oedema bright; FLAIR CSF suppressed, oedema brightest. Bone is dark everywhere.
+#                 bg    soft  fat   bone  csf   vent  gm    wm    necr  oed   enh
+_MR_LUT = {
+    "t1n": (0.00, 0.45, 0.95, 0.08, 0.12, 0.10, 0.52, 0.72, 0.18, 0.40, 0.46),
+    "t1c": (0.00, 0.50, 0.95, 0.08, 0.13, 0.11, 0.54, 0.72, 0.16, 0.41, 1.00),
+    "t2w": (0.00, 0.35, 0.55, 0.05, 1.00, 1.00, 0.58, 0.40, 0.90, 0.82, 0.62),
+    "t2f": (0.00, 0.35, 0.60, 0.05, 0.07, 0.05, 0.58, 0.44, 0.30, 0.95, 0.66),
+}
+_MR_SCALE = 1000.0
+_MR_NOISE = 0.02  # Rician sigma as a fraction of _MR_SCALE
+#                 bg      soft  fat    bone  csf  vent  gm    wm    necr  oed   enh
+_CT_LUT = (-1000.0, 45.0, -90.0, 0.0, 8.0, 6.0, 38.0, 28.0, 20.0, 22.0, 36.0)
+_CT_NOISE_HU = 12.0
+_CT_RANGE = (-1024, 3071)
+
+
+def _rotation(angles: np.ndarray) -> np.ndarray:
+    """(3, 3) rotation from three angles (radians) about x, y, z."""
+    a, b, c = angles
+    rx = np.array([[1, 0, 0], [0, np.cos(a), -np.sin(a)], [0, np.sin(a), np.cos(a)]])
+    ry = np.array([[np.cos(b), 0, np.sin(b)], [0, 1, 0], [-np.sin(b), 0, np.cos(b)]])
+    rz = np.array([[np.cos(c), -np.sin(c), 0], [np.sin(c), np.cos(c), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _waves(rng: np.random.Generator, n: int, freq: tuple[float, float]) -> list[tuple]:
+    """Random plane waves: (unit direction * angular frequency, phase, amplitude)."""
+    out = []
+    for _ in range(n):
+        d = rng.normal(size=3)
+        d /= np.linalg.norm(d)
+        k = d * 2 * np.pi * rng.uniform(*freq)
+        out.append((k.astype(np.float32), np.float32(rng.uniform(0, 2 * np.pi)), 1.0))
+    return out
+
+
+def _wave_field(waves: list[tuple], x, y, z) -> np.ndarray:
+    """Sum of plane waves at coordinates (x, y, z), normalised to unit variance."""
+    total = None
+    for k, phase, amp in waves:
+        term = np.sin(k[0] * x + k[1] * y + k[2] * z + phase)
+        term *= np.float32(amp)
+        total = term if total is None else total + term
+    return (total * np.float32(np.sqrt(2.0 / len(waves)))).astype(np.float32, copy=False)
+
+
+def _level(x, y, z, centre, radii) -> np.ndarray:
+    """Ellipsoid level function ||(q - centre) / radii||: < 1 inside."""
+    return np.sqrt(
+        ((x - centre[0]) / radii[0]) ** 2
+        + ((y - centre[1]) / radii[1]) ** 2
+        + ((z - centre[2]) / radii[2]) ** 2
+    ).astype(np.float32, copy=False)
+
+
+def _subject(seed: int, case: int, tumour: bool) -> dict:
+    """Per-subject random parameters, drawn from (seed, case) only."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(case), GENERATOR_VERSION]))
+    p: dict = {}
+    p["scale"] = rng.uniform(0.92, 1.06, size=3)  # head radii variation
+    p["angles"] = np.deg2rad(rng.uniform(-6.0, 6.0, size=3))
+    p["shift"] = rng.uniform(-0.03, 0.03, size=3)
+    p["warp"] = [_waves(rng, 4, (0.4, 1.1)) for _ in range(3)]  # elastic displacement
+    p["warp_amp"] = rng.uniform(0.015, 0.03)
+    p["fold"] = _waves(rng, 12, (2.5, 4.5))  # gyri
+    p["ventricle_scale"] = rng.uniform(0.75, 1.35)
+    p["skull"] = rng.uniform(0.09, 0.14)
+    p["cortex"] = rng.uniform(0.12, 0.18)
+    p["tumour"] = None
+    if tumour:
+        side = rng.choice([-1.0, 1.0])
+        centre = np.array(
+            [side * rng.uniform(0.22, 0.38), rng.uniform(-0.35, 0.35), rng.uniform(0.02, 0.35)]
+        )
+        radii = rng.uniform(0.09, 0.15) * rng.uniform(0.8, 1.2, size=3)
+        p["tumour"] = {
+            "centre": centre,
+            "radii": radii,
+            "core": rng.uniform(0.35, 0.6),
+            "oedema": rng.uniform(1.7, 2.4),
+            "lumps": _waves(rng, 6, (3.0, 6.0)),
+        }
+    p["bias"] = {m: rng.normal(scale=0.12, size=9) for m in (*MR_MODALITIES, "ct")}
+    p["noise_seed"] = rng.integers(0, 2**63 - 1)
+    return p
+
+
+def _coordinates(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normalised voxel-centre coordinates in [-1, 1] along R, A, S, as broadcastable 1D arrays."""
+    axes = [((np.arange(n, dtype=np.float32) + 0.5) / n * 2 - 1) for n in shape]
+    return axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
+
+
+def _bias_field(coeffs: np.ndarray, px, py, pz) -> np.ndarray:
+    """Smooth multiplicative field exp(quadratic polynomial) in scanner coordinates."""
+    c = coeffs.astype(np.float32)
+    poly = (
+        c[0] * px
+        + c[1] * py
+        + c[2] * pz
+        + c[3] * px * py
+        + c[4] * py * pz
+        + c[5] * px * pz
+        + c[6] * (px**2 - 0.33)
+        + c[7] * (py**2 - 0.33)
+        + c[8] * (pz**2 - 0.33)
+    )
+    return np.exp(poly).astype(np.float32)
+
+
+def _anatomy(p: dict, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label the grid. Returns (tissue codes uint8, skull depth in [0, 1] float32, brain bool)."""
+    px, py, pz = _coordinates(shape)
+    # Subject deformation: q = M (p - shift) + elastic(p), q in atlas coordinates.
+    m = _rotation(p["angles"]) / p["scale"][None, :]
+    m = m.astype(np.float32)
+    s = p["shift"].astype(np.float32)
+    dx, dy, dz = px - s[0], py - s[1], pz - s[2]
+    q = []
+    for r in range(3):
+        warp = _wave_field(p["warp"][r], px, py, pz) * np.float32(p["warp_amp"])
+        q.append(m[r, 0] * dx + m[r, 1] * dy + m[r, 2] * dz + warp)
+    x, y, z = q
+    del q, dx, dy, dz
+
+    # Head (scalp outline) and neck.
+    rho_h = _level(x, y, z, (0.0, -0.02, 0.05), (0.80, 0.92, 0.88))
+    neck = ((x / 0.42) ** 2 + ((y + 0.12) / 0.46) ** 2 < 1) & (z < -0.3)
+    body = (rho_h < 1) | neck
+    # Intracranial compartments: cerebrum and cerebellum (level < 1), brainstem/cord.
+    rho_b = _level(x, y, z, (0.0, 0.0, 0.20), (0.62, 0.72, 0.56))
+    rho_c = _level(x, y, z, (0.0, -0.40, -0.26), (0.42, 0.30, 0.22))
+    rho_s = np.sqrt((x / 0.11) ** 2 + ((y + 0.15) / 0.13) ** 2)
+    stem = (rho_s < 1) & (z < 0.1)
+    lc = np.minimum(rho_b, rho_c)
+    skull_out = 1.05 + p["skull"] / 0.62
+    intracranial = lc < 1.05
+    tissue = np.zeros(tuple(shape), dtype=np.uint8)
+    tissue[body] = _T["soft_tissue"]
+    tissue[body & (rho_h > 0.9) & (rho_h < 0.965)] = _T["fat"]
+    # Bone: skull shell, vertebral ring around the cord below the skull.
+    skull = (lc >= 1.05) & (lc < skull_out) & body
+    spine = (rho_s > 1.4) & (rho_s < 2.3) & (z < -0.45) & body
+    tissue[skull | spine] = _T["bone"]
+    depth = np.where(skull, (lc - 1.05) / (skull_out - 1.05), 0.5).astype(np.float32)
+    depth[~(skull | spine)] = 0.0
+
+    # Brain: CSF rim, folded cortex with sulci, white matter, deep grey, ventricles, cerebellum.
+    fold = _wave_field(p["fold"], x, y, z)
+    cerebrum = rho_b < 1.0
+    cerebellum = (rho_c < 1.0) & ~cerebrum
+    tissue[intracranial | stem] = _T["csf"]
+    brain = intracranial | (stem & (z > -0.55))
+    cortex_in = 1.0 - p["cortex"] - 0.05 * fold
+    tissue[cerebrum] = _T["white_matter"]
+    tissue[cerebrum & (rho_b > cortex_in)] = _T["grey_matter"]
+    sulci = cerebrum & (rho_b > 0.8) & (fold > 1.0 - 1.2 * (rho_b - 0.8))
+    tissue[sulci] = _T["csf"]
+    tissue[cerebrum & (rho_b > 0.985)] = _T["csf"]
+    folia = np.sin(2 * np.pi * 7.0 * (z + 0.4 * y)) > 0.3
+    tissue[cerebellum] = _T["grey_matter"]
+    tissue[cerebellum & (rho_c < 0.55) & ~folia] = _T["white_matter"]
+    tissue[cerebellum & (rho_c > 0.93)] = _T["csf"]
+    tissue[stem & ~cerebrum & (z < 0.1)] = _T["white_matter"]
+    for side in (-1.0, 1.0):
+        deep = _level(x, y, z, (side * 0.2, 0.02, 0.06), (0.11, 0.17, 0.11)) < 1
+        tissue[deep] = _T["grey_matter"]
+    vs = p["ventricle_scale"]
+    for side in (-1.0, 1.0):  # lateral ventricles: curved, horns bending down
+        zc = 0.24 - 0.7 * (y - 0.02) ** 2
+        lv = ((x - side * 0.1 * vs) / (0.06 * vs)) ** 2 + ((y - 0.02) / 0.36) ** 2 + (
+            (z - zc) / (0.07 * vs)
+        ) ** 2 < 1
+        tissue[lv] = _T["ventricles"]
+    third = _level(x, y, z, (0.0, 0.0, 0.08), (0.02 * vs, 0.14, 0.1)) < 1
+    fourth = _level(x, y, z, (0.0, -0.3, -0.24), (0.05, 0.04, 0.06)) < 1
+    tissue[third | fourth] = _T["ventricles"]
+
+    t = p["tumour"]
+    if t is not None:
+        lumps = _wave_field(t["lumps"], x, y, z)
+        lev = _level(x, y, z, t["centre"], t["radii"]) * (1 + 0.12 * lumps)
+        inside = brain & (tissue != _T["ventricles"]) & (lev < t["oedema"])
+        oedema = inside & (
+            (tissue == _T["white_matter"])
+            | ((tissue == _T["grey_matter"]) & (lev < 0.75 * t["oedema"]))
+        )
+        tissue[oedema] = _T["oedema"]
+        tissue[inside & (lev < 1.0)] = _T["enhancing"]
+        tissue[inside & (lev < t["core"])] = _T["necrotic"]
+    return tissue, depth, brain
+
+
+def _blur(img: np.ndarray, sigma: float = 0.6) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(img, sigma, mode="nearest", truncate=3.0)
+
+
+def make_phantom(
+    seed: int,
+    shape: Sequence[int] = (64, 64, 64),
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    tumour: bool = True,
+    case: int = 0,
+) -> dict[str, np.ndarray]:
+    """Make one seeded head phantom on a RAS grid.
+
+    The head fills the field of view whatever the grid; array axes point Right, Anterior,
+    Superior. Case `case` of seed `seed` is the same subject regardless of how many cases are made.
+
+    Args:
+        seed: dataset seed.
+        shape: (X, Y, Z) voxels, each at least 16.
+        spacing: voxel size in mm (only the returned affine uses it).
+        tumour: add a glioma (BraTS labels 1, 2, 3).
+        case: subject index within the dataset.
+
+    Returns:
+        Dict of (X, Y, Z) arrays: ``tissue`` (uint8 codes, see `TISSUES`), ``seg`` (uint8 BraTS
+        labels 0-3), ``brain`` (bool, intracranial mask used for skull stripping), ``mask``
+        (uint8 body outline), ``t1n``, ``t1c``, ``t2w``, ``t2f`` (float32, whole head, arbitrary
+        scanner units ~0-1200), ``ct`` (float32 HU); and ``affine`` (4, 4) voxel -> RAS mm.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < MIN_SIZE:
+        raise InputError(f"phantom shape must be 3 sizes of at least {MIN_SIZE}, got {shape}")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise InputError(f"spacing must be 3 positive sizes in mm, got {tuple(spacing)}")
+    p = _subject(seed, case, tumour)
+    tissue, depth, brain = _anatomy(p, shape)
+    body = tissue != _T["background"]
+    rng = np.random.default_rng(p["noise_seed"])
+    px, py, pz = _coordinates(shape)
+    from scipy.ndimage import gaussian_filter
+
+    # Fine tissue texture, shared across modalities (same anatomy seen by every sequence).
+    texture = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), 1.2, truncate=3.0)
+    texture *= np.float32(1.0 / max(float(texture.std()), 1e-6))
+    out: dict[str, np.ndarray] = {}
+    for mod in MR_MODALITIES:
+        lut = np.asarray(_MR_LUT[mod], dtype=np.float32) * np.float32(_MR_SCALE)
+        img = lut[tissue]
+        img *= 1 + np.float32(0.04) * texture
+        img = _blur(img) * _bias_field(p["bias"][mod], px, py, pz)
+        sigma = np.float32(_MR_NOISE * _MR_SCALE)
+        n1 = rng.standard_normal(shape, dtype=np.float32)
+        n2 = rng.standard_normal(shape, dtype=np.float32)
+        out[mod] = np.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2).astype(np.float32)
+    lut = np.asarray(_CT_LUT, dtype=np.float32)
+    ct = lut[tissue]
+    # Bone: dense cortical tables (~1500 HU) around cancellous diploe (~700 HU); vertebrae ~900.
+    bone = tissue == _T["bone"]
+    ct[bone] = np.where(
+        depth[bone] > 0, 1500.0 - 800.0 * np.sin(np.pi * depth[bone]), 900.0
+    ).astype(np.float32)
+    ct += np.float32(6.0) * texture * body
+    ct = _blur(ct) + np.float32(_CT_NOISE_HU) * rng.standard_normal(shape, dtype=np.float32)
+    out["ct"] = np.clip(ct, *_CT_RANGE).astype(np.float32)
+    out["tissue"] = tissue
+    out["seg"] = _BRATS_LABEL[tissue]
+    out["brain"] = brain
+    out["mask"] = body.astype(np.uint8)
+    affine = np.diag([*map(float, spacing), 1.0])
+    centre = (np.asarray(shape) - 1) / 2.0 * np.asarray(spacing, dtype=float)
+    affine[:3, 3] = -centre + np.array([1.5, -17.0, 12.0])  # non-zero, off-centre origin
+    out["affine"] = affine
+    return out
+
+
+def _brats_affine(ras_affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """Affine of the LPS-ordered array (i -> Left, j -> Posterior) as BraTS files store it."""
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1.0, shape[0] - 1
+    flip[1, 1], flip[1, 3] = -1.0, shape[1] - 1
+    return ras_affine @ flip
+
+
+def _oblique_affine(ras_affine: np.ndarray) -> np.ndarray:
+    """A slightly oblique scanner affine (3 deg about S, 2 deg about R), as a real scan may have."""
+    rot = np.eye(4)
+    rot[:3, :3] = _rotation(np.deg2rad([2.0, 0.0, 3.0]))
+    return rot @ ras_affine
+
+
+def brats_case_id(index: int) -> str:
+    """BraTS 2023 glioma-style case name of case `index` (0-based)."""
+    return f"BraTS-GLI-{index:05d}-000"
+
+
+def synthrad_case_id(index: int) -> str:
+    """SynthRAD2023 task 1 brain-style case name of case `index` (0-based): 1BA001, ..."""
+    return f"1BA{index + 1:03d}"
+
+
+def _write_case(root: Path, layout: str, index: int, phantom: dict[str, np.ndarray]) -> list[Path]:
+    from lift3d.data.volume import Volume, write_volume
+
+    shape = phantom["tissue"].shape
+    written = []
+    if layout == "brats":
+        # BraTS MR is skull-stripped: zero outside the intracranial mask. LPS voxel order.
+        case_id = brats_case_id(index)
+        affine = _brats_affine(phantom["affine"], shape)
+        brain = phantom["brain"]
+        arrays = {m: np.where(brain, phantom[m], np.float32(0)) for m in MR_MODALITIES}
+        arrays["seg"] = phantom["seg"]
+        for name, arr in arrays.items():
+            arr = np.ascontiguousarray(arr[::-1, ::-1, :])
+            path = root / case_id / f"{case_id}-{name}.nii.gz"
+            written.append(write_volume(Volume(arr, affine), path))
+    else:
+        # SynthRAD: whole-head T1 (post-contrast, as most SynthRAD brain MRs), CT in int16 HU.
+        case_id = synthrad_case_id(index)
+        affine = _oblique_affine(phantom["affine"])
+        arrays = {
+            "mr": phantom["t1c"],
+            "ct": np.rint(phantom["ct"]).astype(np.int16),
+            "mask": phantom["mask"],
+        }
+        for name, arr in arrays.items():
+            path = root / "Task1" / "brain" / case_id / f"{name}.nii.gz"
+            written.append(write_volume(Volume(np.ascontiguousarray(arr), affine), path))
+    return written
+
+
+def _remove_previous(out: Path) -> None:
+    """Delete the files an earlier phantom run listed in its marker (and folders left empty)."""
+    marker = out / MARKER_NAME
+    try:
+        files = json.loads(marker.read_text()).get("files", [])
+    except (OSError, ValueError):
+        return
+    for rel in files:
+        path = (out / rel).resolve()
+        if path.is_file() and out.resolve() in path.parents:
+            path.unlink()
+            for parent in path.parents:
+                if parent == out.resolve() or any(parent.iterdir()):
+                    break
+                parent.rmdir()
+    marker.unlink()
+
+
+def write_phantom_dataset(
+    out: str | Path,
+    layout: str = "brats",
+    cases: int = 4,
+    shape: Sequence[int] = (64, 64, 64),
+    seed: int = 0,
+    tumour: bool = True,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> list[Path]:
+    """Write a phantom dataset in the BraTS 2023 or SynthRAD2023 task 1 layout.
+
+    ``brats``: ``OUT/BraTS-GLI-0000k-000/BraTS-GLI-0000k-000-{t1n,t1c,t2w,t2f,seg}.nii.gz``
+    (skull-stripped MR, LPS voxel order). ``synthrad``: ``OUT/Task1/brain/1BA00k/{mr,ct,mask}
+    .nii.gz`` (whole-head MR, CT in HU, body mask; slightly oblique affine). Also writes
+    ``OUT/lift3d_phantom.json``. Files are byte-identical for the same arguments, and case k is
+    the same subject whatever `cases` is.
+
+    Args:
+        out: dataset folder (created; must be empty or absent unless `overwrite`).
+        layout: ``"brats"`` or ``"synthrad"``.
+        cases: number of subjects (>= 1).
+        shape: (X, Y, Z) voxel grid as stored in the files, each >= 16.
+        seed: dataset seed.
+        tumour: add gliomas (BraTS labels 1, 2, 3).
+        overwrite: replace an existing dataset (files of an earlier phantom run are removed).
+        progress: show a tqdm bar over cases.
+
+    Returns:
+        Paths of the written image files (marker excluded), in case order.
+
+    Raises:
+        InputError: unknown layout, cases < 1, bad shape, or `out` exists and is not empty.
+    """
+    from tqdm.auto import tqdm
+
+    import lift3d
+    from lift3d.utils import atomic_write_text, check_output_path
+
+    if layout not in LAYOUTS:
+        raise InputError(f"unknown phantom layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+    if int(cases) < 1:
+        raise InputError(f"--cases must be at least 1, got {cases}")
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < MIN_SIZE:
+        raise InputError(f"--shape needs 3 sizes of at least {MIN_SIZE} voxels, got {shape}")
+    out = check_output_path(out, overwrite=overwrite)
+    if out.exists() and not out.is_dir():
+        raise InputError("output must be a folder, found a file", out)
+    if overwrite and out.is_dir():
+        _remove_previous(out)
+    written: list[Path] = []
+    bar = tqdm(range(int(cases)), desc=f"phantom ({layout})", unit="case", disable=not progress)
+    for index in bar:
+        phantom = make_phantom(seed, shape, (1.0, 1.0, 1.0), tumour=tumour, case=index)
+        written += _write_case(out, layout, index, phantom)
+    marker = {
+        "generator": "lift3d.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
+        "lift3d_version": lift3d.__version__,
+        "layout": layout,
+        "cases": int(cases),
+        "shape": list(shape),
+        "spacing_mm": [1.0, 1.0, 1.0],
+        "seed": int(seed),
+        "tumour": bool(tumour),
+        "note": PHANTOM_NOTE,
+        "files": [p.relative_to(out).as_posix() for p in written],
+    }
+    atomic_write_text(out / MARKER_NAME, json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    log.debug("wrote %d phantom cases (%s layout) to %s", cases, layout, out)
+    return written
+
+
+def is_phantom_dataset(path: str | Path) -> bool:
+    """True when `path` (a file or folder) or one of its 4 nearest parents holds the marker."""
+    path = Path(path).resolve()
+    folder = path if path.is_dir() else path.parent
+    for candidate in [folder, *list(folder.parents)[:4]]:
+        if (candidate / MARKER_NAME).is_file():
+            return True
+    return False
