@@ -381,15 +381,17 @@ def _manifest_cases(root: Path) -> list[Case]:
     return cases
 
 
-def _manifest_columns(cases: list[Case]) -> tuple[str, ...]:
-    if not cases or cases[0].manifest is None:
-        return ()
-    rows = _manifest_rows(cases[0].manifest)
-    return tuple(k for k in rows[0] if k not in ("case_id", "region") and k)
+def default_required(layout: str, cases: list[Case] | None = None) -> tuple[str, ...]:
+    """Modalities a case must have when `required` is not given.
 
-
-def default_required(layout: str) -> tuple[str, ...]:
-    """Modalities a case must have when `required` is not given (manifest: all its columns)."""
+    BraTS: the four MR modalities; SynthRAD: mr and ct; manifest: every modality column of the
+    manifest the `cases` came from.
+    """
+    if layout == "manifest":
+        if not cases or cases[0].manifest is None:
+            return ()
+        rows = _manifest_rows(cases[0].manifest)
+        return tuple(k for k in rows[0] if k not in ("case_id", "region") and k)
     return {"brats": BRATS_MODALITIES, "synthrad": ("mr", "ct")}.get(layout, ())
 
 
@@ -494,7 +496,7 @@ def check_case(
         A `CaseReport` with per-file facts (shape, affine, min/max when decoded) and problems.
     """
     report = CaseReport(case)
-    required = default_required(case.layout) if required is None else tuple(required)
+    required = default_required(case.layout, [case]) if required is None else tuple(required)
     for modality in required:
         if modality not in case.paths:
             report.problems.append(
@@ -641,8 +643,8 @@ def discover_cases(
     """
     root = Path(root)
     layout, cases = list_cases(root, layout)
-    if required is None and layout == "manifest":
-        required = _manifest_columns(cases)
+    if required is None:
+        required = default_required(layout, cases)
     cases.sort(key=lambda c: c.case_id)
     if not validate:
         return DiscoveryResult(cases, root=root, layout=layout)
