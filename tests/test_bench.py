@@ -1,0 +1,199 @@
+"""lift3d.bench, the cWDM reference stand-in and `lift3d bench`: tiny sizes, consistent fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from lift3d import bench
+from lift3d.cli import main
+from lift3d.models.reference import (
+    build_reference_unet,
+    haar_dwt3d,
+    haar_idwt3d,
+    linear_betas,
+)
+
+TINY_CHANNELS = (8, 8)  # two levels: volume sides divisible by 4
+
+
+def conv_system(name: str = "conv") -> tuple[bench.System, int]:
+    """A single Conv3d on a fixed input, and its analytic FLOP count (2 per multiply-add)."""
+    cin, cout, k, shape = 2, 3, 3, (4, 6, 5)
+
+    def build(device):
+        conv = nn.Conv3d(cin, cout, k, padding=1).to(device)
+        x = torch.rand(1, cin, *shape, device=device)
+        return conv, lambda: conv(x)
+
+    out_voxels = shape[0] * shape[1] * shape[2]
+    flops = 2 * out_voxels * cout * cin * k**3
+    return bench.System(name=name, build=build, shape=shape), flops
+
+
+def test_measure_conv3d_flops_match_formula_and_fields():
+    system, flops = conv_system()
+    r = bench.measure(system, repeats=5)
+    assert r["flops_per_volume"] == flops
+    assert r["params"] == 3 * 2 * 27 + 3
+    assert len(r["times_s"]) == 5
+    assert r["seconds_per_volume"] == sorted(r["times_s"])[2]  # median of 5
+    assert r["peak_bytes"] > 0 and r["peak_bytes"] >= (r["baseline_bytes"] or 0)
+    assert r["shape"] == [4, 6, 5]
+    assert "steps" not in r
+
+
+def test_measure_linear_flops_and_steps():
+    def build(device):
+        lin = nn.Linear(10, 7)
+        x = torch.rand(4, 10)
+        return lin, lambda: lin(x)
+
+    system = bench.System("lin", build, (1, 1, 4), steps=3, per_step=True)
+    r = bench.measure(system, repeats=5)
+    assert r["flops_per_step"] == 2 * 4 * 10 * 7
+    assert r["flops_per_volume"] == 3 * r["flops_per_step"]
+    assert r["seconds_per_volume"] == pytest.approx(3 * r["seconds_per_step"])
+    assert r["steps"] == 3
+
+
+def test_measure_rejects_few_repeats():
+    system, _ = conv_system()
+    with pytest.raises(ValueError, match="repeats"):
+        bench.measure(system, repeats=2)
+
+
+def test_peak_memory_is_per_system():
+    """A large allocation raises that block's peak; a later small block is not charged for it."""
+    big = 200 * 1024**2
+    with bench.peak_memory(torch.device("cpu")) as first:
+        x = torch.ones(big // 4)
+        del x
+    with bench.peak_memory(torch.device("cpu")) as second:
+        y = torch.ones(1000)
+        del y
+    assert first["peak_bytes"] - first["baseline_bytes"] >= 0.9 * big
+    if second["memory_kind"] in ("rss-hwm", "rss-sampled"):
+        assert second["peak_bytes"] - second["baseline_bytes"] < 0.5 * big
+
+
+def test_haar_round_trip_and_lowpass():
+    x = torch.randn(2, 3, 4, 6, 8, dtype=torch.float64)
+    w = haar_dwt3d(x)
+    assert w.shape == (2, 24, 2, 3, 4)
+    torch.testing.assert_close(haar_idwt3d(w), x)
+    # orthonormal: energy kept; LLL of channel 0 = sum of each 2x2x2 block / 2^1.5
+    torch.testing.assert_close(w.pow(2).sum(), x.pow(2).sum())
+    blocks = x[:, 0].reshape(2, 2, 2, 3, 2, 4, 2).sum(dim=(2, 4, 6))
+    torch.testing.assert_close(w[:, 0], blocks / 2**1.5)
+    with pytest.raises(ValueError, match="even"):
+        haar_dwt3d(torch.zeros(1, 1, 3, 4, 4))
+
+
+def test_reference_unet_configuration():
+    net = build_reference_unet(channels=(8, 8, 16), norm_num_groups=4)
+    assert net.conv_in.conv.in_channels == 32  # 3 conditions x 8 subbands + 8 noisy subbands
+    from monai.networks.blocks import SpatialAttentionBlock
+
+    assert not any(isinstance(m, SpatialAttentionBlock) for m in net.modules())
+    assert not any("transformer" in type(m).__name__.lower() for m in net.modules())
+    assert all(len(block.resnets) == 2 for block in net.down_blocks)
+    x = torch.randn(1, 32, 8, 8, 8)
+    assert net(x, torch.tensor([5])).shape == (1, 8, 8, 8, 8)
+    betas = linear_betas(1000)
+    assert betas[0].item() == pytest.approx(1e-4) and betas[-1].item() == pytest.approx(0.02)
+
+
+def test_reference_system_per_step_and_derived_counts():
+    system = bench.reference_system(
+        (8, 8, 8), steps=1000, channels=TINY_CHANNELS, norm_num_groups=4
+    )
+    r = bench.measure(system, repeats=5)
+    assert r["steps"] == 1000 and r["wavelet_grid"] == [4, 4, 4]
+    assert r["flops_per_volume"] == 1000 * r["flops_per_step"] > 0
+    assert r["seconds_per_volume"] == pytest.approx(1000 * r["seconds_per_step"])
+    one = bench.with_steps(r, 1, "reference-1step")
+    assert one["flops_per_volume"] == r["flops_per_step"]
+    assert one["seconds_per_volume"] == pytest.approx(r["seconds_per_step"])
+    with pytest.raises(ValueError, match="divisible"):
+        bench.reference_system((6, 8, 8), channels=TINY_CHANNELS)
+
+
+def test_run_benchmark_ratios_consistent_with_entries():
+    conv, _ = conv_system("lift-stand-in")
+    ref = bench.reference_system((8, 8, 8), channels=TINY_CHANNELS, norm_num_groups=4)
+    result = bench.run_benchmark([conv, ref], repeats=5, progress=False)
+    names = [s["name"] for s in result["systems"]]
+    assert names == ["lift-stand-in", "reference-1000step", "reference-2step", "reference-1step"]
+    by_name = {s["name"]: s for s in result["systems"]}
+    assert set(result["ratios"]) == {f"reference-{n}step / lift-stand-in" for n in (1000, 2, 1)}
+    for key, ratio in result["ratios"].items():
+        r, s = (by_name[n] for n in key.split(" / "))
+        assert ratio["flops"] == pytest.approx(r["flops_per_volume"] / s["flops_per_volume"])
+        assert ratio["seconds"] == pytest.approx(r["seconds_per_volume"] / s["seconds_per_volume"])
+    for key in ("device_name", "torch_version", "threads", "lift3d_version"):
+        assert result[key] not in (None, "")
+
+
+def test_lift_systems_take_builders():
+    calls = []
+
+    class Fake(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(3, 1, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+        def sample(self, n, generator=None, use_mapper=True):
+            calls.append(use_mapper)
+            return self.conv(torch.zeros(n, 3, 2, 4, 4))
+
+    def make_translation(size, in_channels, out_channels=1, use_mixer=True):
+        calls.append((size, in_channels, out_channels, use_mixer))
+        return Fake()
+
+    t = bench.measure(bench.lift_translation_system((2, 4, 4), "tiny", builder=make_translation))
+    assert calls[0] == ("tiny", 3, 1, True)
+    assert t["flops_per_volume"] == 2 * 3 * 32
+    g = bench.measure(bench.lift_generation_system((2, 4, 4), "tiny", builder=lambda *a: Fake()))
+    assert g["name"] == "lift-generate" and True in calls
+
+
+def test_reference_shape_rounds_up():
+    assert bench.reference_shape_for((155, 240, 240)) == (160, 256, 256)
+    assert bench.reference_shape_for((10, 32, 33)) == (32, 32, 64)
+
+
+def test_cli_bench_tiny_json(tmp_path, monkeypatch, capsys):
+    """`lift3d bench` end to end, with the sizes shrunk so it runs in a second."""
+    monkeypatch.setitem(bench.SIZES, "quick", {"lift": (8, 8, 8), "reference": (8, 8, 8)})
+    real_reference = bench.reference_system
+
+    def tiny_reference(shape, steps=1000, channels=None, norm_num_groups=32, name="r"):
+        return real_reference(shape, steps, TINY_CHANNELS, 4, name)
+
+    monkeypatch.setattr(bench, "reference_system", tiny_reference)
+    out = tmp_path / "b.json"
+    code = main(["bench", "--size", "quick", "--model-size", "tiny", "--json", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    names = {s["name"] for s in data["systems"]}
+    assert {"reference-1000step", "reference-2step", "reference-1step"} <= names
+    for s in data["systems"]:
+        assert {
+            "name",
+            "seconds_per_volume",
+            "flops_per_volume",
+            "peak_bytes",
+            "params",
+            "shape",
+        } <= set(s)
+    assert "cost ratios" in capsys.readouterr().out
+    # refuses to overwrite without --overwrite
+    assert main(["bench", "--size", "quick", "--json", str(out)]) == 2
+    assert main(["bench", "--repeats", "2"]) == 2
