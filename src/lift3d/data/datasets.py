@@ -90,7 +90,8 @@ class VolumeDataset(Dataset):
         modalities: modality names to return, e.g. ``("mr", "ct")`` or the BraTS four.
         shape: model grid (D, H, W) in voxels.
         slice_axis: ``axial`` | ``coronal`` | ``sagittal``: the anatomical axis along D.
-        spacing_mm: resample to this (D, H, W) spacing first; None keeps the source spacing.
+        spacing_mm: resample to this voxel size in mm first (one value, or one per R, A, S
+            axis); None keeps the source spacing.
         kinds: modality -> ``mr`` | ``ct`` | ``label`` | ``mask``; missing names use
             `default_kind`.
         cache: keep preprocessed arrays in memory after the first access.
@@ -107,7 +108,7 @@ class VolumeDataset(Dataset):
         modalities: Sequence[str],
         shape: Sequence[int],
         slice_axis: str = "axial",
-        spacing_mm: Sequence[float] | None = None,
+        spacing_mm: float | Sequence[float] | None = None,
         kinds: Mapping[str, str] | None = None,
         cache: bool = True,
         cache_dir: str | Path | None = None,
@@ -122,6 +123,8 @@ class VolumeDataset(Dataset):
         self.modalities = tuple(m for m in modalities if m != MASK_KEY)
         self.shape = tuple(int(s) for s in shape)
         self.slice_axis = slice_axis
+        if spacing_mm is not None:
+            spacing_mm = np.broadcast_to(np.asarray(spacing_mm, dtype=float), (3,))
         self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
         self.kinds = {m: (kinds or {}).get(m, default_kind(m)) for m in self.modalities}
         self.kinds[MASK_KEY] = "mask"
@@ -241,7 +244,8 @@ class SliceDataset(Dataset):
     Args:
         volume_dataset: the volumes; its cache serves repeated reads of a case.
         axis: model-array axis to slice along: 0 (D, the dataset's slice axis; default), 1 (H)
-            or 2 (W); the dataset's ``slice_axis`` name is accepted for 0.
+            or 2 (W), or an anatomical plane name (``axial`` | ``coronal`` | ``sagittal``),
+            mapped to the model axis that runs across that plane.
         modalities: subset of the volume dataset's modalities (default: all).
 
     Items:
@@ -256,12 +260,12 @@ class SliceDataset(Dataset):
         modalities: Sequence[str] | None = None,
     ) -> None:
         if isinstance(axis, str):
-            if axis != volume_dataset.slice_axis:
-                raise ValueError(
-                    f"axis {axis!r}: name only the volume dataset's slice axis "
-                    f"({volume_dataset.slice_axis!r}), or pass 0, 1 or 2"
-                )
-            axis = 0
+            from lift3d.data.preprocess import MODEL_AXES
+
+            if axis not in SLICE_AXES:
+                raise ValueError(f"axis must be 0, 1, 2 or one of {SLICE_AXES}, got {axis!r}")
+            # the plane's normal as a RAS axis (sagittal: R, coronal: A, axial: S) -> model axis
+            axis = MODEL_AXES[volume_dataset.slice_axis].index(SLICE_AXES[::-1].index(axis))
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2 (of D, H, W), got {axis}")
         modalities = volume_dataset.modalities if modalities is None else tuple(modalities)
