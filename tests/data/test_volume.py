@@ -404,3 +404,19 @@ def test_read_copy_independent_of_file(tmp_path):
     lift3d.write_volume(vol.with_array(vol.array * 2), tmp_path / "a.nii")
     vol.array[0, 0, 0] = 5  # writable, in memory (not a read-only memory map of the file)
     np.testing.assert_array_equal(lift3d.read_volume(tmp_path / "a.nii").array, 2)
+
+
+def test_no_orientation_codes_file(tmp_path):
+    # qform_code = sform_code = 0 (ANALYZE-like): the affine comes from pixdim alone.
+    img = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5), np.diag([2, 3, 4, 1.0]))
+    img.set_qform(None, code=0)
+    img.set_sform(None, code=0)
+    nib.save(img, str(tmp_path / "plain.nii"))
+    src = lift3d.read_volume(tmp_path / "plain.nii")
+    back = lift3d.read_volume(lift3d.write_volume(src, tmp_path / "o.nii"))
+    assert_same_volume(src, back)
+    hdr = nib.load(str(tmp_path / "o.nii")).header
+    assert (int(hdr["qform_code"]), int(hdr["sform_code"])) == (0, 0)
+    # once reoriented the pixdim fallback no longer describes it: the affine is stored instead
+    ras = reorient(src, "RAS")
+    assert_same_volume(ras, lift3d.read_volume(lift3d.write_volume(ras, tmp_path / "r.nii")))
