@@ -29,7 +29,7 @@ import numpy as np
 from lift3d.metrics.image import psnr_from_mse, ssim_map
 
 # plane name -> RAS array axis the slices are stacked along
-PLANE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
+PLANE_AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
 AXIAL_AXIS = PLANE_AXES["axial"]
 
 

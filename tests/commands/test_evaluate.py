@@ -1,0 +1,309 @@
+"""`lift3d evaluate`: pairing, per-case metrics, CSV/JSON contract, tables, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from lift3d.cli import main
+from lift3d.data.discovery import discover_cases
+from lift3d.data.volume import read_volume, write_volume
+from lift3d.inference import evaluate as ev
+from lift3d.metrics import image
+
+COHERENCE = ev.COHERENCE_METRICS
+
+
+def write_sct(pred_dir, case, noise=50.0, seed=0):
+    ct = read_volume(case.paths["ct"])
+    rng = np.random.default_rng(seed)
+    sct = ct.array.astype(np.float32) + rng.normal(0, noise, ct.shape).astype(np.float32)
+    return write_volume(ct.with_array(sct), pred_dir / case.case_id / "sct.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def synthrad_cases(phantom_synthrad_dir):
+    return discover_cases(phantom_synthrad_dir, validate=False)
+
+
+@pytest.fixture(scope="module")
+def brats_cases(phantom_brats_dir):
+    return discover_cases(phantom_brats_dir, validate=False)
+
+
+def test_mr2ct_end_to_end(tmp_path, phantom_synthrad_dir, synthrad_cases, capsys):
+    pred = tmp_path / "pred"
+    for n, case in enumerate(synthrad_cases[:3]):
+        write_sct(pred, case, noise=20.0 * (n + 1), seed=n)
+    out, js = tmp_path / "eval", tmp_path / "extra" / "e.json"
+    code = main(
+        [
+            "evaluate",
+            "--task",
+            "mr2ct",
+            "--pred",
+            str(pred),
+            "--ref",
+            str(phantom_synthrad_dir),
+            "--out",
+            str(out),
+            "--json",
+            str(js),
+            "--label",
+            "mixer",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "PHANTOM data" in printed and "mae" in printed and "±" in printed
+    result = json.loads((out / "summary.json").read_text())
+    assert json.loads(js.read_text()) == result
+    for key in (
+        "task",
+        "label",
+        "pred_dir",
+        "ref_dir",
+        "data",
+        "phantom",
+        "machine",
+        "lift3d_version",
+        "cases",
+        "summary",
+    ):
+        assert key in result, key
+    assert result["task"] == "mr2ct" and result["label"] == "mixer" and result["phantom"] is True
+    assert set(result["cases"]) == {c.case_id for c in synthrad_cases[:3]}
+    for case in synthrad_cases[:3]:
+        entry = result["cases"][case.case_id]
+        # the metrics are those of this case's own ct/mask: pairing is right
+        sct = read_volume(pred / case.case_id / "sct.nii.gz").array
+        ct = read_volume(case.paths["ct"]).array
+        mask = read_volume(case.paths["mask"]).array
+        direct = image.synthrad_metrics(sct, ct, mask)
+        for k in ("mae", "psnr", "ssim"):
+            assert entry[k] == pytest.approx(direct[k], rel=1e-9)
+        for k in COHERENCE:
+            assert np.isfinite(entry[k])
+        assert entry["ref"] == str(case.paths["ct"].resolve())
+        assert entry["mask"] == str(case.paths["mask"].resolve())
+        assert entry["source"] == str(case.paths["mr"].resolve())
+        assert len(entry["z_profile"]) == ct.shape[2]  # phantom grid: axial = k
+    # noisier predictions score worse
+    maes = [result["cases"][c.case_id]["mae"] for c in synthrad_cases[:3]]
+    assert maes == sorted(maes)
+    summary = result["summary"]
+    assert summary["n_cases"] == 3
+    assert summary["mae"] == pytest.approx(np.mean(maes))
+    assert summary["mae_std"] == pytest.approx(np.std(maes, ddof=1))
+    rows = list(csv.DictReader((out / "cases.csv").open()))
+    assert [r["case_id"] for r in rows] == sorted(result["cases"])
+    assert float(rows[0]["psnr"]) == pytest.approx(result["cases"][rows[0]["case_id"]]["psnr"])
+
+
+def test_missing_modality_end_to_end(tmp_path, phantom_brats_dir, brats_cases):
+    pred = tmp_path / "pred"
+    a, b = brats_cases[:2]
+    # case a: t1c right up to a linear intensity change (perfect on the BraSyn scale)
+    t1c = read_volume(a.paths["t1c"])
+    exact = t1c.with_array(t1c.array.astype(np.float32) * 2.0 + 5.0 * (t1c.array != 0))
+    write_volume(exact, pred / a.case_id / f"{a.case_id}-t1c.nii.gz")
+    # case b: two modalities predicted, one of them noisy
+    for mod in ("t1c", "t2f"):
+        ref = read_volume(b.paths[mod])
+        noisy = ref.array + np.random.default_rng(1).normal(0, 40, ref.shape)
+        write_volume(
+            ref.with_array(noisy.astype(np.float32)), pred / b.case_id / f"{b.case_id}-{mod}.nii.gz"
+        )
+    result = ev.evaluate_folder("missing", pred, phantom_brats_dir, progress=False)
+    assert set(result["cases"]) == {a.case_id, f"{b.case_id}-t1c", f"{b.case_id}-t2f"}
+    perfect = result["cases"][a.case_id]
+    assert perfect["modality"] == "t1c"
+    assert perfect["mse"] == pytest.approx(0.0, abs=1e-12)
+    assert perfect["ssim"] == pytest.approx(1.0) and perfect["zgrad_error"] == pytest.approx(
+        0.0, abs=1e-7
+    )
+    assert perfect["mask"] is None  # region = non-zero reference voxels
+    noisy = result["cases"][f"{b.case_id}-t2f"]
+    assert noisy["modality"] == "t2f" and 0 < noisy["mse"] < 1 and noisy["ssim"] < 0.99
+    assert noisy["zgrad_ratio"] > 1.0  # independent noise per slice adds flicker
+    assert set(result["by_modality"]) == {"t1c", "t2f"}
+    text = ev.to_json(result)  # inf PSNR is written as null: strict JSON
+    assert json.loads(text)["cases"][a.case_id]["psnr"] is None
+    assert result["summary"]["psnr"] == pytest.approx(
+        np.mean([result["cases"][k]["psnr"] for k in result["cases"] if k != a.case_id])
+    )
+
+
+def test_user_data_is_not_labelled_phantom(tmp_path, phantom_synthrad_dir, synthrad_cases, capsys):
+    case = synthrad_cases[0]
+    ref = tmp_path / "data" / "Task1" / "brain" / case.case_id
+    shutil.copytree(case.root, ref)  # without lift3d_phantom.json
+    write_sct(tmp_path / "pred", case)
+    assert (
+        main(
+            [
+                "evaluate",
+                "--task",
+                "mr2ct",
+                "--pred",
+                str(tmp_path / "pred"),
+                "--ref",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 0
+    )
+    assert "PHANTOM" not in capsys.readouterr().out
+    result = ev.evaluate_folder("mr2ct", tmp_path / "pred", tmp_path / "data", progress=False)
+    assert result["phantom"] is False and result["data"] == "user data"
+
+
+def run_bad(args, capsys):
+    code = main(["evaluate", *map(str, args)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    return err
+
+
+def test_bad_folders(tmp_path, phantom_synthrad_dir, synthrad_cases, capsys):
+    base = ["--task", "mr2ct", "--out", tmp_path / "out"]
+    err = run_bad([*base, "--pred", tmp_path / "nope", "--ref", phantom_synthrad_dir], capsys)
+    assert "nope" in err and "not found" in err
+    (tmp_path / "empty").mkdir()
+    err = run_bad([*base, "--pred", tmp_path / "empty", "--ref", phantom_synthrad_dir], capsys)
+    assert "empty" in err
+    write_sct(tmp_path / "pred", synthrad_cases[0])
+    err = run_bad([*base, "--pred", tmp_path / "pred", "--ref", tmp_path / "noref"], capsys)
+    assert "noref" in err
+    other = tmp_path / "other" / "1BZ999"
+    other.mkdir(parents=True)
+    (other / "sct.nii.gz").write_bytes(
+        (tmp_path / "pred" / synthrad_cases[0].case_id / "sct.nii.gz").read_bytes()
+    )
+    err = run_bad([*base, "--pred", tmp_path / "other", "--ref", phantom_synthrad_dir], capsys)
+    assert "no case in common" in err
+    err = run_bad(["--task", "mr2ct", "--pred", tmp_path / "pred"], capsys)
+    assert "--ref" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change", ["affine", "shape"])
+def test_prediction_off_grid(tmp_path, phantom_synthrad_dir, synthrad_cases, capsys, change):
+    pred = tmp_path / "pred"
+    write_sct(pred, synthrad_cases[0])
+    bad = read_volume(write_sct(pred, synthrad_cases[1]))
+    if change == "affine":
+        affine = bad.affine.copy()
+        affine[0, 3] += 0.01  # 10 micrometres off: beyond the 1e-3 mm tolerance
+        bad_vol = type(bad)(bad.array, affine)
+    else:
+        bad_vol = type(bad)(bad.array[:, :, :-1], bad.affine)
+    bad_path = pred / synthrad_cases[1].case_id / "sct.nii.gz"
+    write_volume(bad_vol, bad_path)
+    err = run_bad(
+        [
+            "--task",
+            "mr2ct",
+            "--pred",
+            pred,
+            "--ref",
+            phantom_synthrad_dir,
+            "--out",
+            tmp_path / "out",
+            "--json",
+            tmp_path / "e.json",
+        ],
+        capsys,
+    )
+    assert str(bad_path) in err and ("grid" in err or "shape" in err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "e.json").exists()
+
+
+def test_existing_output_needs_overwrite(tmp_path, phantom_synthrad_dir, synthrad_cases, capsys):
+    write_sct(tmp_path / "pred", synthrad_cases[0])
+    (tmp_path / "e.json").write_text("{}")
+    args = [
+        "--task",
+        "mr2ct",
+        "--pred",
+        tmp_path / "pred",
+        "--ref",
+        phantom_synthrad_dir,
+        "--json",
+        tmp_path / "e.json",
+    ]
+    assert "--overwrite" in run_bad(args, capsys)
+    assert main(["evaluate", *map(str, args), "--overwrite"]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["summary"]["n_cases"] == 1
+
+
+def test_compare_summaries_known_values(tmp_path, capsys):
+    a = {
+        "label": "mixer",
+        "phantom": True,
+        "summary": {
+            "zgrad_error": 1.0,
+            "zgrad_error_std": 0.1,
+            "psnr_axial": 30.0,
+            "zgrad_ratio": 1.05,
+            "n_cases": 4,
+        },
+    }
+    b = {
+        "label": "no-mixer",
+        "phantom": True,
+        "summary": {
+            "zgrad_error": 2.0,
+            "zgrad_error_std": 0.2,
+            "psnr_axial": 30.1,
+            "zgrad_ratio": 1.6,
+            "n_cases": 4,
+        },
+    }
+    rows = {r["metric"]: r for r in ev.comparison_rows(a, b, ("mixer", "no-mixer"))}
+    assert set(rows) == {"zgrad_error", "psnr_axial", "zgrad_ratio"}
+    assert rows["zgrad_error"]["diff"] == pytest.approx(1.0)
+    assert rows["zgrad_error"]["rel_percent"] == pytest.approx(100.0)
+    assert rows["zgrad_error"]["better"] == "mixer"  # lower is better
+    assert rows["psnr_axial"]["better"] == "no-mixer"  # higher is better
+    assert rows["zgrad_ratio"]["better"] == "mixer"  # closer to 1 is better
+    table = ev.compare_summaries(a, b)
+    assert "PHANTOM data" in table and "no-mixer - mixer" in table and "+100.0%" in table
+    for name, data in (("a.json", a), ("b.json", b)):
+        (tmp_path / name).write_text(json.dumps(data))
+    assert main(["evaluate", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0
+    assert "zgrad_error" in capsys.readouterr().out
+    run_bad(["--compare", tmp_path / "a.json", tmp_path / "missing.json"], capsys)
+
+
+def test_generate_dispatch_without_distribution_metrics(tmp_path, phantom_brats_dir, capsys):
+    try:
+        import lift3d.metrics.distribution as dist
+
+        has = hasattr(dist, "evaluate_generation")
+    except ImportError:
+        has = False
+    if has:
+        pytest.skip("generation metrics present; tested with them")
+    (tmp_path / "gen").mkdir()
+    write_volume(
+        read_volume(next(phantom_brats_dir.glob("*/*-t1n.nii.gz"))), tmp_path / "gen" / "s0.nii.gz"
+    )
+    code = main(
+        [
+            "evaluate",
+            "--task",
+            "generate",
+            "--pred",
+            str(tmp_path / "gen"),
+            "--ref",
+            str(phantom_brats_dir),
+        ]
+    )
+    assert code == 1
+    assert "evaluate_generation" in capsys.readouterr().err
