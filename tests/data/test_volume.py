@@ -420,3 +420,13 @@ def test_no_orientation_codes_file(tmp_path):
     # once reoriented the pixdim fallback no longer describes it: the affine is stored instead
     ras = reorient(src, "RAS")
     assert_same_volume(ras, lift3d.read_volume(lift3d.write_volume(ras, tmp_path / "r.nii")))
+
+
+def test_real_nifti2_oblique_volume(tmp_path):
+    img = nib.load(str(real_file("example_nifti2.nii.gz"))).slicer[..., 1]  # 3D, NIfTI-2
+    assert isinstance(img, nib.Nifti2Image)
+    nib.save(img, str(tmp_path / "n2.nii"))
+    src = lift3d.read_volume(tmp_path / "n2.nii")
+    np.testing.assert_allclose(src.affine, img.affine, atol=1e-6)
+    for ext in EXTS:
+        assert_same_volume(src, lift3d.read_volume(lift3d.write_volume(src, tmp_path / f"o{ext}")))
