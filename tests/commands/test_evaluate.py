@@ -307,3 +307,34 @@ def test_generate_dispatch_without_distribution_metrics(tmp_path, phantom_brats_
     )
     assert code == 1
     assert "evaluate_generation" in capsys.readouterr().err
+
+
+def test_mask_name(tmp_path, phantom_brats_dir, brats_cases, capsys):
+    case = brats_cases[0]
+    ref = read_volume(case.paths["t2w"])
+    noisy = ref.array + np.random.default_rng(2).normal(0, 40, ref.shape)
+    write_volume(
+        ref.with_array(noisy.astype(np.float32)),
+        tmp_path / "pred" / case.case_id / f"{case.case_id}-t2w.nii.gz",
+    )
+    whole = ev.evaluate_folder("missing", tmp_path / "pred", phantom_brats_dir, progress=False)
+    seg = ev.evaluate_folder(
+        "missing", tmp_path / "pred", phantom_brats_dir, mask_name="seg", progress=False
+    )
+    entry = seg["cases"][case.case_id]
+    assert entry["mask"] == str(case.paths["seg"].resolve())
+    assert entry["mse"] != pytest.approx(whole["cases"][case.case_id]["mse"])
+    err = run_bad(
+        [
+            "--task",
+            "missing",
+            "--pred",
+            tmp_path / "pred",
+            "--ref",
+            phantom_brats_dir,
+            "--mask-name",
+            "nosuch",
+        ],
+        capsys,
+    )
+    assert "nosuch" in err

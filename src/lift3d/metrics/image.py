@@ -210,21 +210,24 @@ def brasyn_prepare(
     its own 0.5 / 99.5 percentiles; DATA.md restricts the percentiles to brain voxels): the
     reference is normalised by the percentiles of its non-zero (brain) voxels; the prediction by
     the percentiles of its own voxels inside that same brain region. A prediction that is right up
-    to a monotone-linear intensity change therefore scores as right, as in the challenge.
+    to a positive linear intensity change therefore scores as right, as in the challenge.
 
     Args:
         pred: (I, J, K) synthesised MR, any intensity scale.
         target: (I, J, K) reference MR (skull-stripped, background 0).
-        mask: optional region; default the non-zero reference voxels.
+        mask: optional scoring region (e.g. a tumour mask); default the brain. Normalisation
+            always uses the brain.
 
     Returns:
-        (pred01, target01, brain): normalised images (0 outside the brain) and the bool region.
+        (pred01, target01, region): normalised images (0 outside the brain) and the bool scoring
+        region.
     """
     _check_pair(pred, target)
-    brain = brain_mask(target) if mask is None else _as_mask(mask, target.shape)
+    brain = brain_mask(target)
+    region = brain if mask is None else _as_mask(mask, target.shape)
     p = np.where(brain, normalise_mr(pred, brain), 0.0)
     t = np.where(brain, normalise_mr(target, brain), 0.0)
-    return p, t, brain
+    return p, t, region
 
 
 def brasyn_metrics(
@@ -241,7 +244,7 @@ def brasyn_metrics(
     Args:
         pred: (I, J, K) synthesised MR.
         target: (I, J, K) reference MR, background 0.
-        mask: optional region; default the non-zero reference voxels.
+        mask: optional scoring region; default the non-zero reference voxels (the brain).
     """
     p, t, brain = brasyn_prepare(pred, target, mask)
     if not brain.any():
