@@ -69,7 +69,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             epilog=f"example:\n  {module.EXAMPLE}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+        # SUPPRESS: an unset sub-level --debug must not reset a top-level `lift3d --debug ...`
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks for errors",
+        )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
