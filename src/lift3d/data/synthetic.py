@@ -49,6 +49,7 @@ TISSUES: dict[str, int] = {
     "necrotic": 8,  # BraTS label 1
     "oedema": 9,  # BraTS label 2
     "enhancing": 10,  # BraTS label 3
+    "air": 11,  # air cavities inside the body (sinuses)
 }
 _T = TISSUES
 # tissue code -> BraTS segmentation label
@@ -58,17 +59,17 @@ _BRATS_LABEL[[_T["necrotic"], _T["oedema"], _T["enhancing"]]] = (1, 2, 3)
 # Relative MR signal per tissue (index = tissue code), scaled by _MR_SCALE. Chosen to follow real
 # contrasts: T1 WM > GM > CSF, fat bright; T1c like T1 with a bright enhancing rim; T2 CSF and
 # oedema bright; FLAIR CSF suppressed, oedema brightest. Bone is dark everywhere.
-#                 bg    soft  fat   bone  csf   vent  gm    wm    necr  oed   enh
+#                 bg    soft  fat   bone  csf   vent  gm    wm    necr  oed   enh   air
 _MR_LUT = {
-    "t1n": (0.00, 0.45, 0.95, 0.08, 0.12, 0.10, 0.52, 0.72, 0.18, 0.40, 0.46),
-    "t1c": (0.00, 0.50, 0.95, 0.08, 0.13, 0.11, 0.54, 0.72, 0.16, 0.41, 1.00),
-    "t2w": (0.00, 0.35, 0.55, 0.05, 1.00, 1.00, 0.58, 0.40, 0.90, 0.82, 0.62),
-    "t2f": (0.00, 0.35, 0.60, 0.05, 0.07, 0.05, 0.58, 0.44, 0.30, 0.95, 0.66),
+    "t1n": (0.00, 0.45, 0.95, 0.08, 0.12, 0.10, 0.52, 0.72, 0.18, 0.40, 0.46, 0.00),
+    "t1c": (0.00, 0.50, 0.95, 0.08, 0.13, 0.11, 0.54, 0.72, 0.16, 0.41, 1.00, 0.00),
+    "t2w": (0.00, 0.35, 0.55, 0.05, 1.00, 1.00, 0.58, 0.40, 0.90, 0.82, 0.62, 0.00),
+    "t2f": (0.00, 0.35, 0.60, 0.05, 0.07, 0.05, 0.58, 0.44, 0.30, 0.95, 0.66, 0.00),
 }
 _MR_SCALE = 1000.0
 _MR_NOISE = 0.02  # Rician sigma as a fraction of _MR_SCALE
-#                 bg      soft  fat    bone  csf  vent  gm    wm    necr  oed   enh
-_CT_LUT = (-1000.0, 45.0, -90.0, 0.0, 8.0, 6.0, 38.0, 28.0, 20.0, 22.0, 36.0)
+#                 bg      soft  fat    bone  csf  vent  gm    wm    necr  oed   enh   air
+_CT_LUT = (-1000.0, 45.0, -90.0, 0.0, 8.0, 6.0, 38.0, 28.0, 20.0, 22.0, 36.0, -1000.0)
 _CT_NOISE_HU = 12.0
 _CT_RANGE = (-1024, 3071)
 
@@ -116,7 +117,7 @@ def _subject(seed: int, case: int, tumour: bool) -> dict:
     """Per-subject random parameters, drawn from (seed, case) only."""
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(case), GENERATOR_VERSION]))
     p: dict = {}
-    p["scale"] = rng.uniform(0.92, 1.06, size=3)  # head radii variation
+    p["scale"] = rng.uniform(0.92, 1.04, size=3)  # head radii variation
     p["angles"] = np.deg2rad(rng.uniform(-6.0, 6.0, size=3))
     p["shift"] = rng.uniform(-0.03, 0.03, size=3)
     p["warp"] = [_waves(rng, 4, (0.4, 1.1)) for _ in range(3)]  # elastic displacement
@@ -125,6 +126,7 @@ def _subject(seed: int, case: int, tumour: bool) -> dict:
     p["ventricle_scale"] = rng.uniform(0.75, 1.35)
     p["skull"] = rng.uniform(0.09, 0.14)
     p["cortex"] = rng.uniform(0.12, 0.18)
+    p["scalp"] = rng.uniform(0.07, 0.1)
     p["tumour"] = None
     if tumour:
         side = rng.choice([-1.0, 1.0])
@@ -135,7 +137,7 @@ def _subject(seed: int, case: int, tumour: bool) -> dict:
         p["tumour"] = {
             "centre": centre,
             "radii": radii,
-            "core": rng.uniform(0.35, 0.6),
+            "core": rng.uniform(0.5, 0.75),
             "oedema": rng.uniform(1.7, 2.4),
             "lumps": _waves(rng, 6, (3.0, 6.0)),
         }
@@ -145,9 +147,29 @@ def _subject(seed: int, case: int, tumour: bool) -> dict:
 
 
 def _coordinates(shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normalised voxel-centre coordinates in [-1, 1] along R, A, S, as broadcastable 1D arrays."""
+    """Scanner coordinates: voxel centres in [-1, 1] per axis, as broadcastable 1D arrays."""
     axes = [((np.arange(n, dtype=np.float32) + 0.5) / n * 2 - 1) for n in shape]
     return axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :]
+
+
+def _head_coordinates(
+    shape: Sequence[int], spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Isotropic head-frame coordinates (R, A, S) of voxel centres, broadcastable 1D arrays.
+
+    One unit is half the smaller in-plane field of view, so the head (|x|, |y| < 0.9, top at
+    z ~ 0.9) fills the axial plane whatever the grid. A field of view shorter along S than in
+    plane is a window onto the top of the head (as in BraTS: the brain, not the neck).
+    """
+    extent = [n * float(d) for n, d in zip(shape, spacing)]
+    half = min(extent[0], extent[1]) / 2
+    axes = [
+        ((np.arange(n) + 0.5) * float(d) - e / 2) / half for n, d, e in zip(shape, spacing, extent)
+    ]
+    z_half = extent[2] / 2 / half
+    axes[2] = axes[2] + max(0.0, 0.93 - z_half)  # keep the vertex inside the field of view
+    x, y, z = (a.astype(np.float32) for a in axes)
+    return x[:, None, None], y[None, :, None], z[None, None, :]
 
 
 def _bias_field(coeffs: np.ndarray, px, py, pz) -> np.ndarray:
@@ -167,9 +189,11 @@ def _bias_field(coeffs: np.ndarray, px, py, pz) -> np.ndarray:
     return np.exp(poly).astype(np.float32)
 
 
-def _anatomy(p: dict, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label the grid. Returns (tissue codes uint8, skull depth in [0, 1] float32, brain bool)."""
-    px, py, pz = _coordinates(shape)
+def _anatomy(
+    p: dict, shape: Sequence[int], spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label the grid. Returns (tissue codes uint8, skull depth in [0, 1] or -1, brain bool)."""
+    px, py, pz = _head_coordinates(shape, spacing)
     # Subject deformation: q = M (p - shift) + elastic(p), q in atlas coordinates.
     m = _rotation(p["angles"]) / p["scale"][None, :]
     m = m.astype(np.float32)
@@ -182,27 +206,34 @@ def _anatomy(p: dict, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.
     x, y, z = q
     del q, dx, dy, dz
 
-    # Head (scalp outline) and neck.
-    rho_h = _level(x, y, z, (0.0, -0.02, 0.05), (0.80, 0.92, 0.88))
-    neck = ((x / 0.42) ** 2 + ((y + 0.12) / 0.46) ** 2 < 1) & (z < -0.3)
-    body = (rho_h < 1) | neck
-    # Intracranial compartments: cerebrum and cerebellum (level < 1), brainstem/cord.
-    rho_b = _level(x, y, z, (0.0, 0.0, 0.20), (0.62, 0.72, 0.56))
-    rho_c = _level(x, y, z, (0.0, -0.40, -0.26), (0.42, 0.30, 0.22))
+    # Intracranial compartments: cerebrum and cerebellum (level < 1), brainstem and cord.
+    rho_b = _level(x, y, z, (0.0, 0.0, 0.20), (0.58, 0.68, 0.52))
+    rho_c = _level(x, y, z, (0.0, -0.38, -0.24), (0.40, 0.28, 0.21))
     rho_s = np.sqrt((x / 0.11) ** 2 + ((y + 0.15) / 0.13) ** 2)
     stem = (rho_s < 1) & (z < 0.1)
     lc = np.minimum(rho_b, rho_c)
-    skull_out = 1.05 + p["skull"] / 0.62
     intracranial = lc < 1.05
+    skull_out = 1.05 + p["skull"] / 0.58
+    # Body: scalp of even thickness over the skull, face (with air sinuses) and neck. Each part's
+    # level is 1 on the skin, so one band of the minimum gives the subcutaneous fat everywhere.
+    body_level = lc / (skull_out + p["scalp"])
+    body_level = np.minimum(body_level, _level(x, y, z, (0.0, 0.28, -0.42), (0.46, 0.48, 0.34)))
+    neck = np.sqrt((x / 0.40) ** 2 + ((y + 0.1) / 0.44) ** 2)
+    body_level = np.where(z < -0.3, np.minimum(body_level, neck), body_level)
+    body = body_level < 1
     tissue = np.zeros(tuple(shape), dtype=np.uint8)
     tissue[body] = _T["soft_tissue"]
-    tissue[body & (rho_h > 0.9) & (rho_h < 0.965)] = _T["fat"]
-    # Bone: skull shell, vertebral ring around the cord below the skull.
+    tissue[body & (body_level > 0.91) & (body_level < 0.97)] = _T["fat"]
+    # Bone: skull shell, vertebral ring around the cord, mandible arch.
     skull = (lc >= 1.05) & (lc < skull_out) & body
-    spine = (rho_s > 1.4) & (rho_s < 2.3) & (z < -0.45) & body
-    tissue[skull | spine] = _T["bone"]
-    depth = np.where(skull, (lc - 1.05) / (skull_out - 1.05), 0.5).astype(np.float32)
-    depth[~(skull | spine)] = 0.0
+    spine = (rho_s > 1.4) & (rho_s < 2.3) & (z < -0.45)
+    jaw = np.sqrt((x / 0.40) ** 2 + ((y - 0.2) / 0.42) ** 2)
+    jaw = (jaw > 0.8) & (jaw < 0.97) & (y > 0.05) & (z > -0.78) & (z < -0.64)
+    tissue[(skull | spine | jaw) & body] = _T["bone"]
+    depth = np.where(skull, (lc - 1.05) / (skull_out - 1.05), -1.0).astype(np.float32)
+    for side in (-1.0, 1.0):  # maxillary sinuses: air inside the body (dark in MR and CT)
+        sinus = _level(x, y, z, (side * 0.15, 0.48, -0.34), (0.09, 0.12, 0.1)) < 1
+        tissue[sinus & body & ~intracranial] = _T["air"]
 
     # Brain: CSF rim, folded cortex with sulci, white matter, deep grey, ventricles, cerebellum.
     fold = _wave_field(p["fold"], x, y, z)
@@ -287,7 +318,7 @@ def make_phantom(
     if len(spacing) != 3 or min(spacing) <= 0:
         raise InputError(f"spacing must be 3 positive sizes in mm, got {tuple(spacing)}")
     p = _subject(seed, case, tumour)
-    tissue, depth, brain = _anatomy(p, shape)
+    tissue, depth, brain = _anatomy(p, shape, spacing)
     body = tissue != _T["background"]
     rng = np.random.default_rng(p["noise_seed"])
     px, py, pz = _coordinates(shape)
@@ -311,7 +342,7 @@ def make_phantom(
     # Bone: dense cortical tables (~1500 HU) around cancellous diploe (~700 HU); vertebrae ~900.
     bone = tissue == _T["bone"]
     ct[bone] = np.where(
-        depth[bone] > 0, 1500.0 - 800.0 * np.sin(np.pi * depth[bone]), 900.0
+        depth[bone] >= 0, 1500.0 - 800.0 * np.sin(np.pi * depth[bone]), 900.0
     ).astype(np.float32)
     ct += np.float32(6.0) * texture * body
     ct = _blur(ct) + np.float32(_CT_NOISE_HU) * rng.standard_normal(shape, dtype=np.float32)

@@ -1,0 +1,238 @@
+"""The seeded head phantom: determinism, layouts, geometry, contrasts, HU, labels, masks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from scipy.ndimage import binary_dilation, binary_erosion
+
+from lift3d import InputError, read_volume
+from lift3d.data.synthetic import (
+    MARKER_NAME,
+    MR_MODALITIES,
+    TISSUES,
+    brats_case_id,
+    is_phantom_dataset,
+    make_phantom,
+    synthrad_case_id,
+    write_phantom_dataset,
+)
+from lift3d.data.volume import reorient
+
+SHAPE = (64, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(7, SHAPE, case=0)
+
+
+def file_bytes(root):
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def tissue_median(phantom, modality, tissue, interior=True):
+    """Median of `modality` over a tissue; `interior` drops its partial-volume boundary voxels."""
+    mask = phantom["tissue"] == TISSUES[tissue]
+    if interior:
+        mask = binary_erosion(mask)
+    assert mask.sum() >= 10, tissue
+    return float(np.median(phantom[modality][mask]))
+
+
+@pytest.mark.parametrize("layout", ["brats", "synthrad"])
+def test_same_seed_same_bytes_other_seed_differs(tmp_path, layout):
+    args = dict(layout=layout, cases=2, shape=(24, 24, 20))
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        write_phantom_dataset(tmp_path / name, seed=seed, **args)
+    a, b, c = (file_bytes(tmp_path / name) for name in "abc")
+    assert a == b
+    assert set(a) == set(c)
+    images = [name for name in a if name.endswith(".nii.gz") and "mask" not in name]
+    assert images and all(a[name] != c[name] for name in images)
+
+
+def test_case_does_not_depend_on_case_count(tmp_path, phantom_brats_dir):
+    marker = json.loads((phantom_brats_dir / MARKER_NAME).read_text())
+    assert marker["cases"] > 1
+    write_phantom_dataset(
+        tmp_path / "one", "brats", cases=1, shape=marker["shape"], seed=marker["seed"]
+    )
+    case = brats_case_id(0)
+    for mod in (*MR_MODALITIES, "seg"):
+        name = f"{case}/{case}-{mod}.nii.gz"
+        assert (tmp_path / "one" / name).read_bytes() == (phantom_brats_dir / name).read_bytes()
+
+
+def test_brats_layout_names_affine_and_skull_stripping(phantom_brats_dir):
+    cases = sorted(p.name for p in phantom_brats_dir.iterdir() if p.is_dir())
+    assert (
+        cases
+        == [brats_case_id(k) for k in range(4)]
+        == [f"BraTS-GLI-0000{k}-000" for k in range(4)]
+    )
+    marker = json.loads((phantom_brats_dir / MARKER_NAME).read_text())
+    assert marker["layout"] == "brats" and marker["cases"] == 4 and marker["shape"] == [32, 32, 32]
+    case = cases[1]
+    vols = {
+        m: read_volume(phantom_brats_dir / case / f"{case}-{m}.nii.gz")
+        for m in (*MR_MODALITIES, "seg")
+    }
+    ref = vols["t1n"]
+    assert ref.orientation == "LPS"
+    assert np.any(np.abs(ref.affine[:3, 3]) > 1)
+    for vol in vols.values():
+        assert vol.shape == (32, 32, 32)
+        np.testing.assert_array_equal(vol.affine, ref.affine)
+    # Same subject as make_phantom, flipped into LPS voxel order; MR zero outside the brain.
+    expected = make_phantom(marker["seed"], (32, 32, 32), case=1)
+    brain = expected["brain"]
+    for mod in MR_MODALITIES:
+        ras = reorient(vols[mod], "RAS").array
+        np.testing.assert_array_equal(ras, np.where(brain, expected[mod], 0))
+        assert np.all(ras[brain] > 0) and np.all(ras[~brain] == 0)
+    seg = reorient(vols["seg"], "RAS").array
+    assert vols["seg"].array.dtype == np.uint8
+    assert set(np.unique(seg)) <= {0, 1, 2, 3}
+    assert np.all(brain[seg > 0])
+
+
+def test_synthrad_layout_names_oblique_affine_and_mask(phantom_synthrad_dir):
+    root = phantom_synthrad_dir / "Task1" / "brain"
+    assert sorted(p.name for p in root.iterdir()) == [synthrad_case_id(k) for k in range(4)]
+    assert synthrad_case_id(0) == "1BA001"
+    case = root / "1BA002"
+    assert sorted(p.name for p in case.iterdir()) == ["ct.nii.gz", "mask.nii.gz", "mr.nii.gz"]
+    mr, ct, mask = (read_volume(case / f"{n}.nii.gz") for n in ("mr", "ct", "mask"))
+    np.testing.assert_array_equal(mr.affine, ct.affine)
+    np.testing.assert_array_equal(mask.affine, ct.affine)
+    rot = ct.affine[:3, :3]
+    assert np.abs(rot - np.diag(np.diag(rot))).max() > 0.01  # oblique
+    assert ct.array.dtype == np.int16 and mask.array.dtype == np.uint8
+    body = mask.array > 0
+    expected = make_phantom(0, (32, 32, 32), case=1)
+    np.testing.assert_array_equal(body, expected["tissue"] > 0)
+    np.testing.assert_array_equal(mr.array, expected["t1c"])  # whole head, skull and skin kept
+    hu = ct.array
+    # Outside the body (beyond the one-voxel partial-volume edge): air.
+    assert np.mean(hu[~binary_dilation(body)] < -900) > 0.98
+    assert np.mean(hu[body] > -300) > 0.9
+    assert np.all((hu >= -1024) & (hu <= 3071))
+    # MR signal outside the brain (scalp, fat) is present; background is dark Rician noise.
+    scalp = body & ~expected["brain"]
+    assert mr.array[scalp].mean() > 5 * mr.array[~body].mean() > 0
+
+
+def test_is_phantom_dataset(tmp_path):
+    root = tmp_path / "data"
+    write_phantom_dataset(root, "brats", cases=1, shape=(16, 16, 16))
+    case = root / brats_case_id(0)
+    assert is_phantom_dataset(root)
+    assert is_phantom_dataset(case)
+    assert is_phantom_dataset(case / f"{brats_case_id(0)}-t1n.nii.gz")
+    assert not is_phantom_dataset(tmp_path)
+    deep = root / "a" / "b" / "c" / "d"
+    (deep / "e").mkdir(parents=True)
+    assert is_phantom_dataset(deep)  # 4 levels below the marker
+    assert not is_phantom_dataset(deep / "e")  # 5 levels: beyond the 4 parents checked
+
+
+def test_mr_contrasts_follow_tissue_physics(phantom):
+    tissues = ("csf", "ventricles", "grey_matter", "white_matter", "oedema", "bone")
+    med = {m: {t: tissue_median(phantom, m, t) for t in tissues} for m in MR_MODALITIES}
+    for m in ("t1n", "t1c"):  # T1: WM > GM > CSF
+        assert med[m]["white_matter"] > med[m]["grey_matter"] > med[m]["csf"]
+    assert med["t2w"]["csf"] > med["t2w"]["grey_matter"] > med["t2w"]["white_matter"]
+    assert med["t2w"]["ventricles"] > med["t2w"]["grey_matter"]
+    # FLAIR: CSF suppressed, oedema brightest
+    assert med["t2f"]["ventricles"] < 0.3 * med["t2f"]["white_matter"]
+    assert med["t2f"]["oedema"] > max(med["t2f"]["grey_matter"], med["t2f"]["white_matter"])
+    assert med["t2f"]["oedema"] > 1.3 * med["t1n"]["oedema"]
+    # T1c: the enhancing rim is bright with contrast, not without (same voxels)
+    rim = phantom["tissue"] == TISSUES["enhancing"]
+    assert rim.sum() >= 10
+    assert np.median(phantom["t1c"][rim]) > 1.5 * np.median(phantom["t1n"][rim])
+    assert np.median(phantom["t1c"][rim]) > med["t1c"]["white_matter"]
+    assert all(med[m]["bone"] < med[m]["grey_matter"] for m in MR_MODALITIES)
+
+
+def test_ct_hounsfield_units(phantom):
+    ct, tissue = phantom["ct"], phantom["tissue"]
+    assert abs(tissue_median(phantom, "ct", "background") + 1000) < 30
+    assert 20 < tissue_median(phantom, "ct", "soft_tissue") < 60
+    assert 0 <= tissue_median(phantom, "ct", "ventricles") < 20
+    assert 20 < tissue_median(phantom, "ct", "white_matter") < 45
+    assert 25 < tissue_median(phantom, "ct", "grey_matter") < 50
+    bone = ct[tissue == TISSUES["bone"]]
+    assert np.median(bone) > 500 and 1000 < bone.max() <= 1600
+    assert ct.min() >= -1024
+
+
+def test_labels_brain_and_body(phantom):
+    seg, tissue = phantom["seg"], phantom["tissue"]
+    assert seg.dtype == np.uint8 and set(np.unique(seg)) == {0, 1, 2, 3}
+    assert np.all(phantom["brain"][seg > 0])
+    np.testing.assert_array_equal(seg == 3, tissue == TISSUES["enhancing"])
+    assert np.array_equal(phantom["mask"] > 0, tissue > 0)
+    assert np.all(phantom["brain"] <= (phantom["mask"] > 0))
+    healthy = make_phantom(7, SHAPE, case=0, tumour=False)
+    assert not healthy["seg"].any()
+    assert not np.isin(
+        healthy["tissue"], [TISSUES["necrotic"], TISSUES["oedema"], TISSUES["enhancing"]]
+    ).any()
+
+
+def test_subjects_differ_and_anatomy_changes_along_z(phantom):
+    other = make_phantom(7, SHAPE, case=1)
+    a, b = phantom["tissue"] > 0, other["tissue"] > 0
+    dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+    assert dice < 0.99
+    assert not np.array_equal(make_phantom(8, SHAPE, case=0)["tissue"], phantom["tissue"])
+    # Through-plane structure: ventricles appear and vanish between axial slices of the brain.
+    brain_slices = phantom["brain"].any(axis=(0, 1))
+    has_ventricle = (phantom["tissue"] == TISSUES["ventricles"]).any(axis=(0, 1))
+    assert has_ventricle[brain_slices].any() and not has_ventricle[brain_slices].all()
+    # The head outline changes with depth (skull curvature).
+    area = (phantom["tissue"] == TISSUES["bone"]).sum(axis=(0, 1))
+    assert area.std() > 0.1 * area.mean()
+
+
+def test_make_phantom_deterministic_and_float32():
+    a, b = make_phantom(3, (24, 20, 16)), make_phantom(3, (24, 20, 16))
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+    assert all(
+        a[m].dtype == np.float32 and a[m].shape == (24, 20, 16) for m in (*MR_MODALITIES, "ct")
+    )
+    assert all(np.all(a[m] >= 0) for m in MR_MODALITIES)  # Rician magnitude
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(layout="nifti"), dict(cases=0), dict(shape=(8, 32, 32)), dict(shape=(32, 32))],
+)
+def test_bad_arguments_raise_input_error(tmp_path, kwargs):
+    with pytest.raises(InputError):
+        write_phantom_dataset(tmp_path / "out", **{"cases": 1, "shape": (16, 16, 16), **kwargs})
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_kept_unless_overwrite(tmp_path):
+    out = tmp_path / "out"
+    write_phantom_dataset(out, "synthrad", cases=3, shape=(16, 16, 16))
+    before = file_bytes(out)
+    with pytest.raises(InputError, match="already exists"):
+        write_phantom_dataset(out, "synthrad", cases=1, shape=(16, 16, 16))
+    assert file_bytes(out) == before
+    (out / "notes.txt").write_text("mine")
+    write_phantom_dataset(out, "synthrad", cases=1, shape=(16, 16, 16), overwrite=True)
+    # The earlier run's extra cases are gone; files the phantom did not write are kept.
+    assert sorted(p.name for p in (out / "Task1" / "brain").iterdir()) == ["1BA001"]
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / MARKER_NAME).read_text())["cases"] == 1
