@@ -123,6 +123,18 @@ def test_synthrad_roots_and_formats(tmp_path, ext, level):
     np.testing.assert_allclose(volumes["mr"].affine, AFFINE, atol=1e-5)
 
 
+def test_synthrad_ignores_overview_folder_but_reports_empty_case(tmp_path):
+    make_synthrad(tmp_path, regions=("brain",))
+    overview = tmp_path / "Task1" / "brain" / "overview"
+    overview.mkdir()
+    (overview / "1BA001_train.png").write_bytes(b"png")  # shipped with SynthRAD2023
+    assert [c.case_id for c in discover_cases(tmp_path)] == ["1BA001"]
+    (tmp_path / "Task1" / "brain" / "1BA002").mkdir()  # a case folder with nothing in it
+    with pytest.raises(InputError, match="required modality 'mr' is missing") as err:
+        discover_cases(tmp_path)
+    assert err.value.path == tmp_path / "Task1" / "brain" / "1BA002" / "mr.nii.gz"
+
+
 def test_manifest_csv_relative_paths(tmp_path):
     make_synthrad(tmp_path, regions=("brain",))
     case = "Task1/brain/1BA001"

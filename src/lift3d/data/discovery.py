@@ -46,6 +46,7 @@ MANIFEST_NAMES = ("manifest.csv", "manifest.json")
 
 _BRATS_CASE = re.compile(r"^BraTS-[A-Za-z0-9][A-Za-z0-9-]*$")
 _SYNTHRAD_REGIONS = {"brain", "pelvis"}
+_SYNTHRAD_CASE = re.compile(r"^[12][A-Z]{2}\d{3}$")  # 1BA001: task, region, centre, number
 _SYNTHRAD_REGION_LETTER = {"B": "brain", "P": "pelvis"}
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -223,22 +224,31 @@ def _has_mr_or_ct(folder: Path) -> bool:
     )
 
 
+def _is_synthrad_case_dir(path: Path) -> bool:
+    """A case folder: named like 1BA001, or holding image files (not e.g. ``overview/`` PNGs)."""
+    if not path.is_dir():
+        return False
+    return bool(_SYNTHRAD_CASE.match(path.name)) or any(
+        p.is_file() and image_suffix(p) for p in _visible(path.iterdir())
+    )
+
+
 def _synthrad_case_dirs(root: Path) -> list[tuple[Path, str | None]]:
     """(case folder, region folder name or None) for a SynthRAD task 1 tree rooted at `root`."""
     base = root / "Task1" if (root / "Task1").is_dir() else root
     subdirs = [p for p in _visible(base.iterdir()) if p.is_dir()]
     regions = [p for p in subdirs if p.name.lower() in _SYNTHRAD_REGIONS]
-    if regions:  # Task1/brain/<case>: every folder under a region folder is a case
+    if regions:  # Task1/brain/<case>
         return [
             (case, region.name.lower())
             for region in regions
             for case in _visible(region.iterdir())
-            if case.is_dir()
+            if _is_synthrad_case_dir(case)
         ]
     region = base.name.lower() if base.name.lower() in _SYNTHRAD_REGIONS else None
+    if region is not None:  # a region folder
+        return [(p, region) for p in subdirs if _is_synthrad_case_dir(p)]
     cases = [(p, region) for p in subdirs if _has_mr_or_ct(p)]
-    if region is not None:  # a region folder: all its sub-folders are cases
-        cases = [(p, region) for p in subdirs]
     if not cases and _has_mr_or_ct(base):  # one case folder
         parent = base.parent.name.lower()
         cases = [(base, parent if parent in _SYNTHRAD_REGIONS else None)]
