@@ -10,6 +10,7 @@ checkpoint, so a run can be rebuilt with no flags.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -90,6 +91,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise InputError(f"config key {key!r}: expected a mapping, got {value!r}")
         return dict(value)
     if dataclasses.is_dataclass(tp):
+        if value is None:  # an empty section in YAML (``train:``) keeps the defaults
+            value = {}
         if not isinstance(value, dict):
             raise InputError(f"config key {key!r}: expected a section (mapping), got {value!r}")
         return _build(tp, value, prefix=f"{key}.")
@@ -100,6 +103,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; accept it for float fields.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise InputError(f"config key {key!r}: expected a number, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -163,6 +172,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     """Build a config dataclass from a (possibly partial) nested dict, validating keys and types."""
+    if data is not None and not isinstance(data, dict):
+        raise InputError(f"config must be a mapping of sections, got {type(data).__name__}")
     return _build(cls, data or {})
 
 
@@ -183,7 +194,7 @@ def load_config(
     Raises:
         InputError: unreadable file, unknown key or wrong type (the key is named).
     """
-    data: dict[str, Any] = dict(base or {})
+    data: dict[str, Any] = copy.deepcopy(dict(base or {}))  # overrides must not edit `base`
     if path is not None:
         path = Path(path)
         if not path.is_file():
