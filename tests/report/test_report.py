@@ -1,0 +1,223 @@
+"""lift3d.report: figures, and the HTML page built from a tiny run + evaluation folder."""
+
+from __future__ import annotations
+
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lift3d.cli import main
+from lift3d.data.volume import Volume, write_volume
+from lift3d.errors import InputError
+from lift3d.report import figures as F
+from lift3d.report.html import PHANTOM_LABEL, build_report
+
+SHAPE = (6, 5, 8)  # (X, Y, Z), RAS
+ERROR_Z = 3  # slice with the injected error
+
+
+class PageParser(HTMLParser):
+    """Collects images (alt, src), headings and table cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[tuple[str, str]] = []
+        self.headings: list[str] = []
+        self.tables: list[list[list[str]]] = []
+        self._tag: str | None = None
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append((attrs.get("alt", ""), attrs.get("src", "")))
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        self._tag = tag
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._row is not None and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[-1].append(self._row)
+            self._row = None
+        self._tag = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        elif self._tag in ("h2", "h3"):
+            self.headings.append(data.strip())
+
+
+def write(array: np.ndarray, path: Path, affine=None) -> str:
+    write_volume(
+        Volume(
+            array.astype(np.float32), np.diag([1.0, 1.0, 2.5, 1.0]) if affine is None else affine
+        ),
+        path,
+    )
+    return str(path)
+
+
+def make_eval(root: Path, label: str, error: float, phantom: bool = True) -> Path:
+    """An evaluation folder as `lift3d evaluate` writes it, with one case on disk."""
+    rng = np.random.default_rng(0)
+    ref = rng.random(SHAPE)
+    pred = ref.copy()
+    pred[:, :, ERROR_Z] += error  # the worst slice along z
+    vols = root / "vols" / label
+    vols.mkdir(parents=True)
+    case = {
+        "psnr": 30.0 - error,
+        "ssim": 0.9,
+        "pred": write(pred, vols / "pred.nii.gz"),
+        "ref": write(ref, vols / "ref.nii.gz"),
+        "source": write(ref[::-1], vols / "src.nii.gz"),
+        "mask": None,
+    }
+    out = root / label
+    out.mkdir()
+    summary = {
+        "task": "missing",
+        "label": label,
+        "pred_dir": str(vols),
+        "ref_dir": str(vols),
+        "data": str(root / "data"),
+        "phantom": phantom,
+        "machine": "test-host (cpu)",
+        "lift3d_version": "0.1.0",
+        "cases": {"case-001": case},
+        "summary": {"psnr": 30.0 - error, "psnr_std": 0.5, "ssim": 0.9, "n_cases": 1},
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+    return out
+
+
+def make_run(root: Path) -> Path:
+    run = root / "run"
+    (run / "logs").mkdir(parents=True)
+    lines = [
+        json.dumps({"step": s, "loss": 1.0 / (s + 1), "lr": 1e-3, "seconds": 0.1})
+        for s in range(10)
+    ]
+    (run / "logs" / "translator.jsonl").write_text("\n".join(lines) + '\n{"step": 10, "lo')
+    (run / "logs" / "translator_val.jsonl").write_text(json.dumps({"step": 9, "psnr": 21.5}) + "\n")
+    (run / "run.json").write_text(
+        json.dumps({"task": "translate", "subtask": "missing", "host": "h", "device": "cpu"})
+    )
+    (run / "config.yaml").write_text("train:\n  max_steps: 10\n")
+    return run
+
+
+def parse(path: Path) -> PageParser:
+    parser = PageParser()
+    parser.feed(path.read_text())
+    return parser
+
+
+def decode_png(src: str) -> np.ndarray:
+    import base64
+
+    assert src.startswith("data:image/png;base64,")
+    data = base64.b64decode(src.split(",", 1)[1])
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def test_slice_error_profile_and_worst_slices():
+    ref = np.zeros(SHAPE)
+    pred = ref.copy()
+    pred[:, :, ERROR_Z] = 2.0
+    pred[1, :, :] += 0.5
+    profile = F.slice_error_profile(pred, ref)
+    assert profile.shape == (SHAPE[2],) and int(np.argmax(profile)) == ERROR_Z
+    assert profile[0] == pytest.approx(0.5 / SHAPE[0])
+    assert F.worst_slices(np.abs(pred - ref)) == (1, 0, ERROR_Z)
+    mask = np.zeros(SHAPE, bool)
+    mask[2:4] = True
+    masked = F.slice_error_profile(pred, ref, mask)
+    assert masked[0] == 0.0 and masked[ERROR_Z] == 2.0
+
+
+def test_load_ras_reorients(tmp_path):
+    """An LPS file shows in RAS: voxel i = 1 of an LPS x axis of 6 is RAS x = 4."""
+    arr = np.zeros(SHAPE, np.float32)
+    arr[1] = 1.0
+    path = write(arr, tmp_path / "lps.nii.gz", affine=np.diag([-1.0, -1.0, 2.5, 1.0]))
+    ras, spacing = F.load_ras(path)
+    assert spacing == pytest.approx((1.0, 1.0, 2.5))
+    assert F.worst_slices(ras)[0] == SHAPE[0] - 1 - 1
+
+
+def test_report_from_run_with_two_evaluations(tmp_path):
+    run = make_run(tmp_path)
+    make_eval(run / "eval", "mixer", error=0.2)
+    make_eval(run / "eval", "no-mixer", error=0.6)
+    out = build_report(run, tmp_path / "out" / "report.html")
+    page = parse(out)
+    text = out.read_text()
+
+    # figures: one tri-planar view per variant, the z profile, the training curves
+    alts = [alt for alt, _ in page.images]
+    assert sum(a.startswith("tri-planar") for a in alts) == 2
+    assert "mean error per slice along z" in alts and "training loss curves" in alts
+    for _, src in page.images:
+        image = decode_png(src)
+        assert image.ndim == 3 and image.shape[0] > 50 and image.std() > 0
+    pngs = sorted(p.name for p in (tmp_path / "out" / "report_figures").glob("*.png"))
+    assert len(pngs) == len(page.images) == 4
+
+    # metric table: variants side by side, mean ± std
+    metrics = next(t for t in page.tables if t[0][0] == "metric")
+    assert metrics[0] == ["metric", "mixer", "no-mixer"]
+    rows = {r[0]: r[1:] for r in metrics[1:]}
+    assert rows["psnr"] == ["29.8 ± 0.5", "29.4 ± 0.5"]
+    assert rows["n_cases"] == ["1", "1"]
+    # provenance: data labelled phantom, machine named; phantom banner shown
+    prov = next(t for t in page.tables if t[0][0] == "variant")
+    assert any("[PHANTOM]" in r[2] and r[4] == "test-host (cpu)" for r in prov[1:])
+    assert PHANTOM_LABEL in text
+    # the worst-error slice found is where the error was put
+    assert text.count(f"worst-error slices = (0, 0, {ERROR_Z})") == 2
+    assert "Training curves (logs/*.jsonl)" in page.headings
+    logs = next(t for t in page.tables if t[0][0] == "log")
+    assert ["translator", "10", "9", "0.1"] in logs
+
+
+def test_run_without_evaluations_still_gets_curves(tmp_path):
+    run = make_run(tmp_path)
+    out = build_report(run, tmp_path / "r.html")
+    page = parse(out)
+    assert [alt for alt, _ in page.images] == ["training loss curves"]
+    assert "Metrics (lift3d evaluate)" not in page.headings
+    assert PHANTOM_LABEL not in out.read_text()
+
+
+def test_report_rejects_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no summary.json"):
+        build_report(tmp_path / "empty", tmp_path / "r.html")
+
+
+def test_cli_report(tmp_path, capsys):
+    ev = make_eval(tmp_path, "only", error=0.3, phantom=False)
+    out = tmp_path / "page.html"
+    assert main(["report", str(ev), "--out", str(out)]) == 0
+    assert "report:" in capsys.readouterr().out
+    page = parse(out)
+    assert len(page.images) == 2  # tri-planar + z profile
+    assert main(["report", str(ev), "--out", str(out)]) == 2  # exists, no --overwrite
+    assert main(["report", str(ev), "--out", str(out), "--overwrite"]) == 0
+    assert main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
