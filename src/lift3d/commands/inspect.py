@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -214,10 +215,14 @@ def run(args: argparse.Namespace) -> int:
     summary = inspect_dataset(
         args.data, layout=args.layout, required=args.required, check_data=not args.header_only
     )
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        _print_text(summary)
+    try:
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            _print_text(summary)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. `lift3d inspect DIR | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     problems = summary["problems"]
     if not problems:
         return 0
