@@ -352,3 +352,42 @@ def test_bf16_mixed_on_gpu(tmp_path):
     assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32
     assert next(model.parameters()).is_cuda
     assert ckpt.list_checkpoints(tmp_path / "checkpoints/gpu")[-1][0] == 4
+
+
+def test_progress_lines_when_bar_is_off(tmp_path, caplog):
+    cfg = make_cfg(log_every=2)
+    caplog.set_level("INFO", logger="lift3d")
+    for show, run_dir in ((False, tmp_path / "off"), (True, tmp_path / "on")):
+        caplog.clear()
+        engine = Engine(cfg.train, run_dir, full_config=cfg, show_progress=show)
+        model = nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        step = lambda m, b: {"loss": ((m(b["x"]) - b["y"]) ** 2).mean()}  # noqa: E731
+        engine.fit("p", model, opt, ToyDataset(), step, max_steps=4)
+        console = [r.getMessage() for r in caplog.records if r.name == "lift3d.training.progress"]
+        in_file = [
+            line for line in (run_dir / "log.txt").read_text().splitlines() if "p step" in line
+        ]
+        assert len(in_file) == 2 and "p step 4/4 loss" in in_file[-1] and "eta" in in_file[-1]
+        # With the bar on, the bar shows progress and the lines go to log.txt only.
+        assert len(console) == (0 if show else 2)
+
+
+def test_bf16_mixed_on_cpu_uses_autocast(tmp_path):
+    cfg = make_cfg(precision="bf16-mixed", val_every=2)
+    engine, model, opt, sched = build(cfg, tmp_path)
+    assert engine.precision == "bf16-mixed"
+    seen = {}
+
+    def step(m, b):
+        out = m(b["x"])
+        seen["train"] = out.dtype
+        return {"loss": ((out.float() - b["y"]) ** 2).mean()}
+
+    def validate(m, s):
+        seen["val"] = m(torch.ones(1, 4)).dtype
+        return {"one": 1.0}
+
+    engine.fit("amp", model, opt, ToyDataset(), step, max_steps=2, validate_fn=validate)
+    assert seen == {"train": torch.bfloat16, "val": torch.bfloat16}
+    assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32

@@ -239,8 +239,7 @@ class Engine:
         self.precision = resolve_precision(train_cfg.precision, device)
         cuda = device.startswith("cuda")
         if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
+            torch.set_float32_matmul_precision("high")  # TF32 matmuls for the fp32 parts
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size > 1:
             local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
@@ -702,6 +701,10 @@ class Engine:
                 if scheduler is None
                 else ckpt.encode_state(scheduler.state_dict(), "sched", tensors),
                 "rng": [ckpt.encode_state(r, f"rng.{i}", tensors) for i, r in enumerate(rngs)],
+                # fp16 loss-scaler state (empty for other precisions)
+                "precision": ckpt.encode_state(
+                    self.fabric.strategy.precision.state_dict(), "precision", tensors
+                ),
             }
             path = ckpt.save_checkpoint(stage_dir, pos.step, tensors, meta)
             removed = ckpt.prune_checkpoints(stage_dir, self.cfg.keep_last)
@@ -741,6 +744,10 @@ class Engine:
                 f"checkpoint does not fit this model/optimiser ({str(exc).splitlines()[0]})",
                 json_path,
             ) from None
+        if meta.get("precision"):
+            self.fabric.strategy.precision.load_state_dict(
+                ckpt.decode_state(meta["precision"], tensors)
+            )
         if scheduler is not None and meta.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt.decode_state(meta["scheduler"], tensors))
         data = meta["data"]
