@@ -17,6 +17,12 @@ attracts each generated feature toward nearby real ones and repels it from nearb
 Feature sets are shaped ``(N, L, C)``: ``L`` independent locations (tokens, slice positions)
 each holding a C-dim feature; the drift is computed per location, across the batch.
 ``(N, C)`` is read as ``L = 1``.
+
+Temperatures are in units of the mean distance: after step 1 the logits use the effective
+temperature ``tau * sqrt(C)`` (as in the drifting paper), so ``-||x - y|| / (tau sqrt(C))`` is
+about ``-1 / tau`` for a typical pair whatever the feature dimension. With the literal
+``-||x - y|| / tau`` a 400-dim feature set gives logits near -1000 at tau = 0.02, every
+affinity underflows and the low temperatures contribute nothing.
 """
 
 from __future__ import annotations
@@ -137,7 +143,7 @@ def drifting_loss(
     dim = x.shape[-1]
     total = x_n.new_zeros(())
     for tau in temperatures:
-        v = drift_field(x_n, pos_n, neg_n, tau, mask_self=mask_self)
+        v = drift_field(x_n, pos_n, neg_n, tau * dim**0.5, mask_self=mask_self)
         # Drift normalisation: sqrt(mean_i ||V_i||^2 / C) = 1 per location.
         norm = (v.pow(2).sum(dim=-1).mean(dim=1, keepdim=True).unsqueeze(-1) / dim).sqrt()
         v = v / norm.clamp_min(_EPS)

@@ -1,0 +1,124 @@
+"""Generation model parts: encoder, slice generator, trajectory mapper, E+G+T composition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lift3d.losses.triplanar import triplanar_drifting_loss
+from lift3d.models.encoder import SliceEncoder, TorchScriptEncoder
+from lift3d.models.generation import build_generation
+from lift3d.models.slice_generator import SliceGenerator
+from lift3d.models.trajectory import TrajectoryMapper
+
+
+@pytest.mark.parametrize("objective", ["denoise", "masked"])
+def test_encoder_shapes_and_pretext(objective):
+    enc = SliceEncoder(2, (8, 16), objective=objective)
+    x = torch.rand(3, 2, 16, 12)
+    feats = enc.features(x)
+    assert [f.shape[1] for f in feats] == [8, 16]
+    assert enc.embed(x).shape == (3, enc.feat_dim)
+    assert enc.reconstruct(x).shape == x.shape
+    corrupted = enc.corrupt(x, torch.Generator().manual_seed(0))
+    assert corrupted.shape == x.shape and not torch.equal(corrupted, x)
+    loss = enc.pretext_loss(x)
+    loss.backward()
+    assert all(p.grad is not None for p in enc.parameters())
+    # Non-square slices (coronal/sagittal cuts) embed to the same size.
+    assert enc.embed(torch.rand(2, 2, 8, 20)).shape == (2, enc.feat_dim)
+    with pytest.raises(ValueError):
+        SliceEncoder(1, objective="contrastive")
+
+
+def test_torchscript_encoder_plugin(tmp_path):
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 5, 3), torch.nn.ReLU())
+    path = tmp_path / "enc.pt"
+    torch.jit.save(torch.jit.script(module), str(path))
+    enc = TorchScriptEncoder(path)
+    assert enc.embed(torch.rand(4, 1, 10, 10)).shape == (4, 5)
+    from lift3d.errors import InputError
+
+    with pytest.raises(InputError):
+        TorchScriptEncoder(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("size", [(16, 16), (24, 20), (240, 240), (7, 9)])
+def test_generator_output_shape_and_range(size):
+    gen = SliceGenerator(8, 2, size, width=16)
+    out = gen(torch.randn(3, 8), torch.rand(3))
+    assert out.shape == (3, 2, *size)
+    assert out.min() >= 0 and out.max() <= 1
+    with pytest.raises(ValueError):
+        gen(torch.randn(3, 8))
+
+
+def test_generator_depth_changes_output():
+    gen = SliceGenerator(8, 1, (16, 16), width=16)
+    torch.nn.init.normal_(gen.blocks[0].film.weight, std=0.5)
+    w = torch.randn(1, 8).expand(2, -1)
+    out = gen(w, torch.tensor([0.0, 1.0]))
+    assert not torch.allclose(out[0], out[1])
+
+
+@pytest.mark.parametrize("d", [1, 2, 9])
+def test_mapper_shapes_and_constant_code_init(d):
+    mapper = TrajectoryMapper(8, d, hidden=16, layers=1, slice_noise_dim=4)
+    eps, per_slice = mapper.sample_noise(3, generator=torch.Generator().manual_seed(0))
+    assert eps.shape == (3, 8) and per_slice.shape == (3, d, 4)
+    codes = mapper(eps, per_slice)
+    assert codes.shape == (3, d, 8)
+    # Zero-init head: training starts at the constant-code trajectory.
+    assert torch.allclose(codes, eps[:, None].expand(-1, d, -1))
+
+
+def test_generation_model_sample_and_ablation():
+    model = build_generation("tiny", 2, (6, 16, 16)).eval()
+    torch.nn.init.normal_(model.mapper.out.weight, std=0.1)
+    g = torch.Generator().manual_seed(0)
+    vols = model.sample(2, g)
+    assert vols.shape == (2, 2, 6, 16, 16)
+    again = model.sample(2, torch.Generator().manual_seed(0))
+    assert torch.equal(vols, again)
+    codes = model.trajectories(2, torch.Generator().manual_seed(0), use_mapper=False)
+    assert codes.shape == (2, 6, model.generator.latent_dim)
+    # Independent codes: neighbouring slices' codes are uncorrelated.
+    corr = torch.nn.functional.cosine_similarity(codes[:, 1:], codes[:, :-1], dim=-1)
+    assert corr.abs().mean() < 0.5
+    assert model.sample(1, g, use_mapper=False).shape == (1, 2, 6, 16, 16)
+    with pytest.raises(ValueError):
+        build_generation("huge", 1, (4, 8, 8))
+
+
+def test_chunked_decode_matches_single_pass():
+    model = build_generation("tiny", 1, (10, 16, 16)).eval()
+    codes = torch.randn(2, 10, model.generator.latent_dim)
+    with torch.no_grad():
+        full = model.decode(codes)
+        model.slice_batch = 3
+        chunked = model.decode(codes)
+    assert torch.allclose(full, chunked, atol=1e-6)
+
+
+def test_mapper_training_keeps_encoder_and_generator_frozen():
+    torch.manual_seed(0)
+    model = build_generation("tiny", 1, (8, 16, 16))
+    model.freeze_for_mapper()
+    model.train()
+    assert not model.encoder.training and not model.generator.training and model.mapper.training
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("mapper.")}
+    mapper_before = [p.clone() for p in model.mapper.parameters()]
+    opt = torch.optim.Adam(model.mapper.parameters(), lr=1e-2)
+    real = torch.rand(4, 1, 8, 16, 16)
+    for _ in range(2):
+        gen = model.decode(model.trajectories(4))
+        loss, _ = triplanar_drifting_loss(gen, real, model.encoder.embed, num_positions=3)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for name, p in model.named_parameters():
+        if not name.startswith("mapper."):
+            assert p.grad is None and not p.requires_grad, name
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(a, b) for a, b in zip(mapper_before, model.mapper.parameters()))
