@@ -1,0 +1,463 @@
+"""Train the unconditional LiFT model: encoder E -> slice generator G -> trajectory mapper T.
+
+(LiFT, arXiv 2605.19060; METHOD.md variant 1.) Three resumable engine stages in one run folder:
+
+1. ``encoder``: E trained self-supervised (denoising or masked autoencoder) on 2D slices cut
+   along all three axes of the training volumes, then frozen.
+2. ``generator``: G(w, s) trained with the drifting loss in E's feature space (multi-scale
+   tokens and an 8x8 intensity thumbnail); the normalised depth is appended to every feature so
+   the kernel pairs generated slices with real slices at nearby depth.
+3. ``mapper``: T trained with the tri-planar drifting loss, E and G frozen.
+
+The run folder gets ``model.safetensors`` (E + G + T), ``reference.json`` (the training data's
+reference grid and intensity record, so `lift3d generate` writes volumes on it) and preview
+PNGs under ``val/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lift3d.config import DataConfig, TrainConfig
+from lift3d.errors import InputError
+
+log = logging.getLogger(__name__)
+
+REFERENCE_FILE = "reference.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass
+class GenModelConfig:
+    """Which model: size name, modalities (channels), encoder objective."""
+
+    size: str = "small"  # tiny | small | base (lift3d.models.generation.GENERATION_SIZES)
+    modalities: list[str] = field(default_factory=lambda: ["t1n"])  # all four: joint C=4
+    encoder_objective: str = "denoise"  # denoise | masked (the evaluation encoder uses the other)
+
+
+@dataclass
+class StageConfig:
+    """Steps, learning rate and batch size of one stage."""
+
+    steps: int = 500
+    lr: float = 1e-3
+    batch_size: int = 64
+
+
+@dataclass
+class MapperConfig:
+    """The mapper stage and its tri-planar drifting loss."""
+
+    steps: int = 300
+    lr: float = 1e-3
+    batch_size: int = 8  # real volumes per step
+    gen_batch: int = 8  # generated volumes per step
+    num_positions: int = 8  # cuts per plane
+    loss_size: list[int] | None = (
+        None  # (D, H, W) the loss volume is resampled to; None = model grid
+    )
+    checkpoint: bool = False  # gradient checkpointing over the encoder passes
+    weight_slice: float = 1.0
+    weight_incr: float = 1.0
+    weight_traj: float = 1.0
+    flip_augment: bool = True  # mirror real volumes left-right (W axis) at random
+
+
+@dataclass
+class GenerateConfig:
+    """Top-level config of ``lift3d train generate``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: GenModelConfig = field(default_factory=GenModelConfig)
+    encoder: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=1e-3))
+    generator: StageConfig = field(default_factory=lambda: StageConfig(steps=500, lr=5e-4))
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    depth_weight: float = 4.0  # weight of the depth feature in the generator's drifting loss
+
+
+# ------------------------------------------------------------------ data
+
+
+def check_same_grid(cases: list[Any], modality: str) -> tuple[tuple[int, ...], np.ndarray]:
+    """All training cases must share one grid (shape and affine), the generation output grid.
+
+    Returns:
+        (shape, affine) of the first case.
+
+    Raises:
+        InputError: naming the first case whose grid differs.
+    """
+    import nibabel as nib
+
+    from lift3d.data.volume import read_volume
+
+    def grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+        if str(path).lower().endswith((".nii", ".nii.gz")):
+            img = nib.load(str(path))
+            return tuple(int(s) for s in img.shape[:3]), np.asarray(img.affine)
+        vol = read_volume(path)
+        return vol.shape, vol.affine
+
+    ref_shape, ref_affine = grid(cases[0].paths[modality])
+    for case in cases[1:]:
+        shape, affine = grid(case.paths[modality])
+        if shape != ref_shape or not np.allclose(affine, ref_affine, atol=1e-3, rtol=0):
+            raise InputError(
+                f"case {case.case_id} is on another grid (shape {shape}) than {cases[0].case_id} "
+                f"(shape {ref_shape}); unconditional generation needs one shared grid",
+                case.paths[modality],
+            )
+    return ref_shape, ref_affine
+
+
+def _channels(batch: dict[str, Any], modalities: list[str]) -> Tensor:
+    """Stack modalities along channels: (B, 1, ...) each -> (B, C, ...)."""
+    return torch.cat([batch[m] for m in modalities], dim=1).float()
+
+
+def _resize_collate(size: tuple[int, int], modalities: list[str]):
+    """Collate slices cut along different axes: resize each to (H, W), keep depth."""
+
+    def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for m in modalities:
+            out[m] = torch.cat(
+                [
+                    F.interpolate(
+                        it[m][None].float(), size=size, mode="bilinear", align_corners=False
+                    )
+                    for it in items
+                ]
+            )
+        out["depth"] = torch.tensor([float(it["depth"]) for it in items])
+        return out
+
+    return collate
+
+
+# ------------------------------------------------------------------ generator features
+
+
+def generator_feature_sets(
+    encoder: Any, x: Tensor, depth: Tensor, depth_scale: Tensor | None
+) -> dict[str, Tensor]:
+    """Feature sets of slices for G's drifting loss, depth appended to every token.
+
+    Args:
+        encoder: frozen SliceEncoder.
+        x: (N, C, H, W) slices.
+        depth: (N,) normalised depths.
+        depth_scale: per-set multiplier of the depth channel (from the real batch), or None.
+
+    Returns:
+        name -> (N, L, C_s + 1): one set per encoder scale (2x2 tokens) and "pixels" (an 8x8
+        intensity thumbnail).
+    """
+    sets: dict[str, Tensor] = {}
+    for i, f in enumerate(encoder.features(x)):
+        sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, 2).flatten(2).transpose(1, 2)  # (N, 4, C_s)
+    sets["pixels"] = F.adaptive_avg_pool2d(x, 8).flatten(1)[:, None]  # (N, 1, 64 C)
+    out = {}
+    for name, t in sets.items():
+        scale = 1.0 if depth_scale is None else depth_scale[name]
+        d = (depth.to(t.dtype) * scale)[:, None, None].expand(-1, t.shape[1], 1)
+        out[name] = torch.cat([t, d], dim=2)
+    return out
+
+
+def depth_scales(encoder: Any, real: Tensor, weight: float) -> dict[str, Tensor]:
+    """Depth-channel scale per set: `weight` x the typical real feature distance, so slices a
+    fraction 1/weight of the volume apart are as far apart as two typical slices."""
+    with torch.no_grad():
+        sets = generator_feature_sets(
+            encoder, real, torch.zeros(real.shape[0], device=real.device), None
+        )
+        scales = {}
+        for name, t in sets.items():
+            feats = t[..., :-1].transpose(0, 1)  # (L, N, C)
+            scales[name] = weight * torch.cdist(feats, feats).mean().clamp_min(1e-6)
+        return scales
+
+
+# ------------------------------------------------------------------ previews
+
+
+def preview_png(volumes: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
+    """Tri-planar montage: one row per volume, centre axial / coronal / sagittal cuts.
+
+    Args:
+        volumes: row name -> (D, H, W) array (model space, [0, 1]).
+        path: PNG to write (atomically).
+        title: figure title.
+    """
+    from matplotlib.figure import Figure
+
+    from lift3d.utils import atomic_path
+
+    fig = Figure(figsize=(6.3, 2.1 * len(volumes) + 0.4), dpi=80)
+    axes = fig.subplots(len(volumes), 3, squeeze=False)
+    for r, (name, vol) in enumerate(volumes.items()):
+        d, h, w = vol.shape
+        cuts = {"axial": vol[d // 2], "coronal": vol[:, h // 2], "sagittal": vol[:, :, w // 2]}
+        for c, (plane, img) in enumerate(cuts.items()):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1, origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(plane, fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
+
+
+# ------------------------------------------------------------------ training
+
+
+def _update_run_json(run_dir: Path, **fields: Any) -> None:
+    from lift3d.utils import atomic_write_text
+
+    path = run_dir / "run.json"
+    info = json.loads(path.read_text()) if path.is_file() else {}
+    info.update(fields)
+    atomic_write_text(path, json.dumps(info, indent=1))
+
+
+def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = False) -> Path:
+    """Run the three stages (each resumable) and write the final model folder.
+
+    Args:
+        cfg: the resolved config (``cfg.data.root`` set).
+        run_dir: run folder.
+        resume: continue the stages from their checkpoints (the engine resumes any stage with a
+            checkpoint; finished stages are skipped).
+
+    Returns:
+        `run_dir`.
+
+    Raises:
+        InputError: no data, a missing modality, cases on different grids, bad settings.
+    """
+    from torch.utils.data import ConcatDataset
+
+    from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
+    from lift3d.data.discovery import discover_cases
+    from lift3d.losses.drifting import drifting_loss_sets
+    from lift3d.losses.triplanar import triplanar_drifting_loss
+    from lift3d.models.registry import build_generation_model
+    from lift3d.training.checkpoint import save_weights
+    from lift3d.training.engine import Engine
+    from lift3d.utils import atomic_write_text
+
+    run_dir = Path(run_dir)
+    if not cfg.data.root:
+        raise InputError("no training data: set data.root (lift3d train generate --data DIR)")
+    modalities = list(cfg.model.modalities)
+    if not modalities:
+        raise InputError("model.modalities must name at least one modality")
+    shape = tuple(int(s) for s in cfg.data.shape)
+    cases = list(
+        discover_cases(
+            cfg.data.root, cfg.data.layout, required=tuple(modalities), skip_bad=cfg.data.skip_bad
+        )
+    )
+    check_same_grid(cases, modalities[0])
+    train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed)
+    volumes = VolumeDataset(
+        train_cases,
+        modalities,
+        shape,
+        cfg.data.slice_axis,
+        cfg.data.spacing_mm,
+        cache=cfg.data.cache,
+    )
+    val_volumes = (
+        VolumeDataset(
+            val_cases, modalities, shape, cfg.data.slice_axis, cfg.data.spacing_mm, cache=True
+        )
+        if val_cases
+        else None
+    )
+
+    engine = Engine(cfg.train, run_dir, full_config=cfg, task="generate")
+    _update_run_json(run_dir, subtask="generate")
+    device = torch.device(engine.device)
+    model = build_generation_model(
+        cfg.model.size, len(modalities), shape, encoder_objective=cfg.model.encoder_objective
+    )
+    preview_dir = run_dir / "val"
+    preview_vol = _channels(collate_volumes([volumes[0]]), modalities)[0]  # (C, D, H, W)
+    preview_real = preview_vol[0].numpy()  # first channel, for the PNGs
+
+    # -------- stage 1: encoder (slices along all three model axes, resized to (H, W))
+    slices = ConcatDataset([SliceDataset(volumes, axis=a) for a in (0, 1, 2)])
+
+    def encoder_step(enc: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        return {"loss": enc.pretext_loss(_channels(batch, modalities))}
+
+    def encoder_preview(enc: Any, step: int) -> dict[str, float]:
+        x = preview_vol[:, shape[0] // 2][None].to(device)  # (1, C, H, W)
+        corrupted = enc.corrupt(x, torch.Generator().manual_seed(0))
+        rec = enc.reconstruct(corrupted).clamp(0, 1)
+        if engine.is_main:
+            rows = {"real": x, "corrupted": corrupted.clamp(0, 1), "reconstruction": rec}
+            rows = {k: v[0, 0].cpu().numpy()[None].repeat(2, 0) for k, v in rows.items()}
+            preview_png(rows, preview_dir / f"encoder_{step:07d}.png", f"encoder step {step}")
+        return {"recon_mse": float(F.mse_loss(rec, x))}
+
+    opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.encoder.lr)
+    model.encoder = engine.fit(
+        "encoder",
+        model.encoder,
+        opt,
+        slices,
+        step_fn=encoder_step,
+        max_steps=cfg.encoder.steps,
+        batch_size=cfg.encoder.batch_size,
+        collate_fn=_resize_collate(shape[1:], modalities),
+        validate_fn=encoder_preview,
+    )
+    encoder = model.encoder.to(device).eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+
+    # -------- stage 2: slice generator, drifting loss in E's feature space
+    axial = SliceDataset(volumes, axis=0)
+    latent = model.generator.latent_dim
+
+    def generator_step(gen: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        real = _channels(batch, modalities)
+        depth = batch["depth"].float()
+        n = real.shape[0]
+        fake = gen(torch.randn(n, latent, device=real.device), depth)
+        scales = depth_scales(encoder, real, cfg.depth_weight)
+        g_sets = generator_feature_sets(encoder, fake, depth, scales)
+        with torch.no_grad():
+            r_sets = generator_feature_sets(encoder, real, depth, scales)
+        loss, parts = drifting_loss_sets(g_sets, r_sets)
+        return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+
+    def generator_preview(gen: Any, step: int) -> dict[str, float]:
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(3, latent, generator=g).to(device)
+        s = torch.linspace(0, 1, shape[0], device=device)
+        rows = {}
+        for i in range(3):  # one code swept through depth, per row
+            rows[f"code {i}"] = gen(w[i : i + 1].expand(shape[0], -1), s)[:, 0].cpu().numpy()
+        rows["real"] = preview_real
+        if engine.is_main:
+            preview_png(rows, preview_dir / f"generator_{step:07d}.png", f"generator step {step}")
+        fake = np.stack([rows[f"code {i}"] for i in range(3)])
+        return {"mean_intensity_gap": float(abs(fake.mean() - preview_real.mean()))}
+
+    opt = torch.optim.Adam(model.generator.parameters(), lr=cfg.generator.lr, betas=(0.5, 0.99))
+    model.generator = engine.fit(
+        "generator",
+        model.generator,
+        opt,
+        axial,
+        step_fn=generator_step,
+        max_steps=cfg.generator.steps,
+        batch_size=cfg.generator.batch_size,
+        collate_fn=collate_volumes,
+        validate_fn=generator_preview,
+    )
+
+    # -------- stage 3: trajectory mapper, tri-planar drifting loss, E and G frozen
+    model.to(device)
+    model.freeze_for_mapper()
+    mc = cfg.mapper
+    set_weights = {"slice": mc.weight_slice, "incr": mc.weight_incr, "traj": mc.weight_traj}
+
+    def mapper_step(mapper: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        real = _channels(batch, modalities)
+        if mc.flip_augment:
+            flip = torch.rand(real.shape[0], device=real.device) < 0.5
+            real = torch.where(flip[:, None, None, None, None], real.flip(-1), real)
+        eps, per_slice = model.mapper.sample_noise(mc.gen_batch, shape[0], device=real.device)
+        codes = mapper(eps, per_slice)  # (B, D, latent)
+        fake = model.decode(codes)
+        loss, parts = triplanar_drifting_loss(
+            fake,
+            real,
+            encoder.embed,
+            num_positions=mc.num_positions,
+            set_weights=set_weights,
+            loss_size=mc.loss_size,
+            use_checkpoint=mc.checkpoint,
+        )
+        return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+
+    def mapper_preview(mapper: Any, step: int) -> dict[str, float]:
+        g = torch.Generator().manual_seed(0)
+        lifted = model.sample(1, g, use_mapper=True)[0, 0].cpu().numpy()
+        indep = (
+            model.sample(1, torch.Generator().manual_seed(0), use_mapper=False)[0, 0].cpu().numpy()
+        )
+        if engine.is_main:
+            rows = {"LiFT": lifted, "no mapper": indep, "real": preview_real}
+            preview_png(rows, preview_dir / f"mapper_{step:07d}.png", f"mapper step {step}")
+        real_dz = float(np.abs(np.diff(preview_real, axis=0)).mean())
+        return {"zgrad_ratio": float(np.abs(np.diff(lifted, axis=0)).mean()) / max(real_dz, 1e-8)}
+
+    opt = torch.optim.Adam(model.mapper.parameters(), lr=mc.lr)
+    model.mapper = engine.fit(
+        "mapper",
+        model.mapper,
+        opt,
+        volumes,
+        step_fn=mapper_step,
+        max_steps=mc.steps,
+        batch_size=mc.batch_size,
+        collate_fn=collate_volumes,
+        validate_fn=mapper_preview,
+    )
+
+    # -------- final model folder
+    model.to("cpu")
+    record = volumes[0]["record"]
+    if engine.is_main:
+        reference = {
+            "task": "generate",
+            "modalities": modalities,
+            "shape": list(shape),
+            "slice_axis": cfg.data.slice_axis,
+            "size": cfg.model.size,
+            "record": record,
+            "reference_case": train_cases[0].case_id,
+            "train_cases": [c.case_id for c in train_cases],
+            "val_cases": [c.case_id for c in val_cases],
+            "data_root": str(Path(cfg.data.root).resolve()),
+        }
+        atomic_write_text(
+            run_dir / REFERENCE_FILE, json.dumps(reference, indent=1, default=_json_default)
+        )
+        save_weights(model, run_dir / WEIGHTS_FILE, {"config": asdict(cfg), "task": "generate"})
+        log.info("model written to %s", run_dir / WEIGHTS_FILE)
+    _ = val_volumes  # held-out volumes: scored by `lift3d evaluate --task generate`
+    return run_dir
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
