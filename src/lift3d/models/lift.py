@@ -1,0 +1,200 @@
+"""LiFT models that compose the parts (METHOD.md).
+
+`TranslationModel` (paired translation): the per-slice 2D translator F
+(`lift3d.models.translator.SliceUNet`) with bidirectional z-context mixers M
+(`lift3d.models.z_mixer.BidirectionalZMixer`) on its bottleneck and, optionally, on the first
+decoder stages. With the mixers off (``use_mixer=False``: the *no-mapper ablation*) or at
+initialisation (zero-init residuals) the model computes exactly F slice by slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from lift3d.models.translator import SliceUNet
+from lift3d.models.z_mixer import BidirectionalZMixer
+
+
+class TranslationModel(nn.Module):
+    """Per-slice translator F + bidirectional z-context mixers M.
+
+    Args:
+        translator: the 2D U-Net F.
+        mixer_levels: number of feature points mixed along z: 1 = bottleneck only (METHOD.md),
+            k > 1 adds the outputs of the first k - 1 decoder stages (coarse to fine).
+        mixer_depth: blocks per mixer.
+        z_context: slices seen on each side by one mixer block.
+        mixer_hidden: mixer block width as a fraction of the feature channels.
+        use_mixer: default for `forward`; False gives the no-mapper ablation.
+        chunk_size: default z-chunk (core slices) for `forward`; None processes whole volumes.
+    """
+
+    def __init__(
+        self,
+        translator: SliceUNet,
+        mixer_levels: int = 1,
+        mixer_depth: int = 2,
+        z_context: int = 4,
+        mixer_hidden: float = 1.0,
+        use_mixer: bool = True,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        points = translator.feature_channels()
+        if not 1 <= mixer_levels <= len(points):
+            raise ValueError(f"mixer_levels must be in 1..{len(points)}, got {mixer_levels}")
+        self.translator = translator
+        self.mixers = nn.ModuleList(
+            BidirectionalZMixer(
+                c,
+                depth=mixer_depth,
+                z_context=z_context,
+                hidden_dim=max(1, round(c * mixer_hidden)),
+            )
+            for c in points[:mixer_levels]
+        )
+        self.use_mixer = use_mixer
+        self.chunk_size = chunk_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.translator.in_channels
+
+    def receptive_field(self, use_mixer: bool | None = None) -> int:
+        """Slices on each side that can change one output slice (0 without mixer)."""
+        use_mixer = self.use_mixer if use_mixer is None else use_mixer
+        return sum(m.receptive_field for m in self.mixers) if use_mixer else 0
+
+    def _mix(self, level: int, h: Tensor, batch: int, use_mixer: bool) -> Tensor:
+        if not use_mixer or level >= len(self.mixers):
+            return h
+        h5 = rearrange(h, "(b d) c y x -> b d y x c", b=batch)  # channels last for the mixer
+        return rearrange(self.mixers[level](h5), "b d y x c -> (b d) c y x")
+
+    def _forward_full(self, x: Tensor, use_mixer: bool) -> Tensor:
+        """Whole-volume forward: (B, S, D, H, W) -> (B, 1, D, H, W), H and W padded as needed."""
+        b, _, _, hh, ww = x.shape
+        m = self.translator.multiple
+        pad_h, pad_w = (-hh) % m, (-ww) % m
+        s = rearrange(x, "b c d h w -> (b d) c h w")
+        if pad_h or pad_w:
+            s = F.pad(s, (0, pad_w, 0, pad_h))
+        h, skips = self.translator.encode(s)  # (B*D, C_last, h, w)
+        h = self._mix(0, h, b, use_mixer)
+        for i in range(self.translator.num_decoder_stages):
+            h = self.translator.decode_stage(i, h, self.translator.skip_for_stage(i, skips))
+            h = self._mix(i + 1, h, b, use_mixer)
+        y = self.translator.head(h)[:, :, :hh, :ww]  # (B*D, 1, H, W)
+        return rearrange(y, "(b d) c h w -> b c d h w", b=b)
+
+    def forward(
+        self, x: Tensor, use_mixer: bool | None = None, chunk_size: int | None = None
+    ) -> Tensor:
+        """Translate a batch of volumes.
+
+        Args:
+            x: (B, S, D, H, W) source volumes, intensities in [0, 1].
+            use_mixer: override the module default (False: per-slice F only).
+            chunk_size: stream over z in chunks of this many output slices (see
+                `_forward_streaming`), so memory does not grow with D; the result equals the
+                whole-volume forward to float rounding. None: the module default.
+
+        Returns:
+            (B, 1, D, H, W) target in the model's [0, 1] scale (not clamped).
+        """
+        use_mixer = self.use_mixer if use_mixer is None else use_mixer
+        chunk_size = self.chunk_size if chunk_size is None else chunk_size
+        if not chunk_size or chunk_size >= x.shape[2]:
+            return self._forward_full(x, use_mixer)
+        return self._forward_streaming(x, use_mixer, chunk_size)
+
+    def _forward_streaming(self, x: Tensor, use_mixer: bool, chunk_size: int) -> Tensor:
+        """Overlapping z-chunk forward with bounded memory and no repeated per-slice work.
+
+        The feature points (0 = bottleneck, i + 1 = output of decoder stage i) are streams of
+        per-slice features. Each per-slice operation runs once per slice; a mixer with
+        receptive field R turns the window [a - R, b + R) of its point into exact outputs
+        [a, b). Buffers keep only the slices still needed, about ``chunk_size + 2 R`` per point.
+        """
+        b, _, depth, hh, ww = x.shape
+        unet = self.translator
+        m = unet.multiple
+        pad_h, pad_w = (-hh) % m, (-ww) % m
+        n_points = unet.num_decoder_stages + 1
+        n_mixed = len(self.mixers) if use_mixer else 0
+        radius = [self.mixers[p].receptive_field if p < n_mixed else 0 for p in range(n_points)]
+        # buffers: point -> [first slice index, (B, C, n, h, w) features]
+        pre: list[list] = [[0, None] for _ in range(n_points)]
+        skips: list[list] = [[0, None] for _ in range(unet.num_decoder_stages)]
+        done = [0] * n_points  # slices [0, done[p]) computed at point p
+
+        def fold(t5: Tensor) -> Tensor:
+            return rearrange(t5, "b c d y x -> (b d) c y x")
+
+        def unfold(t4: Tensor) -> Tensor:
+            return rearrange(t4, "(b d) c y x -> b c d y x", b=b)
+
+        def append(buf: list, t5: Tensor) -> None:
+            buf[1] = t5 if buf[1] is None else torch.cat([buf[1], t5], dim=2)
+
+        def take(buf: list, lo: int, hi: int) -> Tensor:
+            return buf[1][:, :, lo - buf[0] : hi - buf[0]]
+
+        def evict(buf: list, keep_from: int) -> None:
+            if buf[1] is not None and keep_from > buf[0]:
+                buf[1] = buf[1][:, :, keep_from - buf[0] :]
+                buf[0] = keep_from
+
+        def ensure(p: int, stop: int) -> None:
+            """Compute pre-mix features at point p for slices [done[p], stop)."""
+            start = done[p]
+            if stop <= start:
+                return
+            if p == 0:
+                s = fold(x[:, :, start:stop])
+                if pad_h or pad_w:
+                    s = F.pad(s, (0, pad_w, 0, pad_h))
+                h, sk = unet.encode(s)
+                append(pre[0], unfold(h))
+                for i in range(unet.num_decoder_stages):
+                    append(skips[i], unfold(unet.skip_for_stage(i, sk)))
+            else:
+                i = p - 1
+                h = fold(post(i, start, stop))
+                sk = fold(take(skips[i], start, stop))
+                h = unet.decode_stage(i, h, sk)
+                append(pre[p], unfold(h))
+                evict(skips[i], stop)
+            done[p] = stop
+
+        def post(p: int, lo: int, hi: int) -> Tensor:
+            """Mixed features at point p for slices [lo, hi), (B, C, hi - lo, h, w)."""
+            r = radius[p]
+            ensure(p, min(depth, hi + r))
+            if p < n_mixed:
+                a, z = max(0, lo - r), min(depth, hi + r)
+                window = rearrange(take(pre[p], a, z), "b c d y x -> b d y x c")
+                out = self.mixers[p](window)[:, lo - a : hi - a]
+                out = rearrange(out, "b d y x c -> b c d y x")
+            else:
+                out = take(pre[p], lo, hi)
+            evict(pre[p], max(0, hi - r))
+            return out
+
+        outs = []
+        for lo in range(0, depth, chunk_size):
+            hi = min(lo + chunk_size, depth)
+            y = unet.head(fold(post(n_points - 1, lo, hi)))[:, :, :hh, :ww]  # (B*n, 1, H, W)
+            outs.append(unfold(y))
+        return torch.cat(outs, dim=2)
+
+    def translator_parameters(self) -> Sequence[nn.Parameter]:
+        return list(self.translator.parameters())
+
+    def mixer_parameters(self) -> Sequence[nn.Parameter]:
+        return list(self.mixers.parameters())

@@ -1,0 +1,99 @@
+"""Model registry: size name -> factory.
+
+Translation (`build_translation_model`): per-slice U-Net F + bidirectional z-mixers M
+(`lift3d.models.lift.TranslationModel`). Sizes: ``tiny`` (tests), ``small`` (CPU demo on 64^3
+phantoms), ``base`` (real data, e.g. 240 x 240 x 155 BraTS / SynthRAD volumes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+# size -> (U-Net widths finest first, mixer options). mixer_levels: 1 = bottleneck only,
+# k > 1 also mixes the first k - 1 decoder stages (coarse to fine).
+TRANSLATION_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "channels": (8, 16),
+        "mixer_levels": 2,
+        "mixer_depth": 1,
+        "z_context": 2,
+        "mixer_hidden": 1.0,
+    },
+    "small": {
+        "channels": (16, 32, 64),
+        "mixer_levels": 2,
+        "mixer_depth": 2,
+        "z_context": 3,
+        "mixer_hidden": 1.0,
+    },
+    "base": {
+        "channels": (16, 32, 64, 128),
+        "mixer_levels": 2,
+        "mixer_depth": 2,
+        "z_context": 4,
+        "mixer_hidden": 0.5,
+    },
+}
+
+
+def build_translation_model(
+    size: str,
+    in_channels: int,
+    out_channels: int = 1,
+    use_mixer: bool = True,
+    **overrides: Any,
+) -> nn.Module:
+    """Build a `TranslationModel`: forward(x (B, C, D, H, W)) -> (B, 1, D, H, W).
+
+    Args:
+        size: a key of `TRANSLATION_SIZES`.
+        in_channels: source channels C.
+        out_channels: target channels (1).
+        use_mixer: False builds the no-mapper ablation default (mixers present but unused).
+        **overrides: replace registry options (``channels``, ``mixer_levels``, ``mixer_depth``,
+            ``z_context``, ``mixer_hidden``, ``chunk_size``); None values are ignored.
+
+    Raises:
+        ValueError: unknown size or option.
+    """
+    from lift3d.models.lift import TranslationModel
+    from lift3d.models.translator import SliceUNet
+
+    if size not in TRANSLATION_SIZES:
+        raise ValueError(
+            f"unknown translation model size {size!r}; use one of {list(TRANSLATION_SIZES)}"
+        )
+    opts = dict(TRANSLATION_SIZES[size])
+    opts["chunk_size"] = None
+    for key, value in overrides.items():
+        if key not in opts:
+            raise ValueError(f"unknown translation model option {key!r}")
+        if value is not None:
+            opts[key] = value
+    translator = SliceUNet(in_channels, out_channels, channels=opts.pop("channels"))
+    return TranslationModel(translator, use_mixer=use_mixer, **opts)
+
+
+def build_generation_model(
+    size: str,
+    channels: int,
+    shape: tuple[int, int, int],
+    encoder_objective: str = "denoise",
+) -> nn.Module:
+    """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
+    mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.
+
+    Args:
+        size: a key of `lift3d.models.generation.GENERATION_SIZES` (tiny | small | base).
+        channels: C (1 modality, or the four BraTS modalities jointly).
+        shape: model grid (D, H, W).
+        encoder_objective: ``denoise`` | ``masked`` (E's self-supervised objective).
+
+    Raises:
+        ValueError: unknown size.
+    """
+    from lift3d.models.generation import build_generation
+
+    return build_generation(size, channels, shape, encoder_objective=encoder_objective)

@@ -1,0 +1,130 @@
+"""Per-slice 2D translator F of LiFT paired translation (MR -> CT, missing MR modality).
+
+A small 2D U-Net, own implementation (no MONAI dependency), that maps the S source channels of one
+slice to one target channel. It exposes its stages separately -- `encode` (skips + bottleneck),
+`decode_stage` and `head` -- so `lift3d.models.lift.TranslationModel` can run the bidirectional
+z-context mixer on the bottleneck (and optionally decoder) features of a whole stack of slices.
+
+Every operation is per slice (2D convolutions, GroupNorm over each sample's own channels), so a
+slice's output never depends on which other slices share its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def _groups(channels: int, max_groups: int = 8) -> int:
+    """Largest divisor of `channels` not above `max_groups` (GroupNorm needs exact division)."""
+    for g in range(min(max_groups, channels), 0, -1):
+        if channels % g == 0:
+            return g
+    return 1
+
+
+class ConvBlock(nn.Module):
+    """Two 3x3 convolutions, each followed by GroupNorm and SiLU; a 1x1 shortcut when needed."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.GroupNorm(_groups(out_channels), out_channels),
+            nn.SiLU(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x)  # (N, C_out, H, W)
+
+
+class SliceUNet(nn.Module):
+    """2D U-Net translator F: (N, S, H, W) source slices -> (N, 1, H, W) target slices.
+
+    Args:
+        in_channels: number of source channels S.
+        out_channels: number of target channels (1 for CT or one MR modality).
+        channels: feature width per level, finest first; ``len(channels) - 1`` downsamplings,
+            so H and W must be divisible by ``2 ** (len(channels) - 1)`` (`TranslationModel` pads).
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128)
+    ) -> None:
+        super().__init__()
+        if len(channels) < 2:
+            raise ValueError(f"SliceUNet needs at least 2 levels, got channels={tuple(channels)}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.channels = tuple(int(c) for c in channels)
+        c = self.channels
+        self.down_blocks = nn.ModuleList()
+        prev = in_channels
+        for width in c[:-1]:
+            self.down_blocks.append(ConvBlock(prev, width))
+            prev = width
+        self.pool = nn.AvgPool2d(2)
+        self.bottleneck = ConvBlock(c[-2], c[-1])
+        self.ups = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        for level in range(len(c) - 2, -1, -1):  # coarse to fine
+            self.ups.append(nn.ConvTranspose2d(c[level + 1], c[level], 2, stride=2))
+            self.up_blocks.append(ConvBlock(2 * c[level], c[level]))
+        self.out = nn.Conv2d(c[0], out_channels, 1)
+
+    @property
+    def multiple(self) -> int:
+        """H and W must be multiples of this."""
+        return 2 ** (len(self.channels) - 1)
+
+    @property
+    def num_decoder_stages(self) -> int:
+        return len(self.up_blocks)
+
+    def feature_channels(self) -> list[int]:
+        """Channels of the mixable feature points: bottleneck, then each decoder stage output."""
+        return [self.channels[-1]] + [
+            self.channels[lv] for lv in range(len(self.channels) - 2, -1, -1)
+        ]
+
+    def encode(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """Encoder path.
+
+        Args:
+            x: (N, S, H, W) source slices.
+
+        Returns:
+            bottleneck (N, C_last, H / 2^L, W / 2^L) and the skip features, finest first.
+        """
+        skips = []
+        h = x
+        for block in self.down_blocks:
+            h = block(h)
+            skips.append(h)
+            h = self.pool(h)
+        return self.bottleneck(h), skips
+
+    def skip_for_stage(self, i: int, skips: list[Tensor]) -> Tensor:
+        """The skip feature that decoder stage `i` (0 = coarsest) joins."""
+        return skips[len(skips) - 1 - i]
+
+    def decode_stage(self, i: int, h: Tensor, skip: Tensor) -> Tensor:
+        """Decoder stage `i` (0 = coarsest): upsample `h`, join `skip`, convolve."""
+        h = self.ups[i](h)
+        return self.up_blocks[i](torch.cat([h, skip], dim=1))
+
+    def head(self, h: Tensor) -> Tensor:
+        """(N, C_0, H, W) finest decoder features -> (N, out_channels, H, W) target in [0, 1] scale."""
+        return self.out(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Translate slices independently: (N, S, H, W) -> (N, out_channels, H, W)."""
+        h, skips = self.encode(x)
+        for i in range(self.num_decoder_stages):
+            h = self.decode_stage(i, h, self.skip_for_stage(i, skips))
+        return self.head(h)
