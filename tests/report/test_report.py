@@ -223,3 +223,35 @@ def test_cli_report(tmp_path, capsys):
     assert main(["report", str(ev), "--out", str(out)]) == 2  # exists, no --overwrite
     assert main(["report", str(ev), "--out", str(out), "--overwrite"]) == 0
     assert main(["report", str(tmp_path / "missing"), "--out", str(out)]) == 2
+
+
+def test_missing_modality_eval_uses_sibling_input_and_stored_profile(tmp_path):
+    """BraSyn-style summary: no `source`, the input is another modality beside the reference;
+    the z profile comes from evaluate's per-case `z_profile`."""
+    rng = np.random.default_rng(1)
+    case_dir = tmp_path / "data" / "C1"
+    case_dir.mkdir(parents=True)
+    ref = rng.random(SHAPE)
+    paths = {
+        m: write(ref * (i + 1), case_dir / f"C1-{m}.nii.gz") for i, m in enumerate(("t1n", "t2f"))
+    }
+    pred = write(ref + 0.1, tmp_path / "pred.nii.gz")
+    profile = [None] + [0.1] * (SHAPE[2] - 1)
+    case = {"psnr": 20.0, "pred": pred, "ref": paths["t2f"], "mask": None, "source": None}
+    case.update(modality="t2f", z_profile=profile)
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    summary = {"task": "missing", "label": "m", "phantom": False, "cases": {"C1": case}}
+    summary["summary"] = {"psnr": 20.0, "n_cases": 1}
+    (ev / "summary.json").write_text(json.dumps(summary))
+    out = build_report(ev, tmp_path / "r.html")
+    text = out.read_text()
+    assert "evaluate z_profile" in text
+    figs = sorted((tmp_path / "r_figures").glob("triplanar_*.png"))
+    assert len(figs) == 1
+    # four rows: the input row is the sibling t1n
+    from lift3d.report.html import Evaluation, _case_arrays
+
+    panels, _, _ = _case_arrays(Evaluation(ev / "summary.json", "m", summary), "C1")
+    assert list(panels) == ["input (t1n)", "output", "target", "|error|"]
+    np.testing.assert_allclose(panels["input (t1n)"], ref, rtol=1e-5)

@@ -19,6 +19,7 @@ import datetime as _dt
 import html
 import json
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,11 +176,11 @@ def _case_arrays(
     if pred.shape != ref.shape:
         return None
     panels: dict[str, np.ndarray] = {}
-    source_path = ev.resolve(entry.get("source"))
+    source_path = _input_path(ev, entry, ref_path)
     if source_path is not None:
         source, _ = load_ras(source_path)
         if source.shape == ref.shape:
-            panels["input"] = source
+            panels[f"input ({_modality_name(source_path)})"] = source
     panels.update(output=pred, target=ref, **{"|error|": np.abs(pred - ref)})
     mask_path = ev.resolve(entry.get("mask"))
     mask = None
@@ -189,12 +190,28 @@ def _case_arrays(
     return panels, spacing, mask
 
 
-def _profile(ev: Evaluation, case_ids: Sequence[str]) -> tuple[np.ndarray, int] | None:
-    """Mean over up to MAX_PROFILE_CASES cases of the per-slice |error| along z."""
+def _profile(ev: Evaluation, case_ids: Sequence[str]) -> tuple[np.ndarray, int, str] | None:
+    """Mean over up to MAX_PROFILE_CASES cases of the per-slice |error| along z.
+
+    Uses evaluate's per-case ``z_profile`` (its scoring region and intensity scale) when every
+    case has one, else computes it from the volumes (all voxels, file intensities).
+
+    Returns:
+        (profile, number of cases, where it came from) or None.
+    """
     from lift3d.report.figures import load_ras, slice_error_profile
 
+    ids = list(case_ids[:MAX_PROFILE_CASES])
+    stored = [ev.cases.get(c, {}).get("z_profile") for c in ids]
+    if ids and all(isinstance(p, list) and p for p in stored):
+        rows = [np.array([np.nan if v is None else v for v in p], float) for p in stored]
+        rows = [r for r in rows if len(r) == len(rows[0])]
+        with warnings.catch_warnings():  # all-NaN slices (outside every mask) stay NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(np.stack(rows), axis=0)
+        return mean, len(rows), "evaluate z_profile (scoring region, metric scale)"
     profiles = []
-    for case_id in case_ids[:MAX_PROFILE_CASES]:
+    for case_id in ids:
         entry = ev.cases.get(case_id, {})
         pred_path, ref_path = ev.resolve(entry.get("pred")), ev.resolve(entry.get("ref"))
         if pred_path is None or ref_path is None:
@@ -206,7 +223,33 @@ def _profile(ev: Evaluation, case_ids: Sequence[str]) -> tuple[np.ndarray, int] 
         profiles.append(slice_error_profile(pred, ref))
     if not profiles:
         return None
-    return np.nanmean(np.stack(profiles), axis=0), len(profiles)
+    return np.nanmean(np.stack(profiles), axis=0), len(profiles), "all voxels, file intensities"
+
+
+def _input_path(ev: Evaluation, entry: Mapping[str, Any], ref_path: Path) -> Path | None:
+    """The case's input volume: ``source`` when evaluate stored one; for a missing-modality
+    evaluation (no single source), the first other BraTS modality beside the reference."""
+    source = ev.resolve(entry.get("source"))
+    if source is not None:
+        return source
+    modality = entry.get("modality")
+    if not modality or not ref_path.name.endswith(f"-{modality}{_suffix(ref_path)}"):
+        return None
+    stem = ref_path.name[: -len(f"-{modality}{_suffix(ref_path)}")]
+    for other in ("t1n", "t1c", "t2w", "t2f"):
+        candidate = ref_path.with_name(f"{stem}-{other}{_suffix(ref_path)}")
+        if other != modality and candidate.is_file():
+            return candidate
+    return None
+
+
+def _suffix(path: Path) -> str:
+    return ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+
+
+def _modality_name(path: Path) -> str:
+    name = path.name[: -len(_suffix(path))]
+    return name.rsplit("-", 1)[-1] if "-" in name else name
 
 
 def _slug(text: str) -> str:
@@ -417,7 +460,7 @@ def build_report(
         result = _profile(ev, sorted(ev.cases))
         if result is not None:
             profiles[ev.label] = result[0]
-            counts.append(f"{ev.label}: {result[1]} case(s)")
+            counts.append(f"{ev.label}: {result[1]} case(s), {result[2]}")
     if profiles:
         data = add_figure("z_error_profile", F.profile_figure(profiles))
         sections.append(
@@ -466,5 +509,5 @@ def build_report(
         + "</body></html>\n"
     )
     atomic_write_text(out_html, page)
-    log.info("report: %s (%d figures)", out_html, len(pngs))
+    log.debug("report: %s (%d figures)", out_html, len(pngs))
     return out_html
