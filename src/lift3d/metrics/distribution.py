@@ -1,0 +1,467 @@
+"""Distribution metrics for unconditional 3D generation (LiFT, arXiv 2605.19060; DATA.md).
+
+Generated volumes are compared with held-out real volumes, per plane, in the feature space of
+an *evaluation encoder* that was not used in training: the same small convolutional autoencoder
+class as the training encoder E (`lift3d.models.encoder.SliceEncoder`) but trained with the
+*masked*-autoencoder objective (E is a denoising autoencoder by default) and another seed, on
+slices of the reference volumes at evaluation time (or loaded from a file). Its identity
+(objective, seed, steps, training data, SHA-256 of its weights) goes into every report.
+
+Metrics (lower is better):
+
+- ``fid_<plane>``: Frechet distance between Gaussian fits of slice features (Heusel et al. 2017).
+- ``kid_<plane>``: kernel inception distance, unbiased MMD^2 with the cubic polynomial kernel
+  ``k(x, y) = (x.y / F + 1)^3`` averaged over random subsets (Binkowski et al. 2018).
+- ``increment_distance_<plane>``: Frechet distance between the distributions of feature
+  increments ``f(slice m+1) - f(slice m)`` along the plane's axis, divided by the trace of the
+  reference increments' covariance (scale-free); ``increment_distance`` is the mean over planes.
+  Stacked independent slices have much larger increments than real anatomy.
+- ``histogram_distance``: Wasserstein-1 distance between the foreground intensity histograms
+  (64 bins on [0, 1]) of all generated and all reference volumes.
+
+Spread: ``kid_*_std`` is the std over KID subsets, ``fid_*_std`` the std over bootstrap
+resamples of the generated volumes. Planes are cut on a common evaluation grid: each volume is
+reoriented to RAS, put in model space (D=S, H=A, W=R), normalised (0.5/99.5 percentiles of its
+non-zero voxels) and resampled to `eval_shape`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import linalg
+
+from lift3d.errors import InputError
+
+log = logging.getLogger(__name__)
+
+PLANES = ("axial", "coronal", "sagittal")
+_PLANE_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}  # of a (D, H, W) array
+EVAL_OBJECTIVE = "masked"
+
+
+# ------------------------------------------------------------------ distances on features
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray
+) -> float:
+    """``||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))`` between two Gaussians."""
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = (
+        np.atleast_2d(sigma1).astype(np.float64),
+        np.atleast_2d(sigma2).astype(np.float64),
+    )
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = np.real(covmean)
+    return float(
+        max(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean), 0.0)
+    )
+
+
+def fid_from_features(x: np.ndarray, y: np.ndarray) -> float:
+    """Frechet distance between feature sets (N, F) and (M, F) (sample covariances, ddof=1)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
+
+
+def _poly_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD^2 with k(a, b) = (a.b / F + 1)^3."""
+    d = x.shape[1]
+    kxx = (x @ x.T / d + 1) ** 3
+    kyy = (y @ y.T / d + 1) ** 3
+    kxy = (x @ y.T / d + 1) ** 3
+    m, n = x.shape[0], y.shape[0]
+    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(sxx + syy - 2 * kxy.mean())
+
+
+def kid_from_features(
+    x: np.ndarray, y: np.ndarray, subsets: int = 20, subset_size: int = 200, seed: int = 0
+) -> tuple[float, float]:
+    """Kernel inception distance: mean and std of the unbiased polynomial MMD^2 over subsets.
+
+    Args:
+        x: (N, F) generated features.
+        y: (M, F) reference features.
+        subsets: number of random subsets.
+        subset_size: samples per subset (capped at min(N, M)).
+        seed: subset RNG seed.
+
+    Returns:
+        (mean, std) over subsets.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    size = min(subset_size, x.shape[0], y.shape[0])
+    if size < 2:
+        raise ValueError("KID needs at least 2 samples in each set")
+    rng = np.random.default_rng(seed)
+    values = [
+        _poly_mmd2(
+            x[rng.choice(x.shape[0], size, replace=False)],
+            y[rng.choice(y.shape[0], size, replace=False)],
+        )
+        for _ in range(subsets)
+    ]
+    return float(np.mean(values)), float(np.std(values))
+
+
+def histogram_distance(
+    gen: Sequence[np.ndarray], ref: Sequence[np.ndarray], bins: int = 64, threshold: float = 0.02
+) -> float:
+    """Wasserstein-1 distance between foreground intensity histograms on [0, 1].
+
+    Args:
+        gen: volumes with values in [0, 1].
+        ref: volumes with values in [0, 1].
+        bins: histogram bins.
+        threshold: voxels above it count as foreground.
+    """
+
+    def cdf(vols: Sequence[np.ndarray]) -> np.ndarray:
+        hist = np.zeros(bins)
+        for v in vols:
+            values = v[v > threshold]
+            hist += np.histogram(values, bins=bins, range=(0.0, 1.0))[0]
+        return np.cumsum(hist) / max(hist.sum(), 1)
+
+    return float(np.abs(cdf(gen) - cdf(ref)).sum() / bins)
+
+
+# ------------------------------------------------------------------ volumes on the evaluation grid
+
+
+def prepare_volume(array_ras: np.ndarray, eval_shape: Sequence[int]) -> np.ndarray:
+    """RAS (X, Y, Z) array -> (D=S, H=A, W=R) float32 in [0, 1] on `eval_shape`."""
+    from lift3d.data.preprocess import to_model_space
+    from lift3d.metrics.image import normalise_mr
+
+    arr = np.ascontiguousarray(to_model_space(np.asarray(array_ras, dtype=np.float32), "axial"))
+    arr = normalise_mr(arr, arr != 0).astype(np.float32)
+    t = torch.from_numpy(arr)[None, None]
+    if tuple(arr.shape) != tuple(eval_shape):
+        t = F.interpolate(
+            t, size=tuple(int(s) for s in eval_shape), mode="trilinear", align_corners=False
+        )
+    return t[0, 0].numpy()
+
+
+def _read_ras(path: Path) -> np.ndarray:
+    from lift3d.data.volume import read_volume, reorient
+
+    return reorient(read_volume(path), "RAS").array
+
+
+def _image_files(folder: Path) -> list[Path]:
+    from lift3d.data.volume import is_image_path
+
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and is_image_path(p) and not p.name.startswith(".")
+    )
+
+
+def generated_files(pred_dir: Path) -> tuple[list[Path], str | None]:
+    """The generated volumes of `pred_dir` (first modality when several were generated).
+
+    Reads ``generation.json`` (written by `lift3d generate`) when present.
+    """
+    meta_path = pred_dir / "generation.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        modality = meta.get("modalities", [None])[0]
+        files = [pred_dir / s["files"][modality] for s in meta.get("samples", [])]
+        return [f for f in files if f.is_file()], modality
+    return _image_files(pred_dir), None
+
+
+def reference_files(ref_dir: Path, modality: str | None) -> list[tuple[str, Path]]:
+    """(case id, file) of the reference volumes: a BraTS/SynthRAD/manifest dataset (its
+    `modality`, default t1n / mr) or a plain folder of image files."""
+    files = _image_files(ref_dir)
+    if files:
+        return [(f.name.split(".")[0], f) for f in files]
+    from lift3d.data.discovery import discover_cases
+
+    cases = discover_cases(ref_dir, validate="header", required=())
+    out = []
+    for case in cases:
+        mod = (
+            modality
+            if modality in case.paths
+            else next((m for m in ("t1n", "mr") if m in case.paths), None)
+        )
+        if mod is None:
+            raise InputError(
+                f"reference case {case.case_id} has no {modality or 't1n/mr'} image", case.root
+            )
+        out.append((case.case_id, case.paths[mod]))
+    return out
+
+
+# ------------------------------------------------------------------ evaluation encoder
+
+
+def _slices_all_planes(vols: Sequence[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
+    out = []
+    for v in vols:
+        t = torch.from_numpy(v)
+        for axis in range(3):
+            s = t.movedim(axis, 0)[:, None]  # (M, 1, h, w)
+            out.append(F.interpolate(s, size=size, mode="bilinear", align_corners=False))
+    return torch.cat(out)
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 over the module's state_dict tensors (names and float32 bytes, sorted)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_eval_encoder(
+    ref_volumes: Sequence[np.ndarray],
+    *,
+    seed: int = 1234,
+    steps: int = 150,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    widths: Sequence[int] = (16, 32, 64),
+    objective: str = EVAL_OBJECTIVE,
+) -> torch.nn.Module:
+    """Train the evaluation encoder on slices (all three planes) of the reference volumes.
+
+    Its descriptor is the global average of each scale (pool 1: 112 features for the default
+    widths), which keeps the Frechet distance's matrix square roots cheap.
+    """
+    from lift3d.models.encoder import SliceEncoder
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        enc = SliceEncoder(1, widths, pool=1, objective=objective)
+    shape = ref_volumes[0].shape
+    slices = _slices_all_planes(ref_volumes, (max(shape), max(shape)))
+    opt = torch.optim.Adam(enc.parameters(), lr=lr)
+    for _ in range(steps):
+        idx = torch.randint(0, slices.shape[0], (batch_size,), generator=g)
+        loss = enc.pretext_loss(slices[idx], generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return enc.eval()
+
+
+def load_eval_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load an evaluation encoder saved by `save_eval_encoder` (safetensors + identity)."""
+    from lift3d.models.encoder import SliceEncoder
+    from lift3d.training.checkpoint import load_weights
+
+    path = Path(path)
+    meta_path = path.with_suffix(".json")
+    if not path.is_file() or not meta_path.is_file():
+        raise InputError("evaluation encoder (.safetensors + .json) not found", path)
+    identity = json.loads(meta_path.read_text())
+    enc = SliceEncoder(
+        1, identity["widths"], pool=identity.get("pool", 1), objective=identity["objective"]
+    )
+    load_weights(enc, path)
+    return enc.eval(), identity
+
+
+def save_eval_encoder(enc: torch.nn.Module, identity: dict[str, Any], path: str | Path) -> Path:
+    """Write the encoder's weights and its identity JSON beside them."""
+    from lift3d.training.checkpoint import save_weights
+    from lift3d.utils import atomic_write_text
+
+    path = Path(path)
+    save_weights(enc, path, {"identity": identity})
+    atomic_write_text(path.with_suffix(".json"), json.dumps(identity, indent=1))
+    return path
+
+
+# ------------------------------------------------------------------ features
+
+
+@torch.no_grad()
+def plane_features(
+    enc: torch.nn.Module, vols: Sequence[np.ndarray], plane: str, max_slices: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slice features and increments along one plane.
+
+    Args:
+        enc: evaluation encoder (``embed``).
+        vols: (D, H, W) volumes in [0, 1].
+        plane: axial | coronal | sagittal.
+        max_slices: evenly spaced cut positions per volume (each with its +1 neighbour).
+
+    Returns:
+        (features (V * M, F), increments (V * M, F)).
+    """
+    feats, incs = [], []
+    for v in vols:
+        t = torch.from_numpy(np.ascontiguousarray(v)).movedim(_PLANE_AXIS[plane], 0)[
+            :, None
+        ]  # (S, 1, h, w)
+        n = t.shape[0]
+        pos = np.unique(np.linspace(0, n - 2, min(max_slices, n - 1)).round().astype(int))
+        f = enc.embed(t[pos]).numpy()
+        f_next = enc.embed(t[pos + 1]).numpy()
+        feats.append(f)
+        incs.append(f_next - f)
+    return np.concatenate(feats), np.concatenate(incs)
+
+
+def increment_distance(gen_inc: np.ndarray, ref_inc: np.ndarray) -> float:
+    """Frechet distance of increment distributions / trace of the reference covariance."""
+    ref_cov = np.cov(np.asarray(ref_inc, np.float64), rowvar=False)
+    return fid_from_features(gen_inc, ref_inc) / max(float(np.trace(np.atleast_2d(ref_cov))), 1e-12)
+
+
+def distribution_metrics(
+    gen: Sequence[np.ndarray],
+    ref: Sequence[np.ndarray],
+    enc: torch.nn.Module,
+    *,
+    max_slices: int = 32,
+    kid_subsets: int = 20,
+    kid_subset_size: int = 200,
+    bootstrap: int = 10,
+    seed: int = 0,
+) -> dict[str, float]:
+    """All generation metrics between generated and reference volumes on one grid.
+
+    Returns:
+        {"fid_<plane>", "fid_<plane>_std", "kid_<plane>", "kid_<plane>_std",
+        "increment_distance_<plane>", "increment_distance", "histogram_distance"}.
+    """
+    if len(gen) < 2 or len(ref) < 2:
+        raise InputError(
+            f"need at least 2 generated and 2 reference volumes, got {len(gen)} and {len(ref)}"
+        )
+    out: dict[str, float] = {}
+    rng = np.random.default_rng(seed)
+    incs = []
+    for plane in PLANES:
+        gf, gi = plane_features(enc, gen, plane, max_slices)
+        rf, ri = plane_features(enc, ref, plane, max_slices)
+        out[f"fid_{plane}"] = fid_from_features(gf, rf)
+        per_vol = gf.reshape(len(gen), -1, gf.shape[1])
+        boots = [
+            fid_from_features(
+                per_vol[rng.integers(0, len(gen), len(gen))].reshape(-1, gf.shape[1]), rf
+            )
+            for _ in range(bootstrap)
+        ]
+        out[f"fid_{plane}_std"] = float(np.std(boots)) if boots else 0.0
+        out[f"kid_{plane}"], out[f"kid_{plane}_std"] = kid_from_features(
+            gf, rf, kid_subsets, kid_subset_size, seed
+        )
+        out[f"increment_distance_{plane}"] = increment_distance(gi, ri)
+        incs.append(out[f"increment_distance_{plane}"])
+    out["increment_distance"] = float(np.mean(incs))
+    out["histogram_distance"] = histogram_distance(gen, ref)
+    return out
+
+
+def evaluate_generation(
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    *,
+    eval_shape: Sequence[int] | None = None,
+    encoder_path: str | Path | None = None,
+    encoder_seed: int = 1234,
+    encoder_steps: int = 150,
+    save_encoder: str | Path | None = None,
+    max_slices: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score generated volumes against held-out real ones (``lift3d evaluate --task generate``).
+
+    Args:
+        pred_dir: folder of generated volumes (``lift3d generate`` output).
+        ref_dir: held-out reference dataset (BraTS/SynthRAD/manifest) or folder of images.
+        eval_shape: common evaluation grid (D, H, W); None: the first reference volume's
+            (S, A, R) shape, each axis capped at 64.
+        encoder_path: a saved evaluation encoder; None trains one on the reference volumes.
+        encoder_seed: seed of a freshly trained evaluation encoder.
+        encoder_steps: its training steps.
+        save_encoder: write the trained evaluation encoder here (reuse via `encoder_path`).
+        max_slices: cuts per volume and plane.
+        seed: RNG seed of KID subsets and bootstrap.
+
+    Returns:
+        ``{"cases": {sample: {"pred", "ref", "mask", "source", "mean_abs_dz"}}, "summary": {...
+        metrics, "n_cases", "eval_encoder": identity}, "eval_encoder": identity}``.
+
+    Raises:
+        InputError: missing or empty folders, fewer than 2 volumes on either side.
+    """
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    for folder, what in ((pred_dir, "generated"), (ref_dir, "reference")):
+        if not folder.is_dir():
+            raise InputError(f"{what} folder not found", folder)
+    files, modality = generated_files(pred_dir)
+    if not files:
+        raise InputError("no generated volumes (.nii.gz, .nii, .mha) found", pred_dir)
+    refs = reference_files(ref_dir, modality)
+    if eval_shape is None:
+        from lift3d.data.preprocess import to_model_space
+
+        first = to_model_space(_read_ras(refs[0][1]), "axial").shape
+        eval_shape = tuple(min(int(s), 64) for s in first)
+    gen = [prepare_volume(_read_ras(f), eval_shape) for f in files]
+    ref = [prepare_volume(_read_ras(f), eval_shape) for _, f in refs]
+    if encoder_path is not None:
+        enc, identity = load_eval_encoder(encoder_path)
+    else:
+        enc = train_eval_encoder(ref, seed=encoder_seed, steps=encoder_steps)
+        data_hash = hashlib.sha256(
+            "\n".join(f"{c}:{f.stat().st_size}" for c, f in refs).encode()
+        ).hexdigest()
+        identity = {
+            "name": f"SliceEncoder-{EVAL_OBJECTIVE}-ae",
+            "objective": EVAL_OBJECTIVE,
+            "widths": list(enc.widths),
+            "pool": enc.pool,
+            "seed": encoder_seed,
+            "steps": encoder_steps,
+            "trained_on": str(ref_dir.resolve()),
+            "trained_on_cases": len(refs),
+            "trained_on_sha256": data_hash,
+            "eval_shape": [int(s) for s in eval_shape],
+        }
+        identity["weights_sha256"] = weights_sha256(enc)
+        if save_encoder is not None:
+            save_eval_encoder(enc, identity, save_encoder)
+    summary: dict[str, Any] = distribution_metrics(gen, ref, enc, max_slices=max_slices, seed=seed)
+    summary["n_cases"] = len(gen)
+    summary["n_reference"] = len(ref)
+    summary["eval_encoder"] = identity
+    cases = {
+        f.name.split(".")[0]: {
+            "pred": str(f.resolve()),
+            "ref": None,
+            "mask": None,
+            "source": None,
+            "mean_abs_dz": float(np.abs(np.diff(v, axis=0)).mean()),
+        }
+        for f, v in zip(files, gen)
+    }
+    return {"cases": cases, "summary": summary, "eval_encoder": identity}
