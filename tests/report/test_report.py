@@ -255,3 +255,19 @@ def test_missing_modality_eval_uses_sibling_input_and_stored_profile(tmp_path):
     panels, _, _ = _case_arrays(Evaluation(ev / "summary.json", "m", summary), "C1")
     assert list(panels) == ["input (t1n)", "output", "target", "|error|"]
     np.testing.assert_allclose(panels["input (t1n)"], ref, rtol=1e-5)
+
+
+def test_run_on_phantom_data_is_labelled(tmp_path):
+    from lift3d.data.synthetic import MARKER_NAME
+
+    data = tmp_path / "phantom"
+    data.mkdir()
+    (data / MARKER_NAME).write_text("{}")
+    run = make_run(tmp_path)
+    (run / "config.yaml").write_text(
+        f"data:\n  root: {data}\nmodel:\n  encoder_objective: denoise\n"
+    )
+    text = build_report(run, tmp_path / "r.html").read_text()
+    assert PHANTOM_LABEL in text
+    prov = next(t for t in parse(tmp_path / "r.html").tables if t[0][0] == "variant")
+    assert prov[1][2].endswith("[PHANTOM]") and prov[1][3] == "model.encoder_objective=denoise"

@@ -162,17 +162,23 @@ def profile_figure(profiles: Mapping[str, np.ndarray], ylabel: str = "mean |erro
 
 
 def loss_figure(logs: Mapping[str, Sequence[Mapping[str, object]]]) -> Figure | None:
-    """Training curves: one panel per log (``logs/<stage>.jsonl``), every numeric key vs step.
+    """Training curves: one panel per log (``logs/<stage>.jsonl``) against step.
+
+    A training log shows its loss terms (keys containing ``loss``; every numeric key when none
+    does); a validation log (``*_val``) shows every numeric key.
 
     Returns:
         None when no log holds a numeric value to plot.
     """
     series: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
     for stage, records in logs.items():
+        keys = {k for rec in records for k in rec}
+        lossy = {k for k in keys if "loss" in k}
+        wanted = lossy if lossy and not stage.endswith("_val") else keys
         for i, rec in enumerate(records):
             step = rec.get("step", i)
             for key, value in rec.items():
-                if key in LOSS_SKIP_KEYS or isinstance(value, bool):
+                if key in LOSS_SKIP_KEYS or key not in wanted or isinstance(value, bool):
                     continue
                 if isinstance(value, (int, float)) and np.isfinite(value):
                     xs, ys = series.setdefault(stage, {}).setdefault(key, ([], []))

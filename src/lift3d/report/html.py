@@ -129,20 +129,48 @@ def find_logs(src: Path) -> dict[str, list[dict[str, Any]]]:
     return logs
 
 
-def _is_phantom(evaluation: Evaluation) -> bool:
-    if evaluation.data.get("phantom"):
-        return True
-    root = evaluation.data.get("data")
-    if not root:
+def _is_phantom_root(root: str | None) -> bool:
+    """True when `root` is a dataset folder carrying the phantom marker (or inside one)."""
+    if not root or not Path(root).exists():
         return False
     try:
         from lift3d.data.synthetic import is_phantom_dataset
-    except ImportError:
-        return False
-    try:
+
         return bool(is_phantom_dataset(root))
-    except (OSError, ValueError):
+    except (ImportError, OSError, ValueError):
         return False
+
+
+def _is_phantom(evaluation: Evaluation) -> bool:
+    data = evaluation.data
+    return bool(data.get("phantom")) or _is_phantom_root(data.get("ref_dir") or data.get("data"))
+
+
+def _parse_yaml(text: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _config_encoder(config: Mapping[str, Any]) -> str | None:
+    """``key=value`` for string settings of a config whose key names an encoder."""
+    found = []
+    for section, values in config.items():
+        if isinstance(values, Mapping):
+            found += [
+                f"{section}.{k}={v}"
+                for k, v in values.items()
+                if "encoder" in k and isinstance(v, str)
+            ]
+        elif "encoder" in section and isinstance(values, str):
+            found.append(f"{section}={values}")
+    return ", ".join(found) or None
 
 
 def _encoder(data: Mapping[str, Any]) -> str | None:
@@ -356,6 +384,7 @@ def build_report(
     if (src / "metrics.json").is_file():
         parts.metrics = _read_json(src / "metrics.json")
     config_text = (src / "config.yaml").read_text() if (src / "config.yaml").is_file() else ""
+    config = _parse_yaml(config_text)
     if not (parts.evaluations or parts.logs or parts.run_info or parts.metrics):
         raise InputError(
             "no summary.json (lift3d evaluate), logs/*.jsonl, run.json or metrics.json found", src
@@ -372,7 +401,6 @@ def build_report(
         pngs[name] = data
         return data
 
-    phantom = any(_is_phantom(ev) for ev in parts.evaluations)
     sections: list[str] = []
 
     # provenance -------------------------------------------------------------------------------
@@ -391,18 +419,23 @@ def build_report(
                 ev.path.relative_to(src).as_posix(),
             ]
         )
-    if parts.run_info:
+    run_phantom = False
+    if parts.run_info or config:
         r = parts.run_info
-        machine = " / ".join(str(r[k]) for k in ("host", "device") if r.get(k)) or "?"
+        data_root = (config.get("data") or {}).get("root") if isinstance(config, dict) else None
+        run_phantom = _is_phantom_root(data_root)
+        machine = " / ".join(
+            str(r[k]) for k in ("hostname", "host", "device_name", "device") if r.get(k)
+        )
         prov_rows.append(
             [
                 "training run",
-                r.get("task", "?") + (f" ({r['subtask']})" if r.get("subtask") else ""),
-                r.get("data", "-"),
-                _encoder(r) or "-",
-                machine,
-                r.get("version", r.get("lift3d_version", "?")),
-                "run.json",
+                str(r.get("task", "?")) + (f" ({r['subtask']})" if r.get("subtask") else ""),
+                str(data_root or "-") + (" [PHANTOM]" if run_phantom else ""),
+                _config_encoder(config) or _encoder(r) or "-",
+                machine or "?",
+                r.get("lift3d_version", r.get("version", "?")),
+                "run.json, config.yaml",
             ]
         )
     if prov_rows:
@@ -497,6 +530,7 @@ def build_report(
             + "</ul>"
         )
 
+    phantom = run_phantom or any(_is_phantom(ev) for ev in parts.evaluations)
     banner = f'<p class="phantom">{html.escape(PHANTOM_LABEL)}</p>' if phantom else ""
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
     page = (
