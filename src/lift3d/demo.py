@@ -128,12 +128,12 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
 
 
 def _print_comparison(title: str, a: Path, b: Path, label_a: str, label_b: str) -> None:
-    from lift3d.metrics.compare import format_comparison
+    from lift3d.inference.evaluate import compare_summaries
 
     summary_a = json.loads(a.read_text())
     summary_b = json.loads(b.read_text())
     print(f"\n{title}")
-    print(format_comparison(summary_a, summary_b, label_a, label_b))
+    print(compare_summaries(summary_a, summary_b, (label_a, label_b)))
 
 
 def main(argv: list[str] | None = None) -> int:
