@@ -198,3 +198,22 @@ class TranslationModel(nn.Module):
 
     def mixer_parameters(self) -> Sequence[nn.Parameter]:
         return list(self.mixers.parameters())
+
+
+def missing_modality_input(volumes: Tensor, missing: Tensor) -> Tensor:
+    """Input of the one-model-for-any-missing-modality translator.
+
+    Args:
+        volumes: (B, M, D, H, W) the M modalities in their fixed slot order (BraTS: t1n, t1c,
+            t2w, t2f); the missing slot's content is ignored.
+        missing: (B,) long, index of the missing modality of each item.
+
+    Returns:
+        (B, 2M, D, H, W): the modalities with the missing slot zero-filled, then M constant
+        one-hot planes saying which slot is missing.
+    """
+    b, m = volumes.shape[:2]
+    onehot = F.one_hot(missing.long(), m).to(volumes.dtype)  # (B, M)
+    present = volumes * (1.0 - onehot)[:, :, None, None, None]
+    planes = onehot[:, :, None, None, None].expand(b, m, *volumes.shape[2:])
+    return torch.cat([present, planes], dim=1)

@@ -1,0 +1,393 @@
+"""Apply a trained LiFT translation model: MR -> CT in HU, or a missing BraTS modality.
+
+(LiFT, arXiv 2605.19060; METHOD.md variant 2.) A model folder from ``lift3d train translate``
+holds ``config.yaml``, ``run.json`` (task "translate", subtask "mr2ct" | "missing") and
+``model.safetensors``. Each input is preprocessed exactly as in training
+(`lift3d.data.preprocess.preprocess_case`: RAS, optional resampling, model grid, intensity
+window), translated in overlapping z-chunks (bounded memory, chunk-independent result), and
+restored onto the input's exact grid (`restore_volume`): same shape, same affine, HU for CT.
+
+The model grid (``data.shape``) grows to the input's field of view where the input is larger, so
+nothing is cropped away. MR intensities are normalised on a foreground: the case's ``mask`` when
+there is one (SynthRAD ships ``mask.nii.gz``; training used it), else the non-zero MR voxels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lift3d.data.volume import Volume, image_suffix, read_volume
+from lift3d.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MISSING_OUTPUT_WINDOW = (0.0, 1.0)  # a synthesised MR modality is written on the [0, 1] scale
+SCT_NAME = "sct.nii.gz"
+
+
+@dataclass
+class TranslationBundle:
+    """A loaded translation model and what it expects.
+
+    Attributes:
+        model: the `TranslationModel` (eval mode, on `device`).
+        cfg: its `TranslateConfig`.
+        task: "mr2ct" | "missing".
+        slots: input modality slots (["mr"] or the four BraTS modalities).
+        target: fixed target ("ct") or None (missing: whichever slot is absent).
+        device: torch device string.
+        model_dir: the model folder.
+    """
+
+    model: Any
+    cfg: Any
+    task: str
+    slots: list[str]
+    target: str | None
+    device: str
+    model_dir: Path
+
+
+def read_run_info(model_dir: str | Path) -> dict[str, Any]:
+    """run.json of a translation model folder; InputError unless it is one (names the task)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError("model folder not found", model_dir)
+    run_json = model_dir / "run.json"
+    if not run_json.is_file():
+        raise InputError("not a lift3d model folder (no run.json)", model_dir)
+    try:
+        run = json.loads(run_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise InputError("run.json is not readable JSON", run_json) from None
+    if run.get("task") != "translate":
+        sub = run.get("subtask")
+        raise InputError(
+            f"model folder is from task {run.get('task')!r}{f' ({sub})' if sub else ''}, "
+            "not 'translate'; train one with 'lift3d train translate'",
+            model_dir,
+        )
+    for name in ("config.yaml", "model.safetensors"):
+        if not (model_dir / name).is_file():
+            raise InputError(f"model folder lacks {name} (training not finished?)", model_dir)
+    return run
+
+
+def load_translation_model(model_dir: str | Path, device: str = "auto") -> TranslationBundle:
+    """Load a translation model folder.
+
+    Raises:
+        InputError: missing folder or files, a model from another task, unreadable weights.
+    """
+    import yaml
+
+    from lift3d.config import config_from_dict
+    from lift3d.training.checkpoint import load_weights
+    from lift3d.training.translate import TranslateConfig, build_model, task_modalities
+    from lift3d.utils import resolve_device
+
+    model_dir = Path(model_dir)
+    run = read_run_info(model_dir)
+    try:
+        raw = yaml.safe_load((model_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"config.yaml is not readable ({type(exc).__name__})", model_dir) from None
+    cfg = config_from_dict(TranslateConfig, raw)
+    if run.get("subtask") not in (None, cfg.task):
+        raise InputError(
+            f"run.json says subtask {run.get('subtask')!r} but config.yaml says {cfg.task!r}",
+            model_dir,
+        )
+    device = resolve_device(device)
+    model = build_model(cfg)
+    load_weights(model, model_dir / "model.safetensors")
+    model.to(device).eval()
+    slots, target = task_modalities(cfg.task)
+    return TranslationBundle(model, cfg, cfg.task, slots, target, device, model_dir)
+
+
+# ------------------------------------------------------------------ one case
+
+
+def _check_geometry(volume: Volume, path: Path | None) -> None:
+    spacing = np.asarray(volume.spacing)
+    if not np.all(np.isfinite(volume.affine)) or np.any(spacing < 1e-6):
+        raise InputError("image geometry is unreadable (degenerate affine / zero spacing)", path)
+    if abs(np.linalg.det(volume.affine[:3, :3])) < 1e-12:
+        raise InputError("image geometry is unreadable (singular affine)", path)
+
+
+def _inference_shape(train_shape: tuple[int, ...], full_shape: tuple[int, ...], multiple: int):
+    """Training grid, enlarged (H, W to a multiple of the U-Net stride) where the input's
+    model-space field of view is larger."""
+    d = max(train_shape[0], full_shape[0])
+    hw = [max(t, -(-f // multiple) * multiple) for t, f in zip(train_shape[1:], full_shape[1:])]
+    return (d, *hw)
+
+
+@torch.no_grad()
+def translate_volumes(
+    bundle: TranslationBundle,
+    volumes: dict[str, Volume],
+    target: str | None = None,
+    *,
+    mask: Volume | None = None,
+    use_mixer: bool = True,
+) -> Volume:
+    """Translate one case.
+
+    Args:
+        bundle: from `load_translation_model`.
+        volumes: mr2ct: {"mr": Volume}; missing: the three present BraTS modalities.
+        target: missing: the modality to synthesise (default: the one absent from `volumes`).
+        mask: optional foreground on the inputs' grid (MR normalisation and field-of-view centre,
+            as in training).
+        use_mixer: False gives the no-mapper ablation (per-slice translator only).
+
+    Returns:
+        The synthesised volume on the inputs' grid (shape, affine, NIfTI header of the first
+        input); CT in HU, a missing MR modality on the [0, 1] scale.
+
+    Raises:
+        InputError: modality names or count do not match the model, grids differ, bad geometry.
+    """
+    from lift3d.data.datasets import default_kind
+    from lift3d.data.preprocess import (
+        CT_WINDOW_HU,
+        preprocess_case,
+        restore_volume,
+        to_model_space,
+    )
+    from lift3d.training.translate import make_input
+
+    cfg = bundle.cfg
+    names = sorted(volumes)
+    if bundle.target is not None:  # mr2ct
+        if names != bundle.slots:
+            raise InputError(
+                f"this {bundle.task} model takes {bundle.slots}, got modalities {names}",
+                next(iter(volumes.values())).path if volumes else None,
+            )
+        target = bundle.target
+    else:
+        unknown = [n for n in names if n not in bundle.slots]
+        absent = [s for s in bundle.slots if s not in volumes]
+        if unknown or len(volumes) != len(bundle.slots) - 1:
+            raise InputError(
+                f"the missing-modality model takes 3 of {bundle.slots}, got {names}",
+                next(iter(volumes.values())).path if volumes else None,
+            )
+        if target is not None and target != absent[0]:
+            raise InputError(f"target {target!r} is among the inputs; absent is {absent[0]!r}")
+        target = absent[0]
+    for name, vol in volumes.items():
+        _check_geometry(vol, vol.path)
+    ref = volumes[names[0]]
+    kinds = {m: default_kind(m) for m in volumes}
+    inputs = dict(volumes)
+    if mask is not None:
+        inputs["mask"] = mask
+        kinds["mask"] = "mask"
+    foreground = None if mask is None else np.asarray(mask.array) > 0
+    train_shape = tuple(int(s) for s in cfg.data.shape)
+    arrays, record = preprocess_case(
+        inputs,
+        shape=train_shape,
+        kinds=kinds,
+        slice_axis=cfg.data.slice_axis,
+        spacing_mm=cfg.data.spacing_mm,
+        foreground=foreground,
+    )
+    full = to_model_space(np.empty(record.resampled_shape, bool), record.slice_axis).shape
+    shape = _inference_shape(train_shape, full, bundle.model.translator.multiple)
+    if shape != train_shape:
+        log.info(
+            "input field of view %s exceeds the model grid %s; using %s", full, train_shape, shape
+        )
+        arrays, record = preprocess_case(
+            inputs,
+            shape=shape,
+            kinds=kinds,
+            slice_axis=cfg.data.slice_axis,
+            spacing_mm=cfg.data.spacing_mm,
+            foreground=foreground,
+        )
+
+    device = bundle.device
+    batch = {m: torch.from_numpy(arrays[m])[None, None].to(device) for m in volumes}
+    missing = None
+    if bundle.target is None:
+        for slot in bundle.slots:  # zero-filled slot; make_input zeroes it again
+            batch.setdefault(slot, torch.zeros_like(next(iter(batch.values()))))
+        missing = torch.tensor([bundle.slots.index(target)], device=device)
+    x = make_input(bundle.task, batch, missing)
+    pred = bundle.model(x, use_mixer=use_mixer, chunk_size=cfg.model.chunk_size or None)
+    pred = pred.clamp(0.0, 1.0)[0, 0].float().cpu().numpy()  # (D, H, W)
+
+    window = CT_WINDOW_HU if target == "ct" else MISSING_OUTPUT_WINDOW
+    record.intensity[target] = {
+        "kind": default_kind(target),
+        "window": list(window),
+        "dtype": "<f4",
+    }
+    restored = restore_volume(pred, record, target)
+    return ref.with_array(restored.array.astype(np.float32))
+
+
+# ------------------------------------------------------------------ files and datasets
+
+
+def find_mask_beside(path: Path) -> Path | None:
+    """SynthRAD convention: ``mask.nii.gz`` / ``mask.mha`` in the input file's folder."""
+    for name in ("mask.nii.gz", "mask.nii", "mask.mha", "mask.mhd"):
+        candidate = path.parent / name
+        if candidate.is_file() and candidate.resolve() != path.resolve():
+            return candidate
+    return None
+
+
+def brats_modality_of(path: Path) -> str | None:
+    """``BraTS-GLI-00000-000-t1n.nii.gz`` -> ``t1n`` (None if the name has no BraTS suffix)."""
+    from lift3d.data.discovery import BRATS_MODALITIES
+
+    stem = path.name[: -len(image_suffix(path))] if image_suffix(path) else path.name
+    for m in BRATS_MODALITIES:
+        if stem.lower().endswith(f"-{m}") or stem.lower() == m:
+            return m
+    return None
+
+
+def read_inputs(bundle: TranslationBundle, paths: list[Path]) -> dict[str, Volume]:
+    """Read input files and name them by modality (mr2ct: the one file is "mr"; missing: by the
+    BraTS suffix ``-t1n`` ...). InputError for a count or names the model does not take."""
+    if bundle.target is not None:
+        if len(paths) != 1:
+            raise InputError(f"the {bundle.task} model takes one MR volume, got {len(paths)} files")
+        return {"mr": read_volume(paths[0])}
+    named: dict[str, Volume] = {}
+    for p in paths:
+        mod = brats_modality_of(p)
+        if mod is None:
+            raise InputError(
+                "cannot tell the modality from the file name (expected -t1n, -t1c, -t2w or -t2f)", p
+            )
+        if mod in named:
+            raise InputError(f"modality {mod} given twice", p)
+        named[mod] = read_volume(p)
+    if len(named) != len(bundle.slots) - 1:
+        raise InputError(
+            f"the missing-modality model takes 3 of {bundle.slots}, got {sorted(named)}"
+        )
+    return named
+
+
+def output_name(task: str, case_id: str, target: str) -> str:
+    """Folder-mode file name: ``sct.nii.gz`` (mr2ct) or ``<case_id>-<mod>.nii.gz`` (missing)."""
+    return SCT_NAME if task == "mr2ct" else f"{case_id}-{target}.nii.gz"
+
+
+def plan_dataset(
+    bundle: TranslationBundle, root: Path, target: str | None = None
+) -> list[tuple[Any, str]]:
+    """Cases of a dataset folder and the target each gets.
+
+    mr2ct: every case with an ``mr``. missing: a case with exactly one BraTS modality absent gets
+    that one; a complete case needs `target` (a modality, or ``cycle``: case i in case-id order
+    gets modality i mod 4, the held-out evaluation setting).
+
+    Raises:
+        InputError: the dataset has no usable case, a case misses more than one modality, or a
+            complete case with no `target`.
+    """
+    from lift3d.data.discovery import discover_cases, list_cases
+
+    if bundle.target is not None:
+        cases = discover_cases(root, required=("mr",), validate="header")
+        return [(c, bundle.target) for c in cases]
+    layout, cases = list_cases(root)
+    if layout != "brats":
+        raise InputError(
+            f"the missing-modality model needs a BraTS-layout dataset, found {layout}", root
+        )
+    cases.sort(key=lambda c: c.case_id)
+    plan = []
+    for i, case in enumerate(cases):
+        absent = [s for s in bundle.slots if s not in case.paths]
+        if len(absent) > 1:
+            raise InputError(
+                f"case lacks {len(absent)} modalities ({', '.join(absent)}); one model "
+                "input may be missing, not more",
+                case.root,
+            )
+        if absent:
+            if target not in (None, "cycle") and target != absent[0]:
+                raise InputError(f"case lacks {absent[0]}, not --target {target}", case.root)
+            plan.append((case, absent[0]))
+        elif target is None:
+            raise InputError(
+                "case already has all four modalities; pass --target MOD (or "
+                "--target cycle) to synthesise one of them from the other three",
+                case.root,
+            )
+        else:
+            plan.append((case, bundle.slots[i % 4] if target == "cycle" else target))
+    if not plan:
+        raise InputError("no cases found", root)
+    return plan
+
+
+def translate_case(
+    bundle: TranslationBundle, case: Any, target: str, use_mixer: bool = True
+) -> Volume:
+    """Translate one discovered `Case` (its mask, when present, is the foreground)."""
+    from lift3d.data.discovery import load_case
+
+    wanted = ["mr"] if bundle.target is not None else [s for s in bundle.slots if s != target]
+    volumes = load_case(case, wanted)
+    mask = load_case(case, ["mask"])["mask"] if "mask" in case.paths else None
+    return translate_volumes(bundle, volumes, target, mask=mask, use_mixer=use_mixer)
+
+
+def translate_dataset(
+    bundle: TranslationBundle,
+    root: Path,
+    out_dir: Path,
+    *,
+    target: str | None = None,
+    use_mixer: bool = True,
+    progress: bool = True,
+) -> list[Path]:
+    """Folder mode: ``OUT/<case_id>/sct.nii.gz`` or ``OUT/<case_id>/<case_id>-<mod>.nii.gz``.
+
+    Also writes ``OUT/translation.json`` (model, mixer flag, case -> file, target).
+    """
+    from tqdm.auto import tqdm
+
+    from lift3d.utils import atomic_write_text
+
+    plan = plan_dataset(bundle, root, target)
+    written, cases = [], {}
+    for case, tgt in tqdm(plan, desc="translate", disable=not progress, unit="case"):
+        vol = translate_case(bundle, case, tgt, use_mixer)
+        from lift3d.data.volume import write_volume
+
+        path = out_dir / case.case_id / output_name(bundle.task, case.case_id, tgt)
+        write_volume(vol, path)
+        written.append(path)
+        cases[case.case_id] = {"file": str(path), "target": tgt, "source": str(case.root)}
+    info = {
+        "model": str(bundle.model_dir),
+        "task": bundle.task,
+        "use_mixer": use_mixer,
+        "input": str(root),
+        "cases": cases,
+    }
+    atomic_write_text(out_dir / "translation.json", json.dumps(info, indent=1))
+    return written
