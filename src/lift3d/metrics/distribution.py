@@ -19,6 +19,10 @@ Metrics (lower is better):
 - ``histogram_distance``: Wasserstein-1 distance between the foreground intensity histograms
   (64 bins on [0, 1]) of all generated and all reference volumes.
 
+Features are z-scored per dimension with the reference set's mean and std before FID and KID,
+so the polynomial kernel sees O(1) values whatever the evaluation encoder's scale (with raw
+features of magnitude 1e-2 every kernel value is ~1 and KID is ~0 for any pair of sets).
+
 Spread: ``kid_*_std`` is the std over KID subsets, ``fid_*_std`` the std over bootstrap
 resamples of the generated volumes. Planes are cut on a common evaluation grid: each volume is
 reoriented to RAS, put in model space (D=S, H=A, W=R), normalised (0.5/99.5 percentiles of its
@@ -361,6 +365,8 @@ def distribution_metrics(
     for plane in PLANES:
         gf, gi = plane_features(enc, gen, plane, max_slices)
         rf, ri = plane_features(enc, ref, plane, max_slices)
+        mu, sd = rf.mean(0), rf.std(0) + 1e-8
+        gf, rf = (gf - mu) / sd, (rf - mu) / sd
         out[f"fid_{plane}"] = fid_from_features(gf, rf)
         per_vol = gf.reshape(len(gen), -1, gf.shape[1])
         boots = [
