@@ -506,7 +506,7 @@ def _better(name: str, a: float, b: float) -> int:
     if name in TARGET_ONE:
         da, db = abs(a - 1.0), abs(b - 1.0)
         return 0 if da == db else (-1 if da < db else 1)
-    lower = name in LOWER_IS_BETTER or name.startswith(("kid_", "fid_"))
+    lower = name.startswith(LOWER_IS_BETTER + ("kid_", "fid_"))
     return (-1 if a < b else 1) if lower else (-1 if a > b else 1)
 
 
