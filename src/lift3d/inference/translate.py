@@ -187,7 +187,7 @@ def translate_volumes(
         if target is not None and target != absent[0]:
             raise InputError(f"target {target!r} is among the inputs; absent is {absent[0]!r}")
         target = absent[0]
-    for name, vol in volumes.items():
+    for vol in volumes.values():
         _check_geometry(vol, vol.path)
     ref = volumes[names[0]]
     kinds = {m: default_kind(m) for m in volumes}
@@ -228,7 +228,7 @@ def translate_volumes(
             batch.setdefault(slot, torch.zeros_like(next(iter(batch.values()))))
         missing = torch.tensor([bundle.slots.index(target)], device=device)
     x = make_input(bundle.task, batch, missing)
-    pred = bundle.model(x, use_mixer=use_mixer, chunk_size=cfg.model.chunk_size or None)
+    pred = bundle.model(x, use_mixer=use_mixer, chunk_size=cfg.model.chunk_size or 0)
     pred = pred.clamp(0.0, 1.0)[0, 0].float().cpu().numpy()  # (D, H, W)
 
     window = CT_WINDOW_HU if target == "ct" else MISSING_OUTPUT_WINDOW

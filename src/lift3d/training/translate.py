@@ -237,7 +237,7 @@ def _validator(cfg: TranslateConfig, val_data: Any, run_dir: Path, stage: str, s
             y = select_target(cfg.task, batch, missing)[0, 0].cpu().numpy()
             mask = item["mask"][0].numpy()
             for name, use_mixer in variants.items():
-                pred = model(x, use_mixer=use_mixer, chunk_size=cfg.model.chunk_size or None)
+                pred = model(x, use_mixer=use_mixer, chunk_size=cfg.model.chunk_size or 0)
                 pred = pred.clamp(0, 1)[0, 0].float().cpu().numpy()
                 for key, value in plane_scores(pred, y, mask).items():
                     sums.setdefault(f"{key}_{name}" if name else key, []).append(value)
@@ -273,6 +273,39 @@ def _update_run_json(run_dir: Path, **fields: Any) -> None:
     info = json.loads(path.read_text()) if path.is_file() else {}
     info.update(fields)
     atomic_write_text(path, json.dumps(info, indent=1))
+
+
+def write_model_folder(
+    model: nn.Module, cfg: TranslateConfig, out_dir: str | Path, run_info: dict | None = None
+) -> Path:
+    """Write a translation model folder (``config.yaml``, ``run.json``, ``model.safetensors``)
+    outside a training run, e.g. for a model built or converted in code.
+
+    Args:
+        model: a `TranslationModel` matching `cfg`.
+        cfg: its config.
+        out_dir: folder to create or fill.
+        run_info: extra ``run.json`` fields.
+    """
+    import lift3d
+    from lift3d.config import save_config
+    from lift3d.training.checkpoint import save_weights
+    from lift3d.utils import atomic_write_text
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out_dir / "config.yaml")
+    info = {
+        "task": "translate",
+        "subtask": cfg.task,
+        "model_size": cfg.model.size,
+        "lift3d_version": lift3d.__version__,
+        "torch_version": torch.__version__,
+        **(run_info or {}),
+    }
+    atomic_write_text(out_dir / "run.json", json.dumps(info, indent=1))
+    save_weights(model, out_dir / WEIGHTS_FILE, {"task": "translate", "subtask": cfg.task})
+    return out_dir
 
 
 def _set_trainable(module: nn.Module, flag: bool) -> None:
