@@ -28,7 +28,7 @@ test-slow: $(VENV)/.installed
 	$(PY) -m pytest -q -m slow
 
 bench: $(VENV)/.installed
-	$(VENV)/bin/lift3d bench --size quick --json BENCH_quick.json
+	$(VENV)/bin/lift3d bench --size quick --json BENCH_quick.json --overwrite
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
