@@ -48,7 +48,9 @@ class TranslationModel(nn.Module):
         points = translator.feature_channels()
         if not 1 <= mixer_levels <= len(points):
             raise ValueError(f"mixer_levels must be in 1..{len(points)}, got {mixer_levels}")
-        self.translator = translator
+        # channels-last convolutions run ~1.5x faster on CPU (oneDNN) and suit tensor cores;
+        # the per-slice features then also fold into the mixer's (B, D, h, w, C) layout cheaply.
+        self.translator = translator.to(memory_format=torch.channels_last)
         self.mixers = nn.ModuleList(
             BidirectionalZMixer(
                 c,
@@ -84,6 +86,7 @@ class TranslationModel(nn.Module):
         s = rearrange(x, "b c d h w -> (b d) c h w")
         if pad_h or pad_w:
             s = F.pad(s, (0, pad_w, 0, pad_h))
+        s = s.contiguous(memory_format=torch.channels_last)
         h, skips = self.translator.encode(s)  # (B*D, C_last, h, w)
         h = self._mix(0, h, b, use_mixer)
         for i in range(self.translator.num_decoder_stages):
@@ -128,26 +131,27 @@ class TranslationModel(nn.Module):
         n_points = unet.num_decoder_stages + 1
         n_mixed = len(self.mixers) if use_mixer else 0
         radius = [self.mixers[p].receptive_field if p < n_mixed else 0 for p in range(n_points)]
-        # buffers: point -> [first slice index, (B, C, n, h, w) features]
+        # buffers: point -> [first slice index, (B, n, h, w, C) features]; channels last, so
+        # folding to (B*n, C, h, w) is a channels-last view and the mixer takes them as they are
         pre: list[list] = [[0, None] for _ in range(n_points)]
         skips: list[list] = [[0, None] for _ in range(unet.num_decoder_stages)]
         done = [0] * n_points  # slices [0, done[p]) computed at point p
 
         def fold(t5: Tensor) -> Tensor:
-            return rearrange(t5, "b c d y x -> (b d) c y x")
+            return rearrange(t5, "b d y x c -> (b d) c y x")
 
         def unfold(t4: Tensor) -> Tensor:
-            return rearrange(t4, "(b d) c y x -> b c d y x", b=b)
+            return rearrange(t4, "(b d) c y x -> b d y x c", b=b)
 
         def append(buf: list, t5: Tensor) -> None:
-            buf[1] = t5 if buf[1] is None else torch.cat([buf[1], t5], dim=2)
+            buf[1] = t5 if buf[1] is None else torch.cat([buf[1], t5], dim=1)
 
         def take(buf: list, lo: int, hi: int) -> Tensor:
-            return buf[1][:, :, lo - buf[0] : hi - buf[0]]
+            return buf[1][:, lo - buf[0] : hi - buf[0]]
 
         def evict(buf: list, keep_from: int) -> None:
             if buf[1] is not None and keep_from > buf[0]:
-                buf[1] = buf[1][:, :, keep_from - buf[0] :]
+                buf[1] = buf[1][:, keep_from - buf[0] :]
                 buf[0] = keep_from
 
         def ensure(p: int, stop: int) -> None:
@@ -156,9 +160,10 @@ class TranslationModel(nn.Module):
             if stop <= start:
                 return
             if p == 0:
-                s = fold(x[:, :, start:stop])
+                s = rearrange(x[:, :, start:stop], "b c d h w -> (b d) c h w")
                 if pad_h or pad_w:
                     s = F.pad(s, (0, pad_w, 0, pad_h))
+                s = s.contiguous(memory_format=torch.channels_last)
                 h, sk = unet.encode(s)
                 append(pre[0], unfold(h))
                 for i in range(unet.num_decoder_stages):
@@ -173,14 +178,12 @@ class TranslationModel(nn.Module):
             done[p] = stop
 
         def post(p: int, lo: int, hi: int) -> Tensor:
-            """Mixed features at point p for slices [lo, hi), (B, C, hi - lo, h, w)."""
+            """Mixed features at point p for slices [lo, hi), (B, hi - lo, h, w, C)."""
             r = radius[p]
             ensure(p, min(depth, hi + r))
             if p < n_mixed:
                 a, z = max(0, lo - r), min(depth, hi + r)
-                window = rearrange(take(pre[p], a, z), "b c d y x -> b d y x c")
-                out = self.mixers[p](window)[:, lo - a : hi - a]
-                out = rearrange(out, "b d y x c -> b c d y x")
+                out = self.mixers[p](take(pre[p], a, z))[:, lo - a : hi - a]
             else:
                 out = take(pre[p], lo, hi)
             evict(pre[p], max(0, hi - r))
@@ -190,7 +193,7 @@ class TranslationModel(nn.Module):
         for lo in range(0, depth, chunk_size):
             hi = min(lo + chunk_size, depth)
             y = unet.head(fold(post(n_points - 1, lo, hi)))[:, :, :hh, :ww]  # (B*n, 1, H, W)
-            outs.append(unfold(y))
+            outs.append(rearrange(y, "(b d) c h w -> b c d h w", b=b))
         return torch.cat(outs, dim=2)
 
     def translator_parameters(self) -> Sequence[nn.Parameter]:
