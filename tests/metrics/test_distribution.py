@@ -147,3 +147,55 @@ def test_evaluate_generation_folders_and_encoder_identity(tmp_path):
     empty.mkdir()
     with pytest.raises(InputError):
         evaluate_generation(empty, ref)
+
+
+def test_reformat_kid_tells_cross_subject_stripes_from_real():
+    """The sanity check of the metric: volumes whose axial slices come from different subjects
+    (what independent per-slice sampling gives) must score worse in coronal and sagittal KID
+    than real volumes, for every evaluation-encoder seed (the z-scored mean descriptor of
+    earlier builds failed this for the default seed on the phantom)."""
+    from lift3d.metrics.distribution import EvalDescriptor, distribution_metrics
+
+    ref, real = smooth_volumes(8, 0), smooth_volumes(8, 1)
+    rng = np.random.default_rng(3)
+    striped = [np.stack([real[rng.integers(0, 8)][k] for k in range(16)]) for _ in range(8)]
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        enc = EvalDescriptor(SliceEncoder(1, (8, 16), pool=1, objective="masked").eval())
+        good = distribution_metrics(real, ref, enc, bootstrap=0, kid_subsets=5)
+        bad = distribution_metrics(striped, ref, enc, bootstrap=0, kid_subsets=5)
+        for plane in ("coronal", "sagittal"):
+            assert bad[f"kid_{plane}"] > good[f"kid_{plane}"] + 0.05, (seed, plane)
+            assert bad[f"fid_{plane}"] > 2 * good[f"fid_{plane}"], (seed, plane)
+
+
+def test_eval_encoder_file_is_trained_once_then_reused(tmp_path):
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    for i, v in enumerate(smooth_volumes(3, 1)):
+        write_nifti(v * 500, pred / f"sample_{i:04d}.nii.gz")
+    for i, v in enumerate(smooth_volumes(4, 0)):
+        write_nifti(v * 800, ref / f"case_{i}.nii.gz")
+    path = tmp_path / "enc" / "evalenc.safetensors"
+    kw = {"eval_shape": (16, 16, 16), "encoder_steps": 3, "eval_encoder": path}
+    first = evaluate_generation(pred, ref, **kw)["summary"]
+    assert path.is_file() and path.with_suffix(".json").is_file()
+    assert first["eval_encoder"]["saved_to"] == str(path.resolve())
+    assert first["eval_encoder"]["descriptor"] == "meanstd"
+    mtime = path.stat().st_mtime_ns
+    second = evaluate_generation(pred, ref, **{**kw, "encoder_seed": 99})["summary"]
+    assert path.stat().st_mtime_ns == mtime  # loaded, not retrained
+    assert second["eval_encoder"]["loaded_from"] == str(path.resolve())
+    assert second["eval_encoder"]["weights_sha256"] == first["eval_encoder"]["weights_sha256"]
+    assert second["eval_encoder"]["seed"] == first["eval_encoder"]["seed"]
+    assert second["kid_coronal"] == pytest.approx(first["kid_coronal"], rel=1e-6)
+    # An identity that does not match the weights is refused.
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["weights_sha256"] = "0" * 64
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="do not match"):
+        evaluate_generation(pred, ref, **kw)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(InputError):
+        evaluate_generation(pred, ref, **kw)

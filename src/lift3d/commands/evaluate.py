@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("A_JSON", "B_JSON"),
         help="print two evaluate JSON files side by side (with B - A) and exit",
     )
+    parser.add_argument(
+        "--eval-encoder",
+        metavar="PATH",
+        help="--task generate: evaluation encoder file (.safetensors, identity in .json beside "
+        "it); loaded when it exists, else trained on the reference volumes and saved there, so "
+        "several evaluations (e.g. LiFT and --no-mapper) share one feature space",
+    )
     parser.add_argument("--labels", nargs=2, metavar=("A", "B"), help="column names for --compare")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -80,9 +87,19 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.out, inputs=inputs, overwrite=args.overwrite)
     if args.json:
         check_output_path(args.json, inputs=inputs, overwrite=args.overwrite)
+    options = None
+    if getattr(args, "eval_encoder", None):
+        if args.task != "generate":
+            raise InputError("--eval-encoder only applies to --task generate")
+        options = {"eval_encoder": args.eval_encoder}
     try:
         result = ev.evaluate_folder(
-            args.task, args.pred, args.ref, label=args.label, mask_name=args.mask_name
+            args.task,
+            args.pred,
+            args.ref,
+            label=args.label,
+            mask_name=args.mask_name,
+            generate_options=options,
         )
     except NotImplementedError as exc:  # --task generate before its metrics exist
         if getattr(args, "debug", False):

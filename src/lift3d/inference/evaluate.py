@@ -291,6 +291,7 @@ def evaluate_folder(
     label: str | None = None,
     mask_name: str | None = None,
     progress: bool = True,
+    generate_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score every prediction in `pred_dir` against `ref_dir`; return the evaluate JSON dict.
 
@@ -302,6 +303,9 @@ def evaluate_folder(
         mask_name: reference modality to use as the region (default: mr2ct ``mask``,
             missing: the non-zero reference voxels).
         progress: show a tqdm bar (only on a TTY).
+        generate_options: extra keyword arguments of
+            `lift3d.metrics.distribution.evaluate_generation` (``--task generate`` only), e.g.
+            ``{"eval_encoder": path}``.
 
     Returns:
         The JSON of ARCHITECTURE.md ("evaluate JSON"); per case also ``modality`` (missing) and
@@ -331,7 +335,7 @@ def evaluate_folder(
                 "lift3d evaluate --task generate needs lift3d.metrics.distribution."
                 "evaluate_generation, which is not available in this build yet"
             ) from None
-        result = dict(evaluate_generation(pred_dir, ref_dir))
+        result = dict(evaluate_generation(pred_dir, ref_dir, **(generate_options or {})))
         cases = result.pop("cases", {})
         if "summary" in result:  # {"cases", "summary", ...extra} or a bare summary dict
             summary, extra = result.pop("summary"), result
