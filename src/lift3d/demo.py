@@ -103,6 +103,7 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
         _run("train generate", ["train", "generate", "--data", str(data / "brats_train"),
                                 "--out", str(grun), "--config", gen_cfg])
         gres = {}
+        eval_encoder = grun / "eval" / "eval_encoder.safetensors"  # shared by both variants
         for variant, extra in (("mapper", []), ("no-mapper", ["--no-mapper"])):
             gen = out / "generated" / variant
             _run(f"generate ({variant})", ["generate", "--model", str(grun), "--n", n_test,
@@ -110,7 +111,8 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
             ev = grun / "eval" / variant
             _run(f"evaluate ({variant})", ["evaluate", "--task", "generate", "--pred", str(gen),
                                            "--ref", str(data / "brats_test"), "--out", str(ev),
-                                           "--label", variant])
+                                           "--label", variant, "--eval-encoder",
+                                           str(eval_encoder)])
             gres[variant] = ev / "summary.json"
         _print_comparison("Unconditional generation on PHANTOM data: LiFT (mapper) vs no-mapper",
                           gres["mapper"], gres["no-mapper"], "mapper", "no-mapper")

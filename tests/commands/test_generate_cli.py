@@ -60,7 +60,7 @@ def test_generate_writes_reference_geometry_and_evaluates(cli_run, phantom_brats
                 "--model",
                 str(cli_run),
                 "--n",
-                "1",
+                "2",
                 "--out",
                 str(ablation),
                 "--seed",
@@ -74,9 +74,10 @@ def test_generate_writes_reference_geometry_and_evaluates(cli_run, phantom_brats
     assert np.array_equal(a, nib.load(str(again / "sample_0000.nii.gz")).get_fdata())
     assert not np.array_equal(a, nib.load(str(ablation / "sample_0000.nii.gz")).get_fdata())
     meta = json.loads((ablation / "generation.json").read_text())
-    assert meta["use_mapper"] is False and meta["n"] == 1
+    assert meta["use_mapper"] is False and meta["n"] == 2
 
     summary_path = tmp_path / "eval.json"
+    enc_path = tmp_path / "evalenc" / "enc.safetensors"
     rc = main(
         [
             "evaluate",
@@ -88,10 +89,20 @@ def test_generate_writes_reference_geometry_and_evaluates(cli_run, phantom_brats
             str(phantom_brats_dir),
             "--json",
             str(summary_path),
+            "--eval-encoder",
+            str(enc_path),
         ]
     )
-    assert rc == 0
+    assert rc == 0 and enc_path.is_file()
     result = json.loads(summary_path.read_text())
+    # The ablation is scored with the same (loaded) evaluation encoder.
+    abl_path = tmp_path / "eval_ablation.json"
+    argv = ["evaluate", "--task", "generate", "--pred", str(ablation), "--ref"]
+    argv += [str(phantom_brats_dir), "--json", str(abl_path), "--eval-encoder", str(enc_path)]
+    assert main(argv) == 0
+    ablation_encoder = json.loads(abl_path.read_text())["summary"]["eval_encoder"]
+    assert ablation_encoder["loaded_from"] == str(enc_path.resolve())
+    assert ablation_encoder["weights_sha256"] == result["summary"]["eval_encoder"]["weights_sha256"]
     summary = result["summary"]
     for key in (
         "kid_axial",
@@ -109,6 +120,10 @@ def test_generate_writes_reference_geometry_and_evaluates(cli_run, phantom_brats
 
 
 def test_generate_bad_input(cli_run, tmp_path, phantom_brats_dir, capsys):
+    enc = str(tmp_path / "enc.safetensors")
+    argv = ["evaluate", "--task", "mr2ct", "--pred", str(tmp_path), "--ref"]
+    assert main([*argv, str(phantom_brats_dir), "--eval-encoder", enc]) == 2
+    assert "--eval-encoder" in capsys.readouterr().err
     assert (
         main(["generate", "--model", str(cli_run), "--n", "0", "--out", str(tmp_path / "a")]) == 2
     )

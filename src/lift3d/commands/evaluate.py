@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "eval_encoder", None):
         if args.task != "generate":
             raise InputError("--eval-encoder only applies to --task generate")
+        if not Path(args.eval_encoder).exists():  # trained and written there
+            check_output_path(args.eval_encoder, inputs=inputs)
         options = {"eval_encoder": args.eval_encoder}
     try:
         result = ev.evaluate_folder(
