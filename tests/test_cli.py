@@ -118,3 +118,41 @@ def test_wrong_config_type_names_the_key(phantom_brats_dir, tmp_path, capsys):
     assert code == 2
     assert "train.max_steps" in capsys.readouterr().err
     assert not out.exists() or not any(out.iterdir())
+
+
+def _snapshot(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "argv_tail",
+    [
+        ["train", "translate", "--task", "mr2ct", "--data", "{data}", "--out", "{data}/run"],
+        [
+            "evaluate",
+            "--task",
+            "mr2ct",
+            "--pred",
+            "{data}",
+            "--ref",
+            "{data}",
+            "--out",
+            "{data}/Task1/eval",
+        ],
+        ["phantom", "--layout", "synthrad", "--cases", "1", "--out", "{data}/Task1/brain"],
+    ],
+    ids=["train", "evaluate", "phantom-over-dataset"],
+)
+def test_output_inside_input_dataset_is_refused(phantom_synthrad_dir, tmp_path, capsys, argv_tail):
+    """An output path inside the input dataset: exit 2, one line naming it, nothing written."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(phantom_synthrad_dir, data)
+    before = _snapshot(data)
+    argv = [a.format(data=data) for a in argv_tail]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert str(data) in err
+    assert _snapshot(data) == before
