@@ -84,6 +84,10 @@ class GenerateConfig:
     generator: StageConfig = field(default_factory=lambda: StageConfig(steps=500, lr=5e-4))
     mapper: MapperConfig = field(default_factory=MapperConfig)
     depth_weight: float = 4.0  # weight of the depth feature in the generator's drifting loss
+    # G's drifting features: encoder maps average-pooled to tokens x tokens cells, and a
+    # thumbnail x thumbnail intensity image (finer = more structure seen by the loss).
+    generator_tokens: int = 2
+    generator_thumbnail: int = 8
 
 
 # ------------------------------------------------------------------ data
@@ -150,7 +154,12 @@ def _resize_collate(size: tuple[int, int], modalities: list[str]):
 
 
 def generator_feature_sets(
-    encoder: Any, x: Tensor, depth: Tensor, depth_scale: Tensor | None
+    encoder: Any,
+    x: Tensor,
+    depth: Tensor,
+    depth_scale: Tensor | None,
+    tokens: int = 2,
+    thumbnail: int = 8,
 ) -> dict[str, Tensor]:
     """Feature sets of slices for G's drifting loss, depth appended to every token.
 
@@ -159,15 +168,19 @@ def generator_feature_sets(
         x: (N, C, H, W) slices.
         depth: (N,) normalised depths.
         depth_scale: per-set multiplier of the depth channel (from the real batch), or None.
+        tokens: each encoder scale is average-pooled to ``tokens x tokens`` cells (capped at
+            the map size), one location per cell.
+        thumbnail: side of the intensity thumbnail.
 
     Returns:
-        name -> (N, L, C_s + 1): one set per encoder scale (2x2 tokens) and "pixels" (an 8x8
-        intensity thumbnail).
+        name -> (N, L, C_s + 1): one set per encoder scale (tokens^2 locations) and "pixels"
+        (one location: the thumbnail, thumbnail^2 C values).
     """
     sets: dict[str, Tensor] = {}
     for i, f in enumerate(encoder.features(x)):
-        sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, 2).flatten(2).transpose(1, 2)  # (N, 4, C_s)
-    sets["pixels"] = F.adaptive_avg_pool2d(x, 8).flatten(1)[:, None]  # (N, 1, 64 C)
+        grid = (min(tokens, f.shape[-2]), min(tokens, f.shape[-1]))
+        sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, grid).flatten(2).transpose(1, 2)
+    sets["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)[:, None]
     out = {}
     for name, t in sets.items():
         scale = 1.0 if depth_scale is None else depth_scale[name]
@@ -176,12 +189,14 @@ def generator_feature_sets(
     return out
 
 
-def depth_scales(encoder: Any, real: Tensor, weight: float) -> dict[str, Tensor]:
+def depth_scales(
+    encoder: Any, real: Tensor, weight: float, tokens: int = 2, thumbnail: int = 8
+) -> dict[str, Tensor]:
     """Depth-channel scale per set: `weight` x the typical real feature distance, so slices a
     fraction 1/weight of the volume apart are as far apart as two typical slices."""
     with torch.no_grad():
         sets = generator_feature_sets(
-            encoder, real, torch.zeros(real.shape[0], device=real.device), None
+            encoder, real, torch.zeros(real.shape[0], device=real.device), None, tokens, thumbnail
         )
         scales = {}
         for name, t in sets.items():
@@ -345,10 +360,11 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         depth = batch["depth"].float()
         n = real.shape[0]
         fake = gen(torch.randn(n, latent, device=real.device), depth)
-        scales = depth_scales(encoder, real, cfg.depth_weight)
-        g_sets = generator_feature_sets(encoder, fake, depth, scales)
+        tok, thumb = cfg.generator_tokens, cfg.generator_thumbnail
+        scales = depth_scales(encoder, real, cfg.depth_weight, tok, thumb)
+        g_sets = generator_feature_sets(encoder, fake, depth, scales, tok, thumb)
         with torch.no_grad():
-            r_sets = generator_feature_sets(encoder, real, depth, scales)
+            r_sets = generator_feature_sets(encoder, real, depth, scales, tok, thumb)
         loss, parts = drifting_loss_sets(g_sets, r_sets)
         return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
