@@ -65,61 +65,206 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     paths: dict[str, Path] = {}
 
     # 1-2. data
-    _run("phantom (train)", ["phantom", "--layout", "synthrad", "--cases", n_train, "--shape", *shape,
-                             "--seed", "0", "--out", str(data / "synthrad_train")])
-    _run("phantom (held-out)", ["phantom", "--layout", "synthrad", "--cases", n_test, "--shape",
-                                *shape, "--seed", "1", "--out", str(data / "synthrad_test")])
+    _run(
+        "phantom (train)",
+        [
+            "phantom",
+            "--layout",
+            "synthrad",
+            "--cases",
+            n_train,
+            "--shape",
+            *shape,
+            "--seed",
+            "0",
+            "--out",
+            str(data / "synthrad_train"),
+        ],
+    )
+    _run(
+        "phantom (held-out)",
+        [
+            "phantom",
+            "--layout",
+            "synthrad",
+            "--cases",
+            n_test,
+            "--shape",
+            *shape,
+            "--seed",
+            "1",
+            "--out",
+            str(data / "synthrad_test"),
+        ],
+    )
     _run("inspect", ["inspect", str(data / "synthrad_train")])
 
     # 3-5. paired translation, MR -> CT
     run = out / "runs" / "mr2ct"
-    _run("train translate", ["train", "translate", "--task", "mr2ct", "--data",
-                             str(data / "synthrad_train"), "--out", str(run), "--config", tr_cfg])
+    _run(
+        "train translate",
+        [
+            "train",
+            "translate",
+            "--task",
+            "mr2ct",
+            "--data",
+            str(data / "synthrad_train"),
+            "--out",
+            str(run),
+            "--config",
+            tr_cfg,
+        ],
+    )
     results = {}
     for variant, extra in (("mixer", []), ("no-mixer", ["--no-mixer"])):
         pred = out / "predictions" / f"mr2ct_{variant}"
-        _run(f"translate ({variant})", ["translate", "--model", str(run), "--input",
-                                        str(data / "synthrad_test"), "--output", str(pred), *extra])
+        _run(
+            f"translate ({variant})",
+            [
+                "translate",
+                "--model",
+                str(run),
+                "--input",
+                str(data / "synthrad_test"),
+                "--output",
+                str(pred),
+                *extra,
+            ],
+        )
         ev = run / "eval" / variant
-        _run(f"evaluate ({variant})", ["evaluate", "--task", "mr2ct", "--pred", str(pred), "--ref",
-                                       str(data / "synthrad_test"), "--out", str(ev),
-                                       "--label", variant])
+        _run(
+            f"evaluate ({variant})",
+            [
+                "evaluate",
+                "--task",
+                "mr2ct",
+                "--pred",
+                str(pred),
+                "--ref",
+                str(data / "synthrad_test"),
+                "--out",
+                str(ev),
+                "--label",
+                variant,
+            ],
+        )
         results[variant] = ev / "summary.json"
     paths["mr2ct_eval_mixer"] = results["mixer"]
     paths["mr2ct_eval_no_mixer"] = results["no-mixer"]
-    _print_comparison("MR->CT on held-out PHANTOM cases: LiFT (mixer) vs no-mapper ablation",
-                      results["mixer"], results["no-mixer"], "mixer", "no-mixer")
-    _run("report (mr2ct)", ["report", str(run), "--out", str(run / "report.html")])
+    _print_comparison(
+        "MR->CT on held-out PHANTOM cases: LiFT (mixer) vs no-mapper ablation",
+        results["mixer"],
+        results["no-mixer"],
+        "mixer",
+        "no-mixer",
+    )
+    _run("report (mr2ct)", ["report", str(run), "--out", str(run / "report.html"), "--overwrite"])
     paths["mr2ct_report"] = run / "report.html"
 
     # 6. unconditional generation
     if not skip_generate:
-        _run("phantom (brats)", ["phantom", "--layout", "brats", "--cases", n_train, "--shape",
-                                 *shape, "--seed", "2", "--out", str(data / "brats_train")])
-        _run("phantom (brats held-out)", ["phantom", "--layout", "brats", "--cases", n_test,
-                                          "--shape", *shape, "--seed", "3",
-                                          "--out", str(data / "brats_test")])
+        _run(
+            "phantom (brats)",
+            [
+                "phantom",
+                "--layout",
+                "brats",
+                "--cases",
+                n_train,
+                "--shape",
+                *shape,
+                "--seed",
+                "2",
+                "--out",
+                str(data / "brats_train"),
+            ],
+        )
+        _run(
+            "phantom (brats held-out)",
+            [
+                "phantom",
+                "--layout",
+                "brats",
+                "--cases",
+                n_test,
+                "--shape",
+                *shape,
+                "--seed",
+                "3",
+                "--out",
+                str(data / "brats_test"),
+            ],
+        )
         grun = out / "runs" / "generate"
-        _run("train generate", ["train", "generate", "--data", str(data / "brats_train"),
-                                "--out", str(grun), "--config", gen_cfg])
+        _run(
+            "train generate",
+            [
+                "train",
+                "generate",
+                "--data",
+                str(data / "brats_train"),
+                "--out",
+                str(grun),
+                "--config",
+                gen_cfg,
+            ],
+        )
         gres = {}
         eval_encoder = grun / "eval" / "eval_encoder.safetensors"  # shared by both variants
         for variant, extra in (("mapper", []), ("no-mapper", ["--no-mapper"])):
             gen = out / "generated" / variant
-            _run(f"generate ({variant})", ["generate", "--model", str(grun), "--n", n_test,
-                                           "--seed", "0", "--out", str(gen), *extra])
+            _run(
+                f"generate ({variant})",
+                [
+                    "generate",
+                    "--model",
+                    str(grun),
+                    "--n",
+                    n_test,
+                    "--seed",
+                    "0",
+                    "--out",
+                    str(gen),
+                    *extra,
+                ],
+            )
             ev = grun / "eval" / variant
-            _run(f"evaluate ({variant})", ["evaluate", "--task", "generate", "--pred", str(gen),
-                                           "--ref", str(data / "brats_test"), "--out", str(ev),
-                                           "--label", variant, "--eval-encoder",
-                                           str(eval_encoder)])
+            _run(
+                f"evaluate ({variant})",
+                [
+                    "evaluate",
+                    "--task",
+                    "generate",
+                    "--pred",
+                    str(gen),
+                    "--ref",
+                    str(data / "brats_test"),
+                    "--out",
+                    str(ev),
+                    "--label",
+                    variant,
+                    "--eval-encoder",
+                    str(eval_encoder),
+                ],
+            )
             gres[variant] = ev / "summary.json"
-        _print_comparison("Unconditional generation on PHANTOM data: LiFT (mapper) vs no-mapper",
-                          gres["mapper"], gres["no-mapper"], "mapper", "no-mapper")
-        _run("report (generate)", ["report", str(grun), "--out", str(grun / "report.html")])
+        _print_comparison(
+            "Unconditional generation on PHANTOM data: LiFT (mapper) vs no-mapper",
+            gres["mapper"],
+            gres["no-mapper"],
+            "mapper",
+            "no-mapper",
+        )
+        _run(
+            "report (generate)",
+            ["report", str(grun), "--out", str(grun / "report.html"), "--overwrite"],
+        )
         paths["generate_report"] = grun / "report.html"
 
-    print("\nDemo outputs (open the .nii.gz files in ITK-SNAP / 3D Slicer, the .html in a browser):")
+    print(
+        "\nDemo outputs (open the .nii.gz files in ITK-SNAP / 3D Slicer, the .html in a browser):"
+    )
     print(f"  data:         {data}")
     print(f"  predictions:  {out / 'predictions'}")
     if not skip_generate:
@@ -139,20 +284,27 @@ def _print_comparison(title: str, a: Path, b: Path, label_a: str, label_b: str) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lift3d.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lift3d.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", default="demo_out", help="demo folder (default: demo_out)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for smoke tests")
-    parser.add_argument("--skip-generate", action="store_true",
-                        help="leave out the unconditional-generation part")
+    parser.add_argument(
+        "--skip-generate", action="store_true", help="leave out the unconditional-generation part"
+    )
     parser.add_argument("--fresh", action="store_true", help="delete OUT first")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         if not args.fresh:
-            print(f"{out} exists from an earlier demo; rerun with --fresh to start over "
-                  "(make demo does)", file=sys.stderr)
+            print(
+                f"{out} exists from an earlier demo; rerun with --fresh to start over "
+                "(make demo does)",
+                file=sys.stderr,
+            )
             return 2
         shutil.rmtree(out)
     t0 = time.perf_counter()

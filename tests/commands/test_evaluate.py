@@ -60,6 +60,9 @@ def test_mr2ct_end_to_end(tmp_path, phantom_synthrad_dir, synthrad_cases, capsys
     assert code == 0
     printed = capsys.readouterr().out
     assert "PHANTOM data" in printed and "mae" in printed and "±" in printed
+    # the evaluation's report is built and its path printed at the end
+    assert printed.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    assert "<img" in (out / "report.html").read_text()
     result = json.loads((out / "summary.json").read_text())
     assert json.loads(js.read_text()) == result
     for key in (

@@ -88,6 +88,9 @@ def test_train_refuses_existing_run_and_resumes(mr2ct_run, phantom_synthrad_dir,
     assert main([*argv, *TRAIN_FAST]) == 2
     assert "already exists" in capsys.readouterr().err
     assert main([*argv, *TRAIN_FAST, "--resume"]) == 0  # finished stages are skipped
+    printed = capsys.readouterr().out
+    assert printed.strip().splitlines()[-1] == f"report: {mr2ct_run / 'report.html'}"
+    assert "training" in (mr2ct_run / "report.html").read_text().lower()
     after = load_file(mr2ct_run / "model.safetensors")
     assert all(torch.equal(after[k], v) for k, v in before.items())
 

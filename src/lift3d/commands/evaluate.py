@@ -112,4 +112,10 @@ def run(args: argparse.Namespace) -> int:
     print(ev.format_summary(result))
     for path in written:
         print(f"wrote {path}")
+    if args.out:
+        from lift3d.report.html import write_run_report
+
+        report = write_run_report(args.out)
+        if report is not None:
+            print(f"report: {report}")
     return 0

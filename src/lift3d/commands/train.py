@@ -119,4 +119,9 @@ def run(args: argparse.Namespace) -> int:
 
         run_dir = train_generation(cfg, args.out, resume=args.resume)
     print(f"model written to {run_dir}")
+    from lift3d.report.html import write_run_report
+
+    report = write_run_report(run_dir)
+    if report is not None:
+        print(f"report: {report}")
     return 0

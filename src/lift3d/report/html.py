@@ -545,3 +545,22 @@ def build_report(
     atomic_write_text(out_html, page)
     log.debug("report: %s (%d figures)", out_html, len(pngs))
     return out_html
+
+
+def write_run_report(src_dir: str | Path) -> Path | None:
+    """Build ``src_dir/report.html`` at the end of a training or evaluation command.
+
+    A report is a convenience: a failure to build it is logged, never raised, so it cannot
+    fail the command that produced the results.
+
+    Returns:
+        The report path, or None if it could not be built.
+    """
+    import logging
+
+    out = Path(src_dir) / "report.html"
+    try:
+        return build_report(src_dir, out)
+    except Exception as exc:  # noqa: BLE001 - see docstring
+        logging.getLogger(__name__).warning("could not build the report in %s: %s", src_dir, exc)
+        return None
