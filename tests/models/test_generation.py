@@ -72,6 +72,51 @@ def test_mapper_shapes_and_constant_code_init(d):
     assert torch.allclose(codes, eps[:, None].expand(-1, d, -1))
 
 
+def test_mapper_base_path_has_unit_marginals_and_depth_correlation():
+    """Base path: every code N(0, I) at every depth; correlation falls with depth distance
+    towards the volume code's share `mix`; the zero-init head returns the base path."""
+    d, mix = 33, 0.25
+    mapper = TrajectoryMapper(16, d, hidden=8, layers=1, slice_noise_dim=2)
+    mapper.set_base_path(0.05, mix)
+    eps, per_slice = mapper.sample_noise(1000, generator=torch.Generator().manual_seed(0))
+    assert per_slice.shape == (1000, d, 2 + 16)
+    with torch.no_grad():
+        codes = mapper(eps, per_slice)
+    assert codes.shape == (1000, d, 16)
+    assert torch.allclose(codes, mapper.base_trajectory(eps, per_slice[..., 2:]))
+    var = codes.var(dim=0).mean(dim=1)  # (D,)
+    assert torch.allclose(var, torch.ones(d), atol=0.15)
+    assert codes.mean(dim=(0, 2)).abs().max() < 0.1
+
+    def corr(a: int, b: int) -> float:
+        return float((codes[:, a] * codes[:, b]).mean())
+
+    near, far = corr(16, 17), corr(0, d - 1)
+    assert 0.8 < near < 0.999  # neighbours similar, not identical
+    assert abs(far - mix) < 0.1  # far apart: only the volume code is shared
+    # Different volumes get different paths.
+    assert not torch.allclose(codes[0], codes[1])
+
+
+def test_mapper_base_path_is_saved_and_legacy_weights_load_as_constant_code():
+    mapper = TrajectoryMapper(8, 5, hidden=8, layers=1, slice_noise_dim=2, path_sigma=0.1)
+    state = mapper.state_dict()
+    fresh = TrajectoryMapper(8, 5, hidden=8, layers=1, slice_noise_dim=2)
+    assert not fresh.uses_path
+    fresh.load_state_dict(state)
+    assert fresh.uses_path and float(fresh.path_sigma) == pytest.approx(0.1)
+    legacy = {k: v for k, v in state.items() if not k.startswith("path_")}
+    fresh.load_state_dict(legacy)  # saved before the base path existed
+    assert not fresh.uses_path
+    eps, per_slice = fresh.sample_noise(2, generator=torch.Generator().manual_seed(0))
+    assert per_slice.shape == (2, 5, 2)
+    assert torch.allclose(fresh(eps, per_slice), eps[:, None].expand(-1, 5, -1))
+    with pytest.raises(ValueError):
+        fresh.set_base_path(0.1, 1.5)
+    with pytest.raises(ValueError):
+        fresh.set_base_path(-0.1, 0.5)
+
+
 def test_generation_model_sample_and_ablation():
     model = build_generation("tiny", 2, (6, 16, 16)).eval()
     torch.nn.init.normal_(model.mapper.out.weight, std=0.1)

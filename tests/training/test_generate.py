@@ -44,6 +44,16 @@ def test_run_folder_contents(tiny_run):
     assert ref["record"]["source_shape"] == [32, 32, 32]
 
 
+def test_saved_mapper_carries_the_configured_base_path(tiny_run):
+    from safetensors.torch import load_file
+
+    weights = load_file(str(tiny_run / "model.safetensors"))
+    cfg = GenerateConfig()
+    assert float(weights["mapper.path_sigma"]) == pytest.approx(cfg.mapper.path_sigma)
+    assert float(weights["mapper.path_mix"]) == pytest.approx(cfg.mapper.path_mix)
+    assert cfg.mapper.path_sigma > 0  # the default mapper starts from a moving base path
+
+
 def test_finished_run_resumes_to_same_weights(tiny_run, phantom_brats_dir, tmp_path):
     from safetensors.torch import load_file
 

@@ -3,10 +3,18 @@
 T turns one volume-level noise vector (plus optional per-slice noise) into an ordered sequence of
 latent codes ``w_1 .. w_D`` for the frozen slice generator G: ``x = stack_k G(w_k, s_k)``.
 It is a light sequence model over depth: depth embeddings, a bidirectional GRU, and a
-zero-initialised residual head on top of a base code taken from the volume noise. Zero init means
-training starts from the *constant-code* trajectory ``w_k = eps`` (a volume of one code swept
-through depth) rather than from noise; the tri-planar drifting loss then shapes how the code
-moves along z. The no-mapper ablation (`independent_latents`) draws every ``w_k`` independently.
+zero-initialised residual head on top of a *base trajectory*. Zero init means training starts
+exactly at the base trajectory; the tri-planar drifting loss then shapes how the code moves
+along z. The no-mapper ablation (`independent_latents`) draws every ``w_k`` independently.
+
+Base trajectory. With ``path_sigma = 0`` (legacy) it is the constant code ``w_k = eps``: one code
+swept through depth, which gives volumes far smoother along z than real ones. With
+``path_sigma > 0`` it is ``w_k = sqrt(mix) eps + sqrt(1 - mix) p_k``, where ``p`` is white noise
+smoothed along depth by a Gaussian of width ``path_sigma`` (in normalised depth, so the same
+value works for any D) and rescaled so every ``p_k`` is exactly N(0, I). Each code then has G's
+training distribution N(0, I) at every depth (per-slice realism of the no-mapper model), while
+neighbouring codes are correlated (z-coherence) and ``mix`` sets how much of the code is shared
+by the whole volume. Both are stored as buffers, so a saved model samples the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ class TrajectoryMapper(nn.Module):
         layers: GRU layers.
         slice_noise_dim: per-slice noise size (0 disables per-slice noise).
         depth_dim: depth-embedding size.
+        path_sigma: width of the base trajectory's depth smoothing, in normalised depth
+            (0: constant base code, the legacy behaviour).
+        path_mix: share of the base code's variance that comes from the volume noise.
     """
 
     def __init__(
@@ -37,6 +48,8 @@ class TrajectoryMapper(nn.Module):
         layers: int = 2,
         slice_noise_dim: int = 8,
         depth_dim: int = 16,
+        path_sigma: float = 0.0,
+        path_mix: float = 0.5,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
@@ -49,6 +62,41 @@ class TrajectoryMapper(nn.Module):
         # Zero-init residual head: training starts at the constant-code trajectory w_k = eps.
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.register_buffer("path_sigma", torch.tensor(float(path_sigma)))
+        self.register_buffer("path_mix", torch.tensor(float(path_mix)))
+        self.set_base_path(path_sigma, path_mix)
+
+    def set_base_path(self, sigma: float, mix: float) -> None:
+        """Set the base trajectory (see the module docstring); sigma 0 = constant code."""
+        if sigma < 0 or not 0.0 <= mix <= 1.0:
+            raise ValueError(f"need path_sigma >= 0 and 0 <= path_mix <= 1, got {sigma}, {mix}")
+        self.path_sigma.fill_(float(sigma))
+        self.path_mix.fill_(float(mix))
+
+    @property
+    def uses_path(self) -> bool:
+        """True when the base trajectory moves along depth (per-slice base noise is drawn)."""
+        return float(self.path_sigma) > 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Models saved before the base path existed: constant base code.
+        state_dict.setdefault(prefix + "path_sigma", torch.tensor(0.0))
+        state_dict.setdefault(prefix + "path_mix", torch.tensor(0.5))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def base_trajectory(self, eps: Tensor, path_noise: Tensor | None) -> Tensor:
+        """(B, latent) volume noise + (B, D, latent) white noise -> (B, D, latent) base codes."""
+        if path_noise is None or not self.uses_path:
+            d = 1 if path_noise is None else path_noise.shape[1]
+            return eps[:, None, :].expand(eps.shape[0], d, self.latent_dim)
+        d = path_noise.shape[1]
+        k = torch.arange(d, device=eps.device, dtype=eps.dtype)
+        sigma = self.path_sigma.to(eps.dtype) * max(d - 1, 1)
+        kern = torch.exp(-0.5 * ((k[:, None] - k[None, :]) / sigma.clamp(min=1e-3)) ** 2)
+        kern = kern / kern.pow(2).sum(dim=1, keepdim=True).sqrt()  # each row unit norm: N(0, I)
+        path = torch.einsum("kj,bjl->bkl", kern, path_noise)
+        mix = self.path_mix.to(eps.dtype)
+        return mix.sqrt() * eps[:, None, :] + (1 - mix).sqrt() * path
 
     def sample_noise(
         self,
@@ -57,13 +105,16 @@ class TrajectoryMapper(nn.Module):
         generator: torch.Generator | None = None,
         device: torch.device | str = "cpu",
     ) -> tuple[Tensor, Tensor]:
-        """Volume noise (n, latent_dim) and per-slice noise (n, D, slice_noise_dim).
+        """Volume noise (n, latent_dim) and per-slice noise (n, D, slice_noise_dim [+ latent_dim]).
 
-        Drawn on the CPU from `generator` (reproducible across devices), then moved.
+        The per-slice noise carries ``latent_dim`` extra channels (the base trajectory's white
+        noise) when the base path is on. Drawn on the CPU from `generator` (reproducible across
+        devices), then moved.
         """
         d = num_slices or self.num_slices
         eps = torch.randn(n, self.latent_dim, generator=generator)
-        per_slice = torch.randn(n, d, self.slice_noise_dim, generator=generator)
+        extra = self.latent_dim if self.uses_path else 0
+        per_slice = torch.randn(n, d, self.slice_noise_dim + extra, generator=generator)
         return eps.to(device), per_slice.to(device)
 
     def forward(self, eps: Tensor, slice_noise: Tensor) -> Tensor:
@@ -71,7 +122,8 @@ class TrajectoryMapper(nn.Module):
 
         Args:
             eps: (B, latent_dim) volume noise.
-            slice_noise: (B, D, slice_noise_dim) per-slice noise.
+            slice_noise: (B, D, slice_noise_dim [+ latent_dim]) per-slice noise, as drawn by
+                `sample_noise`.
 
         Returns:
             (B, D, latent_dim) codes w_k for depths s_k = k / (D - 1).
@@ -79,8 +131,15 @@ class TrajectoryMapper(nn.Module):
         b, d, _ = slice_noise.shape
         s = torch.linspace(0, 1, d, device=eps.device) if d > 1 else eps.new_zeros(1)
         emb = depth_embedding(s, self.depth_dim).to(eps.dtype)  # (D, depth_dim)
-        base = eps[:, None, :].expand(b, d, self.latent_dim)  # (B, D, latent)
-        h = torch.cat([base, slice_noise, emb[None].expand(b, d, -1)], dim=2)
+        gru_noise = slice_noise[..., : self.slice_noise_dim]
+        path_noise = slice_noise[..., self.slice_noise_dim :] if self.uses_path else None
+        if path_noise is not None and path_noise.shape[-1] != self.latent_dim:
+            raise ValueError(
+                f"per-slice noise needs {self.slice_noise_dim + self.latent_dim} channels with "
+                f"the base path on, got {slice_noise.shape[-1]}"
+            )
+        base = self.base_trajectory(eps, path_noise).expand(b, d, self.latent_dim)
+        h = torch.cat([base, gru_noise, emb[None].expand(b, d, -1)], dim=2)
         h, _ = self.gru(torch.nn.functional.silu(self.inp(h)))  # (B, D, 2 * hidden)
         return base + self.out(h)  # (B, D, latent)
 
