@@ -153,7 +153,7 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     paths["mr2ct_eval_mixer"] = results["mixer"]
     paths["mr2ct_eval_no_mixer"] = results["no-mixer"]
     _print_comparison(
-        "MR->CT on held-out PHANTOM cases: LiFT (mixer) vs no-mapper ablation",
+        "MR->CT on held-out PHANTOM cases: LiFT (mixer) vs the no-mixer ablation (2D translator alone)",
         results["mixer"],
         results["no-mixer"],
         "mixer",
