@@ -105,3 +105,42 @@ def resolve_device(device: str = "auto") -> str:
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
     return device
+
+
+def read_model_folder(
+    model_dir: str | Path, task: str, required: Sequence[str] = ("config.yaml", "model.safetensors")
+) -> dict:
+    """``run.json`` of a trained model folder, checked to be of `task` and complete.
+
+    Args:
+        model_dir: the run folder given as ``--model``.
+        task: the task the caller needs ("translate" or "generate").
+        required: files the folder must hold.
+
+    Raises:
+        InputError: not a folder, not a lift3d model folder, from another task (named), or
+            training not finished (a required file missing).
+    """
+    import json
+
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise InputError("model folder not found", model_dir)
+    run_json = model_dir / "run.json"
+    if not run_json.is_file():
+        raise InputError("not a lift3d model folder (no run.json)", model_dir)
+    try:
+        run = json.loads(run_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise InputError("run.json is not readable JSON", run_json) from None
+    if run.get("task") != task:
+        sub = run.get("subtask")
+        raise InputError(
+            f"model folder is from task {run.get('task')!r}{f' ({sub})' if sub else ''}, "
+            f"not {task!r}; train one with 'lift3d train {task}'",
+            model_dir,
+        )
+    for name in required:
+        if not (model_dir / name).is_file():
+            raise InputError(f"model folder lacks {name} (training not finished?)", model_dir)
+    return run

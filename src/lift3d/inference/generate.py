@@ -42,28 +42,12 @@ def read_model_folder(model_dir: str | Path) -> dict[str, Any]:
     """
     import yaml
 
+    from lift3d.utils import read_model_folder
+
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise InputError("model folder not found", model_dir)
-    run_json = model_dir / "run.json"
-    if not run_json.is_file():
-        raise InputError("not a lift3d model folder (no run.json)", model_dir)
-    try:
-        run = json.loads(run_json.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise InputError("run.json is not readable JSON", run_json) from None
-    task = run.get("task")
-    if task != "generate":
-        sub = run.get("subtask")
-        raise InputError(
-            f"model folder is from task {task!r}{f' ({sub})' if sub else ''}, not 'generate'; "
-            "train one with 'lift3d train generate'",
-            model_dir,
-        )
-    paths = {n: model_dir / n for n in ("config.yaml", "reference.json", "model.safetensors")}
-    for name, path in paths.items():
-        if not path.is_file():
-            raise InputError(f"model folder lacks {name} (training not finished?)", model_dir)
+    names = ("config.yaml", "reference.json", "model.safetensors")
+    run = read_model_folder(model_dir, "generate", required=names)
+    paths = {n: model_dir / n for n in names}
     try:
         config = yaml.safe_load(paths["config.yaml"].read_text()) or {}
         reference = json.loads(paths["reference.json"].read_text())

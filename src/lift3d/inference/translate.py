@@ -57,27 +57,9 @@ class TranslationBundle:
 
 def read_run_info(model_dir: str | Path) -> dict[str, Any]:
     """run.json of a translation model folder; InputError unless it is one (names the task)."""
-    model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        raise InputError("model folder not found", model_dir)
-    run_json = model_dir / "run.json"
-    if not run_json.is_file():
-        raise InputError("not a lift3d model folder (no run.json)", model_dir)
-    try:
-        run = json.loads(run_json.read_text())
-    except (OSError, json.JSONDecodeError):
-        raise InputError("run.json is not readable JSON", run_json) from None
-    if run.get("task") != "translate":
-        sub = run.get("subtask")
-        raise InputError(
-            f"model folder is from task {run.get('task')!r}{f' ({sub})' if sub else ''}, "
-            "not 'translate'; train one with 'lift3d train translate'",
-            model_dir,
-        )
-    for name in ("config.yaml", "model.safetensors"):
-        if not (model_dir / name).is_file():
-            raise InputError(f"model folder lacks {name} (training not finished?)", model_dir)
-    return run
+    from lift3d.utils import read_model_folder
+
+    return read_model_folder(model_dir, "translate")
 
 
 def load_translation_model(model_dir: str | Path, device: str = "auto") -> TranslationBundle:
