@@ -284,34 +284,6 @@ def test_compare_summaries_known_values(tmp_path, capsys):
     run_bad(["--compare", tmp_path / "a.json", tmp_path / "missing.json"], capsys)
 
 
-def test_generate_dispatch_without_distribution_metrics(tmp_path, phantom_brats_dir, capsys):
-    try:
-        import lift3d.metrics.distribution as dist
-
-        has = hasattr(dist, "evaluate_generation")
-    except ImportError:
-        has = False
-    if has:
-        pytest.skip("generation metrics present; tested with them")
-    (tmp_path / "gen").mkdir()
-    write_volume(
-        read_volume(next(phantom_brats_dir.glob("*/*-t1n.nii.gz"))), tmp_path / "gen" / "s0.nii.gz"
-    )
-    code = main(
-        [
-            "evaluate",
-            "--task",
-            "generate",
-            "--pred",
-            str(tmp_path / "gen"),
-            "--ref",
-            str(phantom_brats_dir),
-        ]
-    )
-    assert code == 1
-    assert "evaluate_generation" in capsys.readouterr().err
-
-
 def test_mask_name(tmp_path, phantom_brats_dir, brats_cases, capsys):
     case = brats_cases[0]
     ref = read_volume(case.paths["t2w"])

@@ -68,7 +68,6 @@ def _load_json(path: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
     from pathlib import Path
 
     from lift3d.errors import InputError
@@ -94,20 +93,14 @@ def run(args: argparse.Namespace) -> int:
         if not Path(args.eval_encoder).exists():  # trained and written there
             check_output_path(args.eval_encoder, inputs=inputs)
         options = {"eval_encoder": args.eval_encoder}
-    try:
-        result = ev.evaluate_folder(
-            args.task,
-            args.pred,
-            args.ref,
-            label=args.label,
-            mask_name=args.mask_name,
-            generate_options=options,
-        )
-    except NotImplementedError as exc:  # --task generate before its metrics exist
-        if getattr(args, "debug", False):
-            raise
-        print(f"lift3d evaluate: error: {exc}", file=sys.stderr)
-        return 1
+    result = ev.evaluate_folder(
+        args.task,
+        args.pred,
+        args.ref,
+        label=args.label,
+        mask_name=args.mask_name,
+        generate_options=options,
+    )
     written = ev.write_results(result, args.out, args.json)
     print(ev.format_summary(result))
     for path in written:

@@ -328,13 +328,8 @@ def evaluate_folder(
         _check_folder(pred_dir, "prediction")
         _check_folder(ref_dir, "reference")
         phantom = _phantom(ref_dir, pred_dir)
-        try:
-            from lift3d.metrics.distribution import evaluate_generation
-        except ImportError:
-            raise NotImplementedError(
-                "lift3d evaluate --task generate needs lift3d.metrics.distribution."
-                "evaluate_generation, which is not available in this build yet"
-            ) from None
+        from lift3d.metrics.distribution import evaluate_generation
+
         result = dict(evaluate_generation(pred_dir, ref_dir, **(generate_options or {})))
         cases = result.pop("cases", {})
         if "summary" in result:  # {"cases", "summary", ...extra} or a bare summary dict
