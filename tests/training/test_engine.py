@@ -391,3 +391,70 @@ def test_bf16_mixed_on_cpu_uses_autocast(tmp_path):
     engine.fit("amp", model, opt, ToyDataset(), step, max_steps=2, validate_fn=validate)
     assert seen == {"train": torch.bfloat16, "val": torch.bfloat16}
     assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32
+
+
+# --------------------------------------------------------------------------- weight average
+
+
+def test_ema_final_weights_are_the_running_average(tmp_path):
+    """With ema_decay the stage's final weights are the warmed-up EMA of the trained weights,
+    validation sees the average, and the raw weights differ from it."""
+    decay = 0.9
+    seen: list[dict[str, torch.Tensor]] = []
+
+    def recording_step(model, batch):
+        if model.training:  # weights after the previous optimiser step
+            seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return noisy_step(model, batch)
+
+    val_weights = {}
+
+    def val(model, step):
+        val_weights[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return {"x": 0.0}
+
+    cfg = make_cfg(val_every=STEPS)
+    engine, model, opt, sched = build(cfg, tmp_path)
+    engine.fit(
+        "toy",
+        model,
+        opt,
+        ToyDataset(),
+        recording_step,
+        scheduler=sched,
+        max_steps=STEPS,
+        validate_fn=val,
+        ema_decay=decay,
+    )
+    # seen[k] = weights after k steps; add the weights after the last step
+    ckpt_meta, tensors = ckpt.load_checkpoint(
+        ckpt.list_checkpoints(tmp_path / "checkpoints/toy")[-1][1]
+    )
+    last = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    trajectory = seen[1:] + [last]  # weights after steps 1 .. STEPS
+    expected = {k: v.clone() for k, v in trajectory[0].items()}
+    for n, w in enumerate(trajectory[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        for k in expected:
+            expected[k] = expected[k] + (w[k] - expected[k]) * (1 - d)
+    final = model.state_dict()
+    for k in expected:
+        torch.testing.assert_close(final[k], expected[k], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(val_weights[STEPS][k], expected[k], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(final[k], last[k]) for k in final)
+
+
+def test_ema_resume_is_bitwise_identical(tmp_path):
+    straight = run(make_cfg(), tmp_path / "a", ema_decay=0.8)
+    run(make_cfg(), tmp_path / "b", stop_after=STEPS // 2 + 1, ema_decay=0.8)
+    scramble_rng()
+    resumed = run(make_cfg(), tmp_path / "b", ema_decay=0.8)
+    assert_same_weights(resumed, straight)
+    plain = run(make_cfg(), tmp_path / "c")
+    with pytest.raises(AssertionError):
+        assert_same_weights(plain, straight)
+
+
+def test_ema_decay_out_of_range(tmp_path):
+    with pytest.raises(InputError, match="ema_decay"):
+        run(make_cfg(), tmp_path, ema_decay=1.0)

@@ -104,3 +104,34 @@ def test_no_data_root_is_bad_input(tmp_path):
     cfg = load_config(GenerateConfig, "configs/generate_tiny.yaml")
     with pytest.raises(InputError):
         train_generation(cfg, tmp_path / "run")
+
+
+def test_mapper_feature_kinds():
+    from lift3d.models.encoder import SliceEncoder
+    from lift3d.training.generate import mapper_feature_fn
+
+    enc = SliceEncoder(1, (4, 8, 16))
+    x = torch.rand(5, 1, 32, 24)
+    assert mapper_feature_fn(enc, "embed") == enc.embed
+    feats = mapper_feature_fn(enc, "multiscale", tokens=3, thumbnail=8)(x)
+    assert set(feats) == {"scale0", "scale1", "scale2", "pixels"}
+    assert feats["scale1"].shape == (5, 8 * 9) and feats["pixels"].shape == (5, 64)
+    assert "pixels" not in mapper_feature_fn(enc, "multiscale", thumbnail=0)(x)
+    with pytest.raises(InputError, match="mapper.features"):
+        mapper_feature_fn(enc, "pixels")
+
+
+def test_multiscale_mapper_with_weight_average_trains(phantom_brats_dir, tmp_path):
+    cfg = tiny_config(
+        phantom_brats_dir,
+        "mapper.features=multiscale",
+        "mapper.thumbnail=8",
+        "mapper.ema_decay=0.9",
+    )
+    run = train_generation(cfg, tmp_path / "run")
+    log = [json.loads(x) for x in (run / "logs/mapper.jsonl").read_text().splitlines()]
+    assert "ed_coronal_incr_pixels" in log[-1] and "ed_axial_slice_scale2" in log[-1]
+    from lift3d.training import checkpoint as ckpt
+
+    _, tensors = ckpt.load_checkpoint(ckpt.list_checkpoints(run / "checkpoints/mapper")[-1][1])
+    assert any(k.startswith("ema.") for k in tensors)

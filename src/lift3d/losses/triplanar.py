@@ -69,20 +69,25 @@ def sample_positions(size: int, num: int, generator: torch.Generator | None = No
     return offset + stride * torch.arange(num)
 
 
-def _encode(embed: Callable[[Tensor], Tensor], slices: Tensor, use_checkpoint: bool) -> Tensor:
-    """(B, M, C, h, w) -> (B, M, F)."""
+Embed = Callable[[Tensor], "Tensor | dict[str, Tensor]"]
+
+
+def _encode(embed: Embed, slices: Tensor, use_checkpoint: bool) -> dict[str, Tensor]:
+    """(B, M, C, h, w) -> {name: (B, M, F_name)} ("" for an embed returning one tensor)."""
     b, m = slices.shape[:2]
     flat = rearrange(slices, "b m c h w -> (b m) c h w")
     if use_checkpoint and flat.requires_grad:
         feats = checkpoint(embed, flat, use_reentrant=False)
     else:
         feats = embed(flat)
-    return rearrange(feats, "(b m) f -> b m f", b=b, m=m)
+    if not isinstance(feats, dict):
+        feats = {"": feats}
+    return {k: rearrange(v, "(b m) f -> b m f", b=b, m=m) for k, v in feats.items()}
 
 
 def plane_feature_sets(
     vol: Tensor,
-    embed: Callable[[Tensor], Tensor],
+    embed: Embed,
     plane: str,
     positions: Tensor,
     segments: int = 4,
@@ -92,30 +97,37 @@ def plane_feature_sets(
 
     Args:
         vol: (B, C, D, H, W).
-        embed: slice encoder, (N, C, h, w) -> (N, F).
+        embed: slice encoder, (N, C, h, w) -> (N, F), or -> {name: (N, F_name)} for several
+            feature kinds (e.g. per-scale encoder features and an intensity thumbnail), each
+            then getting its own sets ``"<set>_<name>"`` (its own drifting kernel).
         plane: axial | coronal | sagittal.
         positions: (M,) cut positions (each with a neighbour at +1).
         segments: runs of positions averaged for the trajectory descriptor.
         use_checkpoint: recompute encoder activations in backward (memory).
 
     Returns:
-        {"slice": (B, M, F), "incr": (B, M, F), "traj": (B, 1, S * F)}.
+        {"slice": (B, M, F), "incr": (B, M, F), "traj": (B, 1, S * F)}; with a dict-valued
+        `embed`, those three per feature name, keyed ``"slice_<name>"`` etc.
     """
     size = vol.shape[_AXIS[plane]]
     nxt = (positions + 1).clamp(max=size - 1)
     both = torch.cat([positions, nxt])
-    feats = _encode(embed, cut_slices(vol, plane, both), use_checkpoint)  # (B, 2M, F)
+    encoded = _encode(embed, cut_slices(vol, plane, both), use_checkpoint)  # (B, 2M, F) each
     m = positions.numel()
-    f, f_next = feats[:, :m], feats[:, m:]
-    segs = torch.tensor_split(f, min(segments, m), dim=1)
-    traj = torch.cat([s.mean(dim=1) for s in segs], dim=1)[:, None]  # (B, 1, S * F)
-    return {"slice": f, "incr": f_next - f, "traj": traj}
+    out: dict[str, Tensor] = {}
+    for name, feats in encoded.items():
+        f, f_next = feats[:, :m], feats[:, m:]
+        segs = torch.tensor_split(f, min(segments, m), dim=1)
+        traj = torch.cat([s.mean(dim=1) for s in segs], dim=1)[:, None]  # (B, 1, S * F)
+        suffix = f"_{name}" if name else ""
+        out.update({"slice" + suffix: f, "incr" + suffix: f_next - f, "traj" + suffix: traj})
+    return out
 
 
 def triplanar_drifting_loss(
     gen: Tensor,
     real: Tensor,
-    embed: Callable[[Tensor], Tensor],
+    embed: Embed,
     *,
     planes: Sequence[str] = PLANES,
     num_positions: int = 8,
@@ -132,7 +144,8 @@ def triplanar_drifting_loss(
     Args:
         gen: (N, C, D, H, W) generated volumes (carry the graph to the trainable model).
         real: (M, C, D, H, W) real volumes (no gradient).
-        embed: frozen slice encoder, (n, C, h, w) -> (n, F).
+        embed: frozen slice encoder, (n, C, h, w) -> (n, F) or {name: (n, F_name)}
+            (`plane_feature_sets`).
         planes: planes to use.
         num_positions: cuts per plane (shared by real and generated).
         set_weights: weights of "slice", "incr", "traj" (default 1 each).
@@ -165,7 +178,7 @@ def triplanar_drifting_loss(
         g_sets = plane_feature_sets(gen, embed, plane, positions, segments, use_checkpoint)
         with torch.no_grad():
             r_sets = plane_feature_sets(real, embed, plane, positions, segments)
-        weights = {k: set_weights[k] * plane_weights[plane] for k in g_sets}
+        weights = {k: set_weights[k.split("_")[0]] * plane_weights[plane] for k in g_sets}
         loss, parts = drifting_loss_sets(g_sets, r_sets, weights, temperatures)
         logs.update({f"{plane}_{k}": v for k, v in parts.items()})
         total = loss if total is None else total + loss

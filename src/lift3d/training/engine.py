@@ -162,6 +162,19 @@ class _Position:
     seconds: float = 0.0  # training wall time, summed over sessions
 
 
+def _make_ema(model: nn.Module, decay: float) -> Any:
+    """An exponential moving average of `model` (torch's AveragedModel; buffers copied)."""
+    from torch.optim.swa_utils import AveragedModel
+
+    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():
+            return current
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged + (current - averaged) * (1.0 - d)
+
+    return AveragedModel(model, avg_fn=avg, use_buffers=True)
+
+
 def get_rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU (and CUDA, when initialised) RNG states."""
     cuda = None
@@ -410,6 +423,7 @@ class Engine:
         *,
         stop_after: int | None = None,
         num_workers: int = 0,
+        ema_decay: float = 0.0,
     ) -> nn.Module:
         """Train `model` for one stage, resuming from the stage's newest checkpoint if any.
 
@@ -431,6 +445,10 @@ class Engine:
             stop_after: stop after this step without finishing the stage (a checkpoint is
                 written); a later `fit` resumes. For time-limited jobs and tests.
             num_workers: DataLoader worker processes.
+            ema_decay: keep an exponential moving average of the weights with this decay
+                (0 = off; warm-up ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates).
+                With it on, validation sees the averaged weights, checkpoints store them
+                (resume is still exact) and the stage's final weights *are* the average.
 
         Returns:
             The (unwrapped) trained model. For a stage already finished (``done`` marker), its
@@ -442,6 +460,8 @@ class Engine:
             raise InputError(f"stage {stage!r}: max_steps must be >= 1, got {max_steps}")
         if batch_size < 1:
             raise InputError(f"stage {stage!r}: batch size must be >= 1, got {batch_size}")
+        if not 0.0 <= ema_decay < 1.0:
+            raise InputError(f"stage {stage!r}: ema_decay must be in [0, 1), got {ema_decay}")
         stage_dir = self.run_dir / "checkpoints" / stage
         with self._logging():
             if (stage_dir / ckpt.DONE_MARKER).exists():
@@ -464,6 +484,7 @@ class Engine:
                 scheduler,
                 stop_after,
                 num_workers,
+                ema_decay,
             )
             if finished:
                 # The RNG state after a stage does not depend on whether it was trained or
@@ -486,6 +507,7 @@ class Engine:
         scheduler: Any,
         stop_after: int | None,
         num_workers: int,
+        ema_decay: float = 0.0,
     ) -> bool:
         num_samples = len(dataset)  # type: ignore[arg-type]
         if num_samples == 0:
@@ -494,7 +516,10 @@ class Engine:
         fmodule, fopt = self.fabric.setup(_StepModule(model, step_fn), optimizer)
         sampler = EpochSampler(num_samples, cfg.seed, self.rank, self.world_size)
         pos = _Position()
-        if self._resume(stage, stage_dir, model, optimizer, scheduler, pos, batch_size, sampler):
+        ema = _make_ema(model, ema_decay) if ema_decay > 0 else None
+        if self._resume(
+            stage, stage_dir, model, optimizer, scheduler, pos, batch_size, sampler, ema
+        ):
             self._truncate_logs(stage, pos.step)
         else:
             seed_everything(mix_seed(cfg.seed, "train", stage, self.rank))
@@ -531,6 +556,8 @@ class Engine:
                 )
                 for batch in loader:
                     scalars = self._train_step(stage, fmodule, fopt, scheduler, batch, pos.step)
+                    if ema is not None:
+                        ema.update_parameters(model)
                     pos.step += 1
                     pos.batch_in_epoch += 1
                     session_steps += 1
@@ -555,9 +582,13 @@ class Engine:
                         (cfg.val_every > 0 and pos.step % cfg.val_every == 0)
                         or (pos.step == max_steps and cfg.val_every > 0)
                     ):
-                        self._validate(stage, model, validate_fn, pos)
+                        self._validate(
+                            stage, model if ema is None else ema.module, validate_fn, pos
+                        )
                     if (cfg.ckpt_every > 0 and pos.step % cfg.ckpt_every == 0) or last:
-                        self._save(stage, stage_dir, model, optimizer, scheduler, pos, batch_size)
+                        self._save(
+                            stage, stage_dir, model, optimizer, scheduler, pos, batch_size, ema
+                        )
                     if pos.step >= target:
                         break
                 else:
@@ -568,6 +599,8 @@ class Engine:
         if pos.step < max_steps:
             logger.info("stage %s stopped at step %d of %d", stage, pos.step, max_steps)
             return False
+        if ema is not None:  # the stage's result is the averaged model
+            model.load_state_dict(ema.module.state_dict())
         self._finish(stage, stage_dir, model, pos)
         return True
 
@@ -676,10 +709,13 @@ class Engine:
         scheduler: Any,
         pos: _Position,
         batch_size: int,
+        ema: Any = None,
     ) -> None:
         rngs = self._gather(get_rng_state())  # collective: every rank takes part
         if self.is_main:
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+            if ema is not None:
+                tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
             meta: dict[str, Any] = {
                 "format": "lift3d-checkpoint",
                 "lift3d_version": lift3d.__version__,
@@ -725,6 +761,7 @@ class Engine:
         pos: _Position,
         batch_size: int,
         sampler: EpochSampler,
+        ema: Any = None,
     ) -> bool:
         if self.is_main:
             for path in ckpt.clean_incomplete(stage_dir):
@@ -744,6 +781,19 @@ class Engine:
                 f"checkpoint does not fit this model/optimiser ({str(exc).splitlines()[0]})",
                 json_path,
             ) from None
+        if ema is not None:
+            averaged = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+            if averaged:
+                try:
+                    ema.load_state_dict(averaged, strict=True)
+                except RuntimeError as exc:
+                    raise InputError(
+                        f"checkpoint's weight average does not fit ({str(exc).splitlines()[0]})",
+                        json_path,
+                    ) from None
+            else:  # checkpoint written without EMA: start the average at the resumed weights
+                logger.warning("stage %s: checkpoint has no weight average; starting one", stage)
+                ema.module.load_state_dict(model.state_dict())
         if meta.get("precision"):
             self.fabric.strategy.precision.load_state_dict(
                 ckpt.decode_state(meta["precision"], tensors)

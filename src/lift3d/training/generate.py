@@ -77,6 +77,15 @@ class MapperConfig:
     # BENCHMARKS.md, Generation: 0.02 / 0.25 vs 0 on the held-out ablation.
     path_sigma: float = 0.02
     path_mix: float = 0.25
+    # Exponential moving average of T's weights (the engine's ema_decay; 0 = off): the final
+    # mapper is the average, which damps the step-to-step swings of drifting training.
+    ema_decay: float = 0.0
+    # What E-features the tri-planar loss compares: "embed" (one pooled vector per slice, all
+    # scales in one kernel) or "multiscale" (one kernel per encoder scale, each pooled to
+    # tokens x tokens cells, plus a thumbnail x thumbnail intensity image; 0 = no thumbnail).
+    features: str = "embed"
+    tokens: int = 2
+    thumbnail: int = 16
 
 
 @dataclass
@@ -209,6 +218,34 @@ def depth_scales(
             feats = t[..., :-1].transpose(0, 1)  # (L, N, C)
             scales[name] = weight * torch.cdist(feats, feats).mean().clamp_min(1e-6)
         return scales
+
+
+def mapper_feature_fn(encoder: Any, kind: str, tokens: int = 2, thumbnail: int = 16) -> Any:
+    """The slice-feature function of the tri-planar loss (`MapperConfig.features`).
+
+    Returns:
+        ``embed(x)`` for ``"embed"``; for ``"multiscale"`` a function (N, C, h, w) ->
+        {"scale<i>": (N, C_i * t * t), "pixels": (N, C * thumbnail^2)}.
+    """
+    if kind == "embed":
+        return encoder.embed
+    if kind != "multiscale":
+        raise InputError(f"mapper.features must be 'embed' or 'multiscale', got {kind!r}")
+    if tokens < 1 or thumbnail < 0:
+        raise InputError(
+            f"need mapper.tokens >= 1 and mapper.thumbnail >= 0, got {tokens}, {thumbnail}"
+        )
+
+    def features(x: Tensor) -> dict[str, Tensor]:
+        out = {
+            f"scale{i}": F.adaptive_avg_pool2d(f, tokens).flatten(1)
+            for i, f in enumerate(encoder.features(x))
+        }
+        if thumbnail:
+            out["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)
+        return out
+
+    return features
 
 
 # ------------------------------------------------------------------ previews
@@ -406,6 +443,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     mc = cfg.mapper
     model.mapper.set_base_path(mc.path_sigma, mc.path_mix)  # a resumed checkpoint overrides
     set_weights = {"slice": mc.weight_slice, "incr": mc.weight_incr, "traj": mc.weight_traj}
+    slice_features = mapper_feature_fn(encoder, mc.features, mc.tokens, mc.thumbnail)
 
     def mapper_step(mapper: Any, batch: dict[str, Any]) -> dict[str, Any]:
         real = _channels(batch, modalities)
@@ -418,7 +456,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         loss, parts = triplanar_drifting_loss(
             fake,
             real,
-            encoder.embed,
+            slice_features,
             num_positions=mc.num_positions,
             set_weights=set_weights,
             loss_size=mc.loss_size,
@@ -449,6 +487,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         batch_size=mc.batch_size,
         collate_fn=collate_volumes,
         validate_fn=mapper_preview,
+        ema_decay=mc.ema_decay,
     )
 
     # -------- final model folder
