@@ -117,6 +117,28 @@ def test_mapper_base_path_is_saved_and_legacy_weights_load_as_constant_code():
         fresh.set_base_path(-0.1, 0.5)
 
 
+def test_mapper_learns_base_path_width_and_mix():
+    """With learn_base_path the path width and mix get gradients and an optimiser moves them
+    (here toward a smoother path: a loss on the codes' depth increments); frozen by default."""
+    mapper = TrajectoryMapper(8, 17, hidden=8, layers=1, slice_noise_dim=2, path_sigma=0.02)
+    assert not mapper.path_sigma.requires_grad and not mapper.path_mix.requires_grad
+    mapper.learn_base_path(True)
+    opt = torch.optim.Adam([mapper.path_sigma, mapper.path_mix], lr=0.01)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        eps, per_slice = mapper.sample_noise(64, generator=g)
+        loss = mapper(eps, per_slice).diff(dim=1).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        assert mapper.path_sigma.grad is not None and mapper.path_mix.grad is not None
+        opt.step()
+    assert float(mapper.path_sigma) > 0.1  # smoother
+    state = mapper.state_dict()
+    assert {"path_sigma", "path_mix"} <= set(state)
+    with pytest.raises(ValueError, match="path_sigma > 0"):
+        TrajectoryMapper(8, 5, path_sigma=0.0).learn_base_path(True)
+
+
 def test_generation_model_sample_and_ablation():
     model = build_generation("tiny", 2, (6, 16, 16)).eval()
     torch.nn.init.normal_(model.mapper.out.weight, std=0.1)

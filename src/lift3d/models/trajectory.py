@@ -14,7 +14,10 @@ smoothed along depth by a Gaussian of width ``path_sigma`` (in normalised depth,
 value works for any D) and rescaled so every ``p_k`` is exactly N(0, I). Each code then has G's
 training distribution N(0, I) at every depth (per-slice realism of the no-mapper model), while
 neighbouring codes are correlated (z-coherence) and ``mix`` sets how much of the code is shared
-by the whole volume. Both are stored as buffers, so a saved model samples the same way.
+by the whole volume. Both are stored in the model file, so a saved model samples the same way.
+They are parameters that can be trained with the rest of T (`learn_base_path`): the drifting
+loss then sets how smooth the trajectory is along depth, which the residual head alone hardly
+changes (its updates act mostly as a shift of the codes).
 """
 
 from __future__ import annotations
@@ -62,16 +65,29 @@ class TrajectoryMapper(nn.Module):
         # Zero-init residual head: training starts at the constant-code trajectory w_k = eps.
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.register_buffer("path_sigma", torch.tensor(float(path_sigma)))
-        self.register_buffer("path_mix", torch.tensor(float(path_mix)))
+        # Parameters (frozen unless `learn_base_path`), so an optimiser over T can train them.
+        self.path_sigma = nn.Parameter(torch.tensor(float(path_sigma)), requires_grad=False)
+        self.path_mix = nn.Parameter(torch.tensor(float(path_mix)), requires_grad=False)
         self.set_base_path(path_sigma, path_mix)
 
     def set_base_path(self, sigma: float, mix: float) -> None:
         """Set the base trajectory (see the module docstring); sigma 0 = constant code."""
         if sigma < 0 or not 0.0 <= mix <= 1.0:
             raise ValueError(f"need path_sigma >= 0 and 0 <= path_mix <= 1, got {sigma}, {mix}")
-        self.path_sigma.fill_(float(sigma))
-        self.path_mix.fill_(float(mix))
+        with torch.no_grad():
+            self.path_sigma.fill_(float(sigma))
+            self.path_mix.fill_(float(mix))
+
+    def learn_base_path(self, flag: bool = True) -> None:
+        """Train (or freeze) the base path's width and mix together with T's other weights.
+
+        Needs a moving base path (``path_sigma > 0``); the values are clamped to
+        ``sigma >= 1e-3`` and ``0 <= mix <= 1`` where they are used.
+        """
+        if flag and not self.uses_path:
+            raise ValueError("learning the base path needs path_sigma > 0")
+        self.path_sigma.requires_grad_(flag)
+        self.path_mix.requires_grad_(flag)
 
     @property
     def uses_path(self) -> bool:
@@ -91,11 +107,13 @@ class TrajectoryMapper(nn.Module):
             return eps[:, None, :].expand(eps.shape[0], d, self.latent_dim)
         d = path_noise.shape[1]
         k = torch.arange(d, device=eps.device, dtype=eps.dtype)
-        sigma = self.path_sigma.to(eps.dtype) * max(d - 1, 1)
-        kern = torch.exp(-0.5 * ((k[:, None] - k[None, :]) / sigma.clamp(min=1e-3)) ** 2)
+        sigma = self.path_sigma.to(eps.dtype).clamp(min=1e-3) * max(d - 1, 1)
+        kern = torch.exp(-0.5 * ((k[:, None] - k[None, :]) / sigma) ** 2)
         kern = kern / kern.pow(2).sum(dim=1, keepdim=True).sqrt()  # each row unit norm: N(0, I)
         path = torch.einsum("kj,bjl->bkl", kern, path_noise)
-        mix = self.path_mix.to(eps.dtype)
+        mix = self.path_mix.to(eps.dtype).clamp(0.0, 1.0)
+        if mix.requires_grad:  # d sqrt(mix) / d mix is infinite at 0
+            mix = mix.clamp(min=1e-6)
         return mix.sqrt() * eps[:, None, :] + (1 - mix).sqrt() * path
 
     def sample_noise(

@@ -77,6 +77,9 @@ class MapperConfig:
     # BENCHMARKS.md, Generation: 0.02 / 0.25 vs 0 on the held-out ablation.
     path_sigma: float = 0.02
     path_mix: float = 0.25
+    learn_path: bool = (
+        False  # train path_sigma / path_mix with T (TrajectoryMapper.learn_base_path)
+    )
     # Exponential moving average of T's weights (the engine's ema_decay; 0 = off): the final
     # mapper is the average, which damps the step-to-step swings of drifting training.
     ema_decay: float = 0.0
@@ -442,6 +445,11 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     model.freeze_for_mapper()
     mc = cfg.mapper
     model.mapper.set_base_path(mc.path_sigma, mc.path_mix)  # a resumed checkpoint overrides
+    if mc.learn_path:
+        try:
+            model.mapper.learn_base_path(True)
+        except ValueError as exc:
+            raise InputError(f"mapper.learn_path: {exc}") from None
     set_weights = {"slice": mc.weight_slice, "incr": mc.weight_incr, "traj": mc.weight_traj}
     slice_features = mapper_feature_fn(encoder, mc.features, mc.tokens, mc.thumbnail)
 
