@@ -135,3 +135,58 @@ def test_multiscale_mapper_with_weight_average_trains(phantom_brats_dir, tmp_pat
 
     _, tensors = ckpt.load_checkpoint(ckpt.list_checkpoints(run / "checkpoints/mapper")[-1][1])
     assert any(k.startswith("ema.") for k in tensors)
+
+
+def test_depth_grouped_generator_batches(phantom_brats_dir, tmp_path):
+    from lift3d.data.datasets import SliceDataset, VolumeDataset
+    from lift3d.data.discovery import discover_cases
+    from lift3d.training.generate import DepthGroups, slice_feature_sets
+
+    cases = list(discover_cases(phantom_brats_dir, "auto", required=("t1n",)))
+    slices = SliceDataset(VolumeDataset(cases, ["t1n"], (32, 32, 32), "axial", cache=True))
+    groups = DepthGroups(slices)
+    assert len(groups) == 32
+    item = groups[5]
+    assert item["t1n"].shape == (len(cases), 1, 32, 32)
+    assert item["depth"] == pytest.approx(5 / 31)
+    for j in range(len(cases)):  # subject j's slice at depth index 5
+        assert torch.equal(item["t1n"][j], slices[j * 32 + 5]["t1n"])
+
+    from lift3d.models.encoder import SliceEncoder
+
+    enc = SliceEncoder(1, (4, 8, 16))
+    sets = slice_feature_sets(enc, torch.rand(6, 1, 32, 32), tokens=2, thumbnail=4, texture=True)
+    assert sets["texture2"].shape == (6, 1, 16) and sets["scale0"].shape == (6, 4, 4)
+    assert "texture0" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32))
+
+    cfg = tiny_config(
+        phantom_brats_dir,
+        "generator_batches=depth",
+        "generator.batch_size=2",
+        "generator_group=4",
+        "generator_texture=true",
+    )
+    run = train_generation(cfg, tmp_path / "run")
+    log = [json.loads(x) for x in (run / "logs/generator.jsonl").read_text().splitlines()]
+    assert "ed_texture1" in log[-1] and np.isfinite(log[-1]["loss"])
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("generator_batches=rows", "generator_batches"),
+        ("mapper.features=pixels", "mapper.features"),
+        ("mapper.ema_decay=1.0", "ema_decay"),
+        ("mapper.path_mix=1.5", "path_mix"),
+    ],
+)
+def test_bad_generate_options_fail_before_training(phantom_brats_dir, tmp_path, override, message):
+    with pytest.raises(InputError, match=message):
+        train_generation(tiny_config(phantom_brats_dir, override), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_learn_path_needs_a_moving_base_path(phantom_brats_dir, tmp_path):
+    cfg = tiny_config(phantom_brats_dir, "mapper.learn_path=true", "mapper.path_sigma=0")
+    with pytest.raises(InputError, match="learn_path"):
+        train_generation(cfg, tmp_path / "run")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor
 
 from lift3d.config import DataConfig, TrainConfig
@@ -106,6 +107,16 @@ class GenerateConfig:
     # thumbnail x thumbnail intensity image (finer = more structure seen by the loss).
     generator_tokens: int = 2
     generator_thumbnail: int = 8
+    # How G's drifting batches are formed. "slices": random slices, depth appended to every
+    # feature (depth_weight) so the kernel pairs slices at nearby depth. "depth": each batch item
+    # is one depth with every training subject's slice there (and its mirror image) as
+    # positives and generator_group generated slices at that depth, the drift computed within
+    # the depth (like class-conditional drifting); generator.batch_size is then depths per step.
+    generator_batches: str = "slices"
+    generator_group: int = 16
+    # Also match each encoder scale's per-channel spatial std (texture statistics, which the
+    # pooled tokens average away; without them G's slices come out blurred).
+    generator_texture: bool = False
 
 
 # ------------------------------------------------------------------ data
@@ -171,6 +182,53 @@ def _resize_collate(size: tuple[int, int], modalities: list[str]):
 # ------------------------------------------------------------------ generator features
 
 
+def slice_feature_sets(
+    encoder: Any, x: Tensor, tokens: int = 2, thumbnail: int = 8, texture: bool = False
+) -> dict[str, Tensor]:
+    """Feature sets of slices for G's drifting loss (no depth channel).
+
+    Returns:
+        name -> (N, L, C_s): one set per encoder scale, average-pooled to ``tokens x tokens``
+        cells (capped at the map size), one location per cell, and "pixels" (one location: the
+        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values); with `texture`,
+        "texture<i>" (one location: each channel's spatial std at scale i).
+    """
+    sets: dict[str, Tensor] = {}
+    for i, f in enumerate(encoder.features(x)):
+        grid = (min(tokens, f.shape[-2]), min(tokens, f.shape[-1]))
+        sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, grid).flatten(2).transpose(1, 2)
+        if texture:
+            sets[f"texture{i}"] = f.flatten(2).std(dim=2)[:, None]
+    sets["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)[:, None]
+    return sets
+
+
+class DepthGroups(torch.utils.data.Dataset):
+    """Item ``d``: every volume's slice at depth index ``d`` (G's depth-grouped batches).
+
+    Args:
+        slices: a `SliceDataset` over the training volumes.
+
+    Items:
+        ``{"<mod>": (S, 1, H, W) for S volumes, "depth": s in [0, 1]}``.
+    """
+
+    def __init__(self, slices: Any) -> None:
+        self.slices = slices
+
+    def __len__(self) -> int:
+        return int(self.slices.num_slices)
+
+    def __getitem__(self, d: int) -> dict[str, Any]:
+        n = len(self.slices.volumes)
+        items = [self.slices[j * self.slices.num_slices + d] for j in range(n)]
+        out: dict[str, Any] = {
+            m: torch.stack([it[m] for it in items]) for m in self.slices.modalities
+        }
+        out["depth"] = float(items[0]["depth"])
+        return out
+
+
 def generator_feature_sets(
     encoder: Any,
     x: Tensor,
@@ -178,6 +236,7 @@ def generator_feature_sets(
     depth_scale: Tensor | None,
     tokens: int = 2,
     thumbnail: int = 8,
+    texture: bool = False,
 ) -> dict[str, Tensor]:
     """Feature sets of slices for G's drifting loss, depth appended to every token.
 
@@ -194,11 +253,7 @@ def generator_feature_sets(
         name -> (N, L, C_s + 1): one set per encoder scale (tokens^2 locations) and "pixels"
         (one location: the thumbnail, thumbnail^2 C values).
     """
-    sets: dict[str, Tensor] = {}
-    for i, f in enumerate(encoder.features(x)):
-        grid = (min(tokens, f.shape[-2]), min(tokens, f.shape[-1]))
-        sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, grid).flatten(2).transpose(1, 2)
-    sets["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)[:, None]
+    sets = slice_feature_sets(encoder, x, tokens, thumbnail, texture)
     out = {}
     for name, t in sets.items():
         scale = 1.0 if depth_scale is None else depth_scale[name]
@@ -208,13 +263,24 @@ def generator_feature_sets(
 
 
 def depth_scales(
-    encoder: Any, real: Tensor, weight: float, tokens: int = 2, thumbnail: int = 8
+    encoder: Any,
+    real: Tensor,
+    weight: float,
+    tokens: int = 2,
+    thumbnail: int = 8,
+    texture: bool = False,
 ) -> dict[str, Tensor]:
     """Depth-channel scale per set: `weight` x the typical real feature distance, so slices a
     fraction 1/weight of the volume apart are as far apart as two typical slices."""
     with torch.no_grad():
         sets = generator_feature_sets(
-            encoder, real, torch.zeros(real.shape[0], device=real.device), None, tokens, thumbnail
+            encoder,
+            real,
+            torch.zeros(real.shape[0], device=real.device),
+            None,
+            tokens,
+            thumbnail,
+            texture,
         )
         scales = {}
         for name, t in sets.items():
@@ -299,6 +365,36 @@ def _update_run_json(run_dir: Path, **fields: Any) -> None:
     atomic_write_text(path, json.dumps(info, indent=1))
 
 
+def check_generate_config(cfg: GenerateConfig) -> None:
+    """Reject bad option values before any stage trains.
+
+    Raises:
+        InputError: naming the option.
+    """
+    if cfg.generator_batches not in ("slices", "depth"):
+        raise InputError(
+            f"generator_batches must be 'slices' or 'depth', got {cfg.generator_batches!r}"
+        )
+    if cfg.generator_batches == "depth" and cfg.generator_group < 2:
+        raise InputError(f"generator_group must be >= 2, got {cfg.generator_group}")
+    mc = cfg.mapper
+    if mc.features not in ("embed", "multiscale"):
+        raise InputError(f"mapper.features must be 'embed' or 'multiscale', got {mc.features!r}")
+    if mc.tokens < 1 or mc.thumbnail < 0:
+        raise InputError(
+            f"need mapper.tokens >= 1 and mapper.thumbnail >= 0, got {mc.tokens}, {mc.thumbnail}"
+        )
+    if mc.path_sigma < 0 or not 0.0 <= mc.path_mix <= 1.0:
+        raise InputError(
+            f"need mapper.path_sigma >= 0 and 0 <= mapper.path_mix <= 1, "
+            f"got {mc.path_sigma}, {mc.path_mix}"
+        )
+    if mc.learn_path and mc.path_sigma <= 0:
+        raise InputError("mapper.learn_path needs mapper.path_sigma > 0")
+    if not 0.0 <= mc.ema_decay < 1.0:
+        raise InputError(f"mapper.ema_decay must be in [0, 1), got {mc.ema_decay}")
+
+
 def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = False) -> Path:
     """Run the three stages (each resumable) and write the final model folder.
 
@@ -328,6 +424,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     run_dir = Path(run_dir)
     if not cfg.data.root:
         raise InputError("no training data: set data.root (lift3d train generate --data DIR)")
+    check_generate_config(cfg)
     modalities = list(cfg.model.modalities)
     if not modalities:
         raise InputError("model.modalities must name at least one modality")
@@ -401,16 +498,37 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     axial = SliceDataset(volumes, axis=0)
     latent = model.generator.latent_dim
 
+    def grouped_generator_step(gen: Any, batch: dict[str, Any]) -> dict[str, Any]:
+        real = torch.cat([batch[m] for m in modalities], dim=2).float()  # (B, S, C, H, W)
+        real = torch.cat([real, real.flip(-1)], dim=1)  # mirror images: 2S positives per depth
+        b, n = real.shape[0], cfg.generator_group
+        depth = batch["depth"].float()
+        fake = gen(torch.randn(b * n, latent, device=real.device), depth.repeat_interleave(n))
+        tok, thumb, tex = cfg.generator_tokens, cfg.generator_thumbnail, cfg.generator_texture
+        # Locations of every depth side by side: the drift is computed within each depth.
+        g_sets = {
+            k: rearrange(v, "(b n) l c -> n (b l) c", b=b)
+            for k, v in slice_feature_sets(encoder, fake, tok, thumb, tex).items()
+        }
+        with torch.no_grad():
+            flat = rearrange(real, "b s c h w -> (b s) c h w")
+            r_sets = {
+                k: rearrange(v, "(b s) l c -> s (b l) c", b=b)
+                for k, v in slice_feature_sets(encoder, flat, tok, thumb, tex).items()
+            }
+        loss, parts = drifting_loss_sets(g_sets, r_sets)
+        return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+
     def generator_step(gen: Any, batch: dict[str, Any]) -> dict[str, Any]:
         real = _channels(batch, modalities)
         depth = batch["depth"].float()
         n = real.shape[0]
         fake = gen(torch.randn(n, latent, device=real.device), depth)
-        tok, thumb = cfg.generator_tokens, cfg.generator_thumbnail
-        scales = depth_scales(encoder, real, cfg.depth_weight, tok, thumb)
-        g_sets = generator_feature_sets(encoder, fake, depth, scales, tok, thumb)
+        tok, thumb, tex = cfg.generator_tokens, cfg.generator_thumbnail, cfg.generator_texture
+        scales = depth_scales(encoder, real, cfg.depth_weight, tok, thumb, tex)
+        g_sets = generator_feature_sets(encoder, fake, depth, scales, tok, thumb, tex)
         with torch.no_grad():
-            r_sets = generator_feature_sets(encoder, real, depth, scales, tok, thumb)
+            r_sets = generator_feature_sets(encoder, real, depth, scales, tok, thumb, tex)
         loss, parts = drifting_loss_sets(g_sets, r_sets)
         return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
@@ -427,13 +545,14 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         fake = np.stack([rows[f"code {i}"] for i in range(3)])
         return {"mean_intensity_gap": float(abs(fake.mean() - preview_real.mean()))}
 
+    grouped = cfg.generator_batches == "depth"
     opt = torch.optim.Adam(model.generator.parameters(), lr=cfg.generator.lr, betas=(0.5, 0.99))
     model.generator = engine.fit(
         "generator",
         model.generator,
         opt,
-        axial,
-        step_fn=generator_step,
+        DepthGroups(axial) if grouped else axial,
+        step_fn=grouped_generator_step if grouped else generator_step,
         max_steps=cfg.generator.steps,
         batch_size=cfg.generator.batch_size,
         collate_fn=collate_volumes,
@@ -446,10 +565,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     mc = cfg.mapper
     model.mapper.set_base_path(mc.path_sigma, mc.path_mix)  # a resumed checkpoint overrides
     if mc.learn_path:
-        try:
-            model.mapper.learn_base_path(True)
-        except ValueError as exc:
-            raise InputError(f"mapper.learn_path: {exc}") from None
+        model.mapper.learn_base_path(True)
     set_weights = {"slice": mc.weight_slice, "incr": mc.weight_incr, "traj": mc.weight_traj}
     slice_features = mapper_feature_fn(encoder, mc.features, mc.tokens, mc.thumbnail)
 
