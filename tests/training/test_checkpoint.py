@@ -109,3 +109,23 @@ def test_load_weights_errors(tmp_path):
         InputError, match=r"'weight' has shape \(2, 2\), the model expects \(3, 2\)"
     ):
         ckpt.load_weights(nn.Linear(2, 3), path)
+
+
+def test_weights_written_before_a_key_existed_load_with_its_legacy_default(tmp_path):
+    """A mapper file from before the base path (no path_sigma / path_mix) loads, inside a
+    larger model and from a step checkpoint, as the constant-code mapper; other missing keys
+    are still errors."""
+    from lift3d.models.trajectory import TrajectoryMapper
+
+    outer = nn.ModuleDict({"mapper": TrajectoryMapper(8, 5, hidden=8, layers=1, path_sigma=0.1)})
+    old = {k: v for k, v in outer.state_dict().items() if "path_" not in k}
+    ckpt._save_tensors(old, tmp_path / "old.safetensors", {})
+    fresh = nn.ModuleDict({"mapper": TrajectoryMapper(8, 5, hidden=8, layers=1, path_sigma=0.1)})
+    ckpt.load_weights(fresh, tmp_path / "old.safetensors")
+    assert not fresh["mapper"].uses_path and float(fresh["mapper"].path_mix) == 0.5
+    ckpt.save_checkpoint(tmp_path, 3, {f"model.{k}": v for k, v in old.items()}, {})
+    ckpt.load_weights(fresh, tmp_path / "step_0000003.safetensors")
+    del old["mapper.out.bias"]
+    ckpt._save_tensors(old, tmp_path / "older.safetensors", {})
+    with pytest.raises(InputError, match="missing keys"):
+        ckpt.load_weights(fresh, tmp_path / "older.safetensors")

@@ -94,10 +94,14 @@ class TrajectoryMapper(nn.Module):
         """True when the base trajectory moves along depth (per-slice base noise is drawn)."""
         return float(self.path_sigma) > 0
 
+    @staticmethod
+    def legacy_state_defaults() -> dict[str, Tensor]:
+        """Models saved before the base path existed sample with the constant base code."""
+        return {"path_sigma": torch.tensor(0.0), "path_mix": torch.tensor(0.5)}
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Models saved before the base path existed: constant base code.
-        state_dict.setdefault(prefix + "path_sigma", torch.tensor(0.0))
-        state_dict.setdefault(prefix + "path_mix", torch.tensor(0.5))
+        for key, value in self.legacy_state_defaults().items():
+            state_dict.setdefault(prefix + key, value)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def base_trajectory(self, eps: Tensor, path_noise: Tensor | None) -> Tensor:

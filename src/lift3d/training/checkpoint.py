@@ -247,6 +247,17 @@ def save_weights(
     return path
 
 
+def _legacy_defaults(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Values for state keys that older files lack, from each submodule's
+    ``legacy_state_defaults()`` (e.g. the trajectory mapper's base-path settings)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, sub in module.named_modules():
+        hook = getattr(sub, "legacy_state_defaults", None)
+        if callable(hook):
+            out.update({f"{name}.{k}" if name else k: v for k, v in hook().items()})
+    return out
+
+
 def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
     """Load weights written by `save_weights` (or the ``model.*`` part of a step checkpoint).
 
@@ -265,8 +276,10 @@ def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
     expected = module.state_dict()
     if set(tensors) != set(expected) and any(k.startswith("model.") for k in tensors):
         stripped = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        if set(stripped) == set(expected):
+        if set(stripped) >= set(expected) - set(_legacy_defaults(module)):
             tensors = stripped
+    # Keys added after a file was written: a submodule's `legacy_state_defaults()` fills them.
+    tensors = {**_legacy_defaults(module), **tensors}
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
