@@ -458,3 +458,58 @@ def test_ema_resume_is_bitwise_identical(tmp_path):
 def test_ema_decay_out_of_range(tmp_path):
     with pytest.raises(InputError, match="ema_decay"):
         run(make_cfg(), tmp_path, ema_decay=1.0)
+
+
+def _dip_at_6(model, step):
+    return {"score": float((step - 6) ** 2)}  # validations at 3, 6, 9, 12: best at step 6
+
+
+def test_selection_keeps_the_best_validated_weights(tmp_path):
+    cfg = make_cfg(val_every=3, keep_last=10)
+    model = run(cfg, tmp_path, validate_fn=_dip_at_6, select=("score", "min"))
+    _, tensors = ckpt.load_checkpoint(tmp_path / "checkpoints/toy/step_0000006.json")
+    at6 = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, at6[k]), k
+    final = json.loads((tmp_path / "checkpoints/toy/final.json").read_text())
+    assert final["selected"] == {"metric": "score", "step": 6, "value": 0.0}
+    assert [r["best_step"] for r in read_jsonl(tmp_path / "logs/toy_val.jsonl")] == [3, 6, 6, 6]
+    # "max" picks the other end; the raw last weights are not the selected ones.
+    last = run(
+        make_cfg(val_every=3), tmp_path / "max", validate_fn=_dip_at_6, select=("score", "max")
+    )
+    assert (
+        json.loads((tmp_path / "max/checkpoints/toy/final.json").read_text())["selected"]["step"]
+        == 12
+    )
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(last.state_dict().values(), model.state_dict().values())
+    )
+
+
+def test_selection_survives_resume(tmp_path):
+    cfg = make_cfg(val_every=3)
+    straight = run(
+        cfg, tmp_path / "a", validate_fn=_dip_at_6, select=("score", "min"), ema_decay=0.5
+    )
+    run(
+        cfg,
+        tmp_path / "b",
+        stop_after=8,
+        validate_fn=_dip_at_6,
+        select=("score", "min"),
+        ema_decay=0.5,
+    )
+    scramble_rng()
+    resumed = run(
+        cfg, tmp_path / "b", validate_fn=_dip_at_6, select=("score", "min"), ema_decay=0.5
+    )
+    assert_same_weights(resumed, straight)
+
+
+def test_selection_needs_validation(tmp_path):
+    with pytest.raises(InputError, match="model selection"):
+        run(make_cfg(val_every=0), tmp_path, validate_fn=_dip_at_6, select=("score", "min"))
+    with pytest.raises(InputError, match="model selection"):
+        run(make_cfg(val_every=3), tmp_path, select=("score", "min"))

@@ -190,3 +190,20 @@ def test_learn_path_needs_a_moving_base_path(phantom_brats_dir, tmp_path):
     cfg = tiny_config(phantom_brats_dir, "mapper.learn_path=true", "mapper.path_sigma=0")
     with pytest.raises(InputError, match="learn_path"):
         train_generation(cfg, tmp_path / "run")
+
+
+def test_mapper_selection_keeps_best_validated_step(phantom_brats_dir, tmp_path):
+    cfg = tiny_config(
+        phantom_brats_dir,
+        "mapper.select=true",
+        "mapper.select_every=2",
+        "mapper.select_samples=3",
+        "mapper.select_encoder_steps=3",
+    )
+    run = train_generation(cfg, tmp_path / "run")
+    val = [json.loads(x) for x in (run / "logs/mapper_val.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in val] == [2, 4]
+    best = min(val, key=lambda r: r["select_kid"])
+    ref = json.loads((run / "reference.json").read_text())
+    assert ref["mapper_selection"]["selected"]["step"] == best["step"] == val[-1]["best_step"]
+    assert all(np.isfinite(r["select_kid_coronal"]) for r in val)

@@ -90,6 +90,15 @@ class MapperConfig:
     features: str = "embed"
     tokens: int = 2
     thumbnail: int = 16
+    # Model selection of T (engine `select`): every select_every steps, select_samples volumes
+    # are scored by the mean per-plane KID against the training volumes in the feature space of
+    # a *selection encoder* (masked autoencoder trained on the training volumes with
+    # select_seed; neither E nor any evaluation encoder); the best step's weights are kept.
+    select: bool = False
+    select_every: int = 25
+    select_samples: int = 16
+    select_seed: int = 4321
+    select_encoder_steps: int = 150
 
 
 @dataclass
@@ -393,6 +402,11 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         raise InputError("mapper.learn_path needs mapper.path_sigma > 0")
     if not 0.0 <= mc.ema_decay < 1.0:
         raise InputError(f"mapper.ema_decay must be in [0, 1), got {mc.ema_decay}")
+    if mc.select and (mc.select_every < 1 or mc.select_samples < 2):
+        raise InputError(
+            f"mapper.select needs select_every >= 1 and select_samples >= 2, "
+            f"got {mc.select_every}, {mc.select_samples}"
+        )
 
 
 def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = False) -> Path:
@@ -588,9 +602,35 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         )
         return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
+    def sample_with(mapper: Any, n: int, seed: int) -> Tensor:
+        """n volumes (n, C, D, H, W) from `mapper` (the validated weights: EMA when on)."""
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for _ in range(n):
+            eps, per_slice = mapper.sample_noise(1, shape[0], g, device)
+            out.append(model.decode(mapper(eps, per_slice)))
+        return torch.cat(out)
+
+    select_encoder = None
+    if mc.select:
+        from lift3d.metrics.distribution import (
+            EvalDescriptor,
+            distribution_metrics,
+            train_eval_encoder,
+        )
+
+        select_refs = [volumes[i][modalities[0]][0].float().numpy() for i in range(len(volumes))]
+        if val_volumes is not None:
+            select_refs += [
+                val_volumes[i][modalities[0]][0].float().numpy() for i in range(len(val_volumes))
+            ]
+        select_encoder = EvalDescriptor(
+            train_eval_encoder(select_refs, seed=mc.select_seed, steps=mc.select_encoder_steps),
+            "meanstd",
+        )
+
     def mapper_preview(mapper: Any, step: int) -> dict[str, float]:
-        g = torch.Generator().manual_seed(0)
-        lifted = model.sample(1, g, use_mapper=True)[0, 0].cpu().numpy()
+        lifted = sample_with(mapper, 1, 0)[0, 0].cpu().numpy()
         indep = (
             model.sample(1, torch.Generator().manual_seed(0), use_mapper=False)[0, 0].cpu().numpy()
         )
@@ -598,7 +638,20 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
             rows = {"LiFT": lifted, "no mapper": indep, "real": preview_real}
             preview_png(rows, preview_dir / f"mapper_{step:07d}.png", f"mapper step {step}")
         real_dz = float(np.abs(np.diff(preview_real, axis=0)).mean())
-        return {"zgrad_ratio": float(np.abs(np.diff(lifted, axis=0)).mean()) / max(real_dz, 1e-8)}
+        out = {"zgrad_ratio": float(np.abs(np.diff(lifted, axis=0)).mean()) / max(real_dz, 1e-8)}
+        if select_encoder is not None:
+            gen = sample_with(mapper, mc.select_samples, 1)[:, 0].float().cpu().numpy()
+            m = distribution_metrics(
+                list(gen),
+                select_refs,
+                select_encoder,
+                max_slices=16,
+                kid_subset_size=100,
+                bootstrap=0,
+            )
+            kids = {f"select_kid_{p}": m[f"kid_{p}"] for p in ("axial", "coronal", "sagittal")}
+            out.update(kids, select_kid=float(np.mean(list(kids.values()))))
+        return out
 
     opt = torch.optim.Adam(model.mapper.parameters(), lr=mc.lr)
     model.mapper = engine.fit(
@@ -612,6 +665,8 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         collate_fn=collate_volumes,
         validate_fn=mapper_preview,
         ema_decay=mc.ema_decay,
+        select=("select_kid", "min") if mc.select else None,
+        val_every=mc.select_every if mc.select else None,
     )
 
     # -------- final model folder
@@ -628,6 +683,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
             "reference_case": train_cases[0].case_id,
             "train_cases": [c.case_id for c in train_cases],
             "val_cases": [c.case_id for c in val_cases],
+            "mapper_selection": _mapper_selection(run_dir, mc),
             "data_root": str(Path(cfg.data.root).resolve()),
         }
         atomic_write_text(
@@ -637,6 +693,21 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         log.info("model written to %s", run_dir / WEIGHTS_FILE)
     _ = val_volumes  # held-out volumes: scored by `lift3d evaluate --task generate`
     return run_dir
+
+
+def _mapper_selection(run_dir: Path, mc: MapperConfig) -> dict[str, Any] | None:
+    """How T's final weights were chosen (None: the last step's, or their average)."""
+    if not mc.select:
+        return None
+    final = run_dir / "checkpoints" / "mapper" / "final.json"
+    selected = json.loads(final.read_text()).get("selected") if final.is_file() else None
+    return {
+        "metric": "mean per-plane KID vs the training volumes (model grid)",
+        "encoder": f"masked autoencoder, seed {mc.select_seed}, {mc.select_encoder_steps} steps",
+        "every": mc.select_every,
+        "samples": mc.select_samples,
+        "selected": selected,
+    }
 
 
 def _json_default(obj: Any) -> Any:
