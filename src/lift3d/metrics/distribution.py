@@ -30,6 +30,12 @@ dominated KID, and with the default encoder seed neither coronal nor sagittal KI
 real volumes from volumes whose axial slices come from different subjects. See
 BENCHMARKS.md, "Generation".)
 
+Training length: 600 steps by default (``EVAL_ENCODER_STEPS``). With 150 steps (earlier
+builds) one of three encoder seeds rated *blurred* real volumes whose axial slices come from
+different subjects better in coronal and sagittal KID than the same blurred volumes left intact
+(stripes hid the blur); with 600 steps every seed ranks real < striped and blurred <
+blurred+striped (`benchmarks/metric_sanity_generate.py`, BENCHMARKS.md).
+
 Spread: ``kid_*_std`` is the std over KID subsets, ``fid_*_std`` the std over bootstrap
 resamples of the generated volumes. Planes are cut on a common evaluation grid: each volume is
 reoriented to RAS, put in model space (D=S, H=A, W=R), normalised (0.5/99.5 percentiles of its
@@ -54,6 +60,7 @@ from lift3d.errors import InputError
 log = logging.getLogger(__name__)
 
 PLANES = ("axial", "coronal", "sagittal")
+EVAL_ENCODER_STEPS = 600
 _PLANE_AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}  # of a (D, H, W) array
 EVAL_OBJECTIVE = "masked"
 
@@ -284,7 +291,7 @@ def train_eval_encoder(
     ref_volumes: Sequence[np.ndarray],
     *,
     seed: int = 1234,
-    steps: int = 150,
+    steps: int = EVAL_ENCODER_STEPS,
     batch_size: int = 32,
     lr: float = 2e-3,
     widths: Sequence[int] = (16, 32, 64),
@@ -293,7 +300,7 @@ def train_eval_encoder(
     """Train the evaluation encoder on slices (all three planes) of the reference volumes.
 
     Returns the bare `SliceEncoder` (eval mode); wrap it in `EvalDescriptor` for features.
-    About 20 s on one idle CPU core at 64^3 (150 steps of 32 slices of 64 x 64).
+    About 80 s on one idle CPU core at 64^3 (600 steps of 32 slices of 64 x 64).
     """
     from lift3d.models.encoder import SliceEncoder
 
@@ -452,7 +459,7 @@ def evaluate_generation(
     eval_shape: Sequence[int] | None = None,
     encoder_path: str | Path | None = None,
     encoder_seed: int = 1234,
-    encoder_steps: int = 150,
+    encoder_steps: int = EVAL_ENCODER_STEPS,
     save_encoder: str | Path | None = None,
     eval_encoder: str | Path | None = None,
     max_slices: int = 32,
