@@ -155,20 +155,19 @@ def test_depth_grouped_generator_batches(phantom_brats_dir, tmp_path):
     from lift3d.models.encoder import SliceEncoder
 
     enc = SliceEncoder(1, (4, 8, 16))
-    sets = slice_feature_sets(enc, torch.rand(6, 1, 32, 32), tokens=2, thumbnail=4, texture=True)
-    assert sets["texture2"].shape == (6, 1, 16) and sets["scale0"].shape == (6, 4, 4)
-    assert "texture0" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32))
+    sets = slice_feature_sets(enc, torch.rand(6, 1, 32, 32), tokens=2, thumbnail=4)
+    assert set(sets) == {"scale0", "scale1", "scale2", "pixels"}
+    assert sets["scale0"].shape == (6, 4, 4) and sets["pixels"].shape == (6, 1, 16)
 
     cfg = tiny_config(
         phantom_brats_dir,
         "generator_batches=depth",
         "generator.batch_size=2",
         "generator_group=4",
-        "generator_texture=true",
     )
     run = train_generation(cfg, tmp_path / "run")
     log = [json.loads(x) for x in (run / "logs/generator.jsonl").read_text().splitlines()]
-    assert "ed_texture1" in log[-1] and np.isfinite(log[-1]["loss"])
+    assert "ed_scale1" in log[-1] and np.isfinite(log[-1]["loss"])
 
 
 @pytest.mark.parametrize(

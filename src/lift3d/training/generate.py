@@ -123,9 +123,6 @@ class GenerateConfig:
     # the depth (like class-conditional drifting); generator.batch_size is then depths per step.
     generator_batches: str = "slices"
     generator_group: int = 16
-    # Also match each encoder scale's per-channel spatial std (texture statistics, which the
-    # pooled tokens average away; without them G's slices come out blurred).
-    generator_texture: bool = False
 
 
 # ------------------------------------------------------------------ data
@@ -192,22 +189,19 @@ def _resize_collate(size: tuple[int, int], modalities: list[str]):
 
 
 def slice_feature_sets(
-    encoder: Any, x: Tensor, tokens: int = 2, thumbnail: int = 8, texture: bool = False
+    encoder: Any, x: Tensor, tokens: int = 2, thumbnail: int = 8
 ) -> dict[str, Tensor]:
     """Feature sets of slices for G's drifting loss (no depth channel).
 
     Returns:
         name -> (N, L, C_s): one set per encoder scale, average-pooled to ``tokens x tokens``
         cells (capped at the map size), one location per cell, and "pixels" (one location: the
-        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values); with `texture`,
-        "texture<i>" (one location: each channel's spatial std at scale i).
+        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values).
     """
     sets: dict[str, Tensor] = {}
     for i, f in enumerate(encoder.features(x)):
         grid = (min(tokens, f.shape[-2]), min(tokens, f.shape[-1]))
         sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, grid).flatten(2).transpose(1, 2)
-        if texture:
-            sets[f"texture{i}"] = f.flatten(2).std(dim=2)[:, None]
     sets["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)[:, None]
     return sets
 
@@ -245,7 +239,6 @@ def generator_feature_sets(
     depth_scale: Tensor | None,
     tokens: int = 2,
     thumbnail: int = 8,
-    texture: bool = False,
 ) -> dict[str, Tensor]:
     """Feature sets of slices for G's drifting loss, depth appended to every token.
 
@@ -262,7 +255,7 @@ def generator_feature_sets(
         name -> (N, L, C_s + 1): one set per encoder scale (tokens^2 locations) and "pixels"
         (one location: the thumbnail, thumbnail^2 C values).
     """
-    sets = slice_feature_sets(encoder, x, tokens, thumbnail, texture)
+    sets = slice_feature_sets(encoder, x, tokens, thumbnail)
     out = {}
     for name, t in sets.items():
         scale = 1.0 if depth_scale is None else depth_scale[name]
@@ -277,7 +270,6 @@ def depth_scales(
     weight: float,
     tokens: int = 2,
     thumbnail: int = 8,
-    texture: bool = False,
 ) -> dict[str, Tensor]:
     """Depth-channel scale per set: `weight` x the typical real feature distance, so slices a
     fraction 1/weight of the volume apart are as far apart as two typical slices."""
@@ -289,7 +281,6 @@ def depth_scales(
             None,
             tokens,
             thumbnail,
-            texture,
         )
         scales = {}
         for name, t in sets.items():
@@ -518,17 +509,17 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         b, n = real.shape[0], cfg.generator_group
         depth = batch["depth"].float()
         fake = gen(torch.randn(b * n, latent, device=real.device), depth.repeat_interleave(n))
-        tok, thumb, tex = cfg.generator_tokens, cfg.generator_thumbnail, cfg.generator_texture
+        tok, thumb = cfg.generator_tokens, cfg.generator_thumbnail
         # Locations of every depth side by side: the drift is computed within each depth.
         g_sets = {
             k: rearrange(v, "(b n) l c -> n (b l) c", b=b)
-            for k, v in slice_feature_sets(encoder, fake, tok, thumb, tex).items()
+            for k, v in slice_feature_sets(encoder, fake, tok, thumb).items()
         }
         with torch.no_grad():
             flat = rearrange(real, "b s c h w -> (b s) c h w")
             r_sets = {
                 k: rearrange(v, "(b s) l c -> s (b l) c", b=b)
-                for k, v in slice_feature_sets(encoder, flat, tok, thumb, tex).items()
+                for k, v in slice_feature_sets(encoder, flat, tok, thumb).items()
             }
         loss, parts = drifting_loss_sets(g_sets, r_sets)
         return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
@@ -538,11 +529,11 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         depth = batch["depth"].float()
         n = real.shape[0]
         fake = gen(torch.randn(n, latent, device=real.device), depth)
-        tok, thumb, tex = cfg.generator_tokens, cfg.generator_thumbnail, cfg.generator_texture
-        scales = depth_scales(encoder, real, cfg.depth_weight, tok, thumb, tex)
-        g_sets = generator_feature_sets(encoder, fake, depth, scales, tok, thumb, tex)
+        tok, thumb = cfg.generator_tokens, cfg.generator_thumbnail
+        scales = depth_scales(encoder, real, cfg.depth_weight, tok, thumb)
+        g_sets = generator_feature_sets(encoder, fake, depth, scales, tok, thumb)
         with torch.no_grad():
-            r_sets = generator_feature_sets(encoder, real, depth, scales, tok, thumb, tex)
+            r_sets = generator_feature_sets(encoder, real, depth, scales, tok, thumb)
         loss, parts = drifting_loss_sets(g_sets, r_sets)
         return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
