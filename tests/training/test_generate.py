@@ -44,14 +44,25 @@ def test_run_folder_contents(tiny_run):
     assert ref["record"]["source_shape"] == [32, 32, 32]
 
 
-def test_saved_mapper_carries_the_configured_base_path(tiny_run):
+def test_saved_mapper_carries_its_trained_base_path(tiny_run):
     from safetensors.torch import load_file
 
     weights = load_file(str(tiny_run / "model.safetensors"))
     cfg = GenerateConfig()
-    assert float(weights["mapper.path_sigma"]) == pytest.approx(cfg.mapper.path_sigma)
+    assert cfg.mapper.path_sigma > 0 and cfg.mapper.learn_path  # moving, trained base path
+    sigma, mix = float(weights["mapper.path_sigma"]), float(weights["mapper.path_mix"])
+    assert sigma > 0 and 0 <= mix <= 1
+    assert (sigma, mix) != pytest.approx((cfg.mapper.path_sigma, cfg.mapper.path_mix), abs=1e-7)
+
+
+def test_fixed_base_path_is_saved_as_configured(phantom_brats_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    cfg = tiny_config(phantom_brats_dir, "mapper.learn_path=false", "mapper.path_sigma=0.03")
+    run = train_generation(cfg, tmp_path / "run")
+    weights = load_file(str(run / "model.safetensors"))
+    assert float(weights["mapper.path_sigma"]) == pytest.approx(0.03)
     assert float(weights["mapper.path_mix"]) == pytest.approx(cfg.mapper.path_mix)
-    assert cfg.mapper.path_sigma > 0  # the default mapper starts from a moving base path
 
 
 def test_finished_run_resumes_to_same_weights(tiny_run, phantom_brats_dir, tmp_path):
