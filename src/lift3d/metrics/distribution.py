@@ -30,11 +30,13 @@ dominated KID, and with the default encoder seed neither coronal nor sagittal KI
 real volumes from volumes whose axial slices come from different subjects. See
 BENCHMARKS.md, "Generation".)
 
-Training length: 600 steps by default (``EVAL_ENCODER_STEPS``). With 150 steps (earlier
-builds) one of three encoder seeds rated *blurred* real volumes whose axial slices come from
-different subjects better in coronal and sagittal KID than the same blurred volumes left intact
-(stripes hid the blur); with 600 steps every seed ranks real < striped and blurred <
-blurred+striped (`benchmarks/metric_sanity_generate.py`, BENCHMARKS.md).
+Training length: 600 steps by default (``EVAL_ENCODER_STEPS``; earlier builds: 150). Longer
+training separates cross-subject-striped volumes from real ones far more clearly (coronal KID
+0.3-0.8 vs 0.08-0.8 at 150 steps). Known bias, not removed: for volumes whose slices are
+*blurrier* than the reference, stripes can hide the blur — with some encoder seeds blurred +
+striped volumes score better than blurred intact ones (150 steps: 1 of 3 seeds on one phantom
+set; 600 steps: 0 of 3 there, 1 of 3 on another). Use several encoder seeds and check with
+`benchmarks/metric_sanity_generate.py` (BENCHMARKS.md, "Generation").
 
 Spread: ``kid_*_std`` is the std over KID subsets, ``fid_*_std`` the std over bootstrap
 resamples of the generated volumes. Planes are cut on a common evaluation grid: each volume is

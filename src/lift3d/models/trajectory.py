@@ -92,7 +92,7 @@ class TrajectoryMapper(nn.Module):
     @property
     def uses_path(self) -> bool:
         """True when the base trajectory moves along depth (per-slice base noise is drawn)."""
-        return float(self.path_sigma) > 0
+        return float(self.path_sigma.detach()) > 0
 
     @staticmethod
     def legacy_state_defaults() -> dict[str, Tensor]:
