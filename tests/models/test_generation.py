@@ -132,7 +132,7 @@ def test_mapper_learns_base_path_width_and_mix():
         loss.backward()
         assert mapper.path_sigma.grad is not None and mapper.path_mix.grad is not None
         opt.step()
-    assert float(mapper.path_sigma) > 0.1  # smoother
+    assert mapper.path_sigma.item() > 0.1  # smoother
     state = mapper.state_dict()
     assert {"path_sigma", "path_mix"} <= set(state)
     with pytest.raises(ValueError, match="path_sigma > 0"):
