@@ -254,7 +254,10 @@ def test_compare_summaries_known_values(tmp_path, capsys):
             "zgrad_error_std": 0.1,
             "psnr_axial": 30.0,
             "zgrad_ratio": 1.05,
+            "kid_coronal": 0.5,
+            "kid_coronal_std": 0.0,
             "n_cases": 4,
+            "n_reference": 3,
         },
     }
     b = {
@@ -265,11 +268,14 @@ def test_compare_summaries_known_values(tmp_path, capsys):
             "zgrad_error_std": 0.2,
             "psnr_axial": 30.1,
             "zgrad_ratio": 1.6,
+            "kid_coronal": 0.25,
+            "kid_coronal_std": 0.0,
             "n_cases": 4,
+            "n_reference": 3,
         },
     }
     rows = {r["metric"]: r for r in ev.comparison_rows(a, b, ("mixer", "no-mixer"))}
-    assert set(rows) == {"zgrad_error", "psnr_axial", "zgrad_ratio"}
+    assert set(rows) == {"zgrad_error", "psnr_axial", "zgrad_ratio", "kid_coronal"}
     assert rows["zgrad_error"]["diff"] == pytest.approx(1.0)
     assert rows["zgrad_error"]["rel_percent"] == pytest.approx(100.0)
     assert rows["zgrad_error"]["better"] == "mixer"  # lower is better
@@ -277,6 +283,7 @@ def test_compare_summaries_known_values(tmp_path, capsys):
     assert rows["zgrad_ratio"]["better"] == "mixer"  # closer to 1 is better
     table = ev.compare_summaries(a, b)
     assert "PHANTOM data" in table and "no-mixer - mixer" in table and "+100.0%" in table
+    assert "1.000 ± 0.1000" in table and "0.5000 ±" not in table and "n_reference" not in table
     for name, data in (("a.json", a), ("b.json", b)):
         (tmp_path / name).write_text(json.dumps(data))
     assert main(["evaluate", "--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 0

@@ -455,7 +455,7 @@ def _metric_names(summary: dict[str, Any]) -> list[str]:
         k
         for k, v in summary.items()
         if not k.endswith("_std")
-        and k != "n_cases"
+        and not k.startswith("n_")  # counts (n_cases, n_reference), not metrics
         and (v is None or isinstance(v, int | float))
         and not isinstance(v, bool)
     ]
@@ -477,7 +477,8 @@ def _fmt(value: Any) -> str:
 
 def _mean_std(summary: dict[str, Any], name: str) -> str:
     mean, std = summary.get(name), summary.get(f"{name}_std")
-    return _fmt(mean) if std is None else f"{_fmt(mean)} ± {_fmt(std)}"
+    # No spread to show when there is none (e.g. KID when every subset is the whole set).
+    return _fmt(mean) if std is None or std == 0 else f"{_fmt(mean)} ± {_fmt(std)}"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
