@@ -23,6 +23,16 @@ def tiny_config(root, *overrides: str) -> GenerateConfig:
     return cfg
 
 
+def train_tiny(root, run_dir, *overrides: str):
+    """Train a tiny run; return it and the last logged record of each stage."""
+    run = train_generation(tiny_config(root, *overrides), run_dir)
+    last = {
+        stage: json.loads((run / "logs" / f"{stage}.jsonl").read_text().splitlines()[-1])
+        for stage in ("generator", "mapper")
+    }
+    return run, last
+
+
 @pytest.fixture(scope="module")
 def tiny_run(phantom_brats_dir, tmp_path_factory):
     run = tmp_path_factory.mktemp("gen") / "run"
@@ -133,15 +143,14 @@ def test_mapper_feature_kinds():
 
 
 def test_multiscale_mapper_with_weight_average_trains(phantom_brats_dir, tmp_path):
-    cfg = tiny_config(
+    run, last = train_tiny(
         phantom_brats_dir,
+        tmp_path / "run",
         "mapper.features=multiscale",
         "mapper.thumbnail=8",
         "mapper.ema_decay=0.9",
     )
-    run = train_generation(cfg, tmp_path / "run")
-    log = [json.loads(x) for x in (run / "logs/mapper.jsonl").read_text().splitlines()]
-    assert "ed_coronal_incr_pixels" in log[-1] and "ed_axial_slice_scale2" in log[-1]
+    assert "ed_coronal_incr_pixels" in last["mapper"] and "ed_axial_slice_scale2" in last["mapper"]
     from lift3d.training import checkpoint as ckpt
 
     _, tensors = ckpt.load_checkpoint(ckpt.list_checkpoints(run / "checkpoints/mapper")[-1][1])
@@ -170,15 +179,14 @@ def test_depth_grouped_generator_batches(phantom_brats_dir, tmp_path):
     assert set(sets) == {"scale0", "scale1", "scale2", "pixels"}
     assert sets["scale0"].shape == (6, 4, 4) and sets["pixels"].shape == (6, 1, 16)
 
-    cfg = tiny_config(
+    _, last = train_tiny(
         phantom_brats_dir,
+        tmp_path / "run",
         "generator_batches=depth",
         "generator.batch_size=2",
         "generator_group=4",
     )
-    run = train_generation(cfg, tmp_path / "run")
-    log = [json.loads(x) for x in (run / "logs/generator.jsonl").read_text().splitlines()]
-    assert "ed_scale1" in log[-1] and np.isfinite(log[-1]["loss"])
+    assert "ed_scale1" in last["generator"] and np.isfinite(last["generator"]["loss"])
 
 
 @pytest.mark.parametrize(

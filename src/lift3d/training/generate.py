@@ -197,13 +197,14 @@ def slice_feature_sets(
     Returns:
         name -> (N, L, C_s): one set per encoder scale, average-pooled to ``tokens x tokens``
         cells (capped at the map size), one location per cell, and "pixels" (one location: the
-        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values).
+        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values; 0: none).
     """
     sets: dict[str, Tensor] = {}
     for i, f in enumerate(encoder.features(x)):
         grid = (min(tokens, f.shape[-2]), min(tokens, f.shape[-1]))
         sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, grid).flatten(2).transpose(1, 2)
-    sets["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)[:, None]
+    if thumbnail:
+        sets["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)[:, None]
     return sets
 
 
@@ -307,13 +308,8 @@ def mapper_feature_fn(encoder: Any, kind: str, tokens: int = 2, thumbnail: int =
         )
 
     def features(x: Tensor) -> dict[str, Tensor]:
-        out = {
-            f"scale{i}": F.adaptive_avg_pool2d(f, tokens).flatten(1)
-            for i, f in enumerate(encoder.features(x))
-        }
-        if thumbnail:
-            out["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)
-        return out
+        sets = slice_feature_sets(encoder, x, tokens, thumbnail)
+        return {k: v.flatten(1) for k, v in sets.items()}
 
     return features
 
@@ -596,12 +592,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
 
     def sample_with(mapper: Any, n: int, seed: int) -> Tensor:
         """n volumes (n, C, D, H, W) from `mapper` (the validated weights: EMA when on)."""
-        g = torch.Generator().manual_seed(seed)
-        out = []
-        for _ in range(n):
-            eps, per_slice = mapper.sample_noise(1, shape[0], g, device)
-            out.append(model.decode(mapper(eps, per_slice)))
-        return torch.cat(out)
+        return model.sample(n, torch.Generator().manual_seed(seed), mapper=mapper)
 
     select_encoder = None
     if mc.select:
