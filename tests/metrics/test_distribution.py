@@ -190,6 +190,9 @@ def test_eval_encoder_file_is_trained_once_then_reused(tmp_path):
     assert second["eval_encoder"]["weights_sha256"] == first["eval_encoder"]["weights_sha256"]
     assert second["eval_encoder"]["seed"] == first["eval_encoder"]["seed"]
     assert second["kid_coronal"] == pytest.approx(first["kid_coronal"], rel=1e-6)
+    # The file is tied to the grid it was trained on.
+    with pytest.raises(InputError, match=r"trained on the \(16, 16, 16\) grid"):
+        evaluate_generation(pred, ref, **{**kw, "eval_shape": (12, 16, 16)})
     # An identity that does not match the weights is refused.
     meta = json.loads(path.with_suffix(".json").read_text())
     meta["weights_sha256"] = "0" * 64

@@ -12,7 +12,12 @@ import torch
 
 from lift3d.config import load_config
 from lift3d.errors import InputError
-from lift3d.training.generate import GenerateConfig, check_same_grid, train_generation
+from lift3d.training.generate import (
+    GenerateConfig,
+    check_same_grid,
+    cosine_factor,
+    train_generation,
+)
 
 TINY = ["train.device=cpu", "train.ckpt_every=2"]
 
@@ -196,6 +201,8 @@ def test_depth_grouped_generator_batches(phantom_brats_dir, tmp_path):
         ("mapper.features=pixels", "mapper.features"),
         ("mapper.ema_decay=1.0", "ema_decay"),
         ("mapper.path_mix=1.5", "path_mix"),
+        ("mapper.lr_schedule=step", "lr_schedule"),
+        ("mapper.lr_final_ratio=2", "lr_final_ratio"),
     ],
 )
 def test_bad_generate_options_fail_before_training(phantom_brats_dir, tmp_path, override, message):
@@ -225,3 +232,28 @@ def test_mapper_selection_keeps_best_validated_step(phantom_brats_dir, tmp_path)
     ref = json.loads((run / "reference.json").read_text())
     assert ref["mapper_selection"]["selected"]["step"] == best["step"] == val[-1]["best_step"]
     assert all(np.isfinite(r["select_kid_coronal"]) for r in val)
+
+
+def test_cosine_factor_endpoints():
+    assert cosine_factor(0, 100, 0.05) == pytest.approx(1.0)
+    assert cosine_factor(50, 100, 0.05) == pytest.approx(0.525)
+    assert cosine_factor(100, 100, 0.05) == pytest.approx(0.05)
+    assert cosine_factor(500, 100, 0.05) == pytest.approx(0.05)  # held after the end
+    factors = [cosine_factor(i, 100, 0.0) for i in range(101)]
+    assert all(a >= b for a, b in zip(factors, factors[1:]))
+
+
+def test_mapper_cosine_schedule_decays_the_logged_lr(phantom_brats_dir, tmp_path):
+    cfg = tiny_config(
+        phantom_brats_dir,
+        "mapper.lr_schedule=cosine",
+        "mapper.lr_final_ratio=0.1",
+        "train.log_every=1",
+    )
+    run = train_generation(cfg, tmp_path / "run")
+    rows = [json.loads(line) for line in (run / "logs" / "mapper.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, cfg.mapper.steps + 1))
+    for r in rows:  # the lr after step n's update is the factor at n
+        expected = cfg.mapper.lr * cosine_factor(r["step"], cfg.mapper.steps, 0.1)
+        assert r["lr"] == pytest.approx(expected, rel=1e-6)
+    assert rows[-1]["lr"] == pytest.approx(0.1 * cfg.mapper.lr)

@@ -45,6 +45,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "it); loaded when it exists, else trained on the reference volumes and saved there, so "
         "several evaluations (e.g. LiFT and --no-mapper) share one feature space",
     )
+    parser.add_argument(
+        "--eval-shape",
+        nargs=3,
+        type=int,
+        metavar=("S", "A", "R"),
+        help="--task generate: grid (superior, anterior, right voxels) both sides are resampled "
+        "to before scoring (default: the first reference volume's, each axis capped at 64). "
+        "Use the model's own grid to compare models at their resolution (e.g. 32 32 32 for the "
+        "demo config); an --eval-encoder file is tied to the grid it was trained on",
+    )
     parser.add_argument("--labels", nargs=2, metavar=("A", "B"), help="column names for --compare")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -86,13 +96,19 @@ def run(args: argparse.Namespace) -> int:
         check_output_path(args.out, inputs=inputs, overwrite=args.overwrite)
     if args.json:
         check_output_path(args.json, inputs=inputs, overwrite=args.overwrite)
-    options = None
+    options: dict | None = None
     if getattr(args, "eval_encoder", None):
         if args.task != "generate":
             raise InputError("--eval-encoder only applies to --task generate")
         if not Path(args.eval_encoder).exists():  # trained and written there
             check_output_path(args.eval_encoder, inputs=inputs)
         options = {"eval_encoder": args.eval_encoder}
+    if getattr(args, "eval_shape", None):
+        if args.task != "generate":
+            raise InputError("--eval-shape only applies to --task generate")
+        if min(args.eval_shape) < 8:
+            raise InputError(f"--eval-shape sizes must be at least 8, got {args.eval_shape}")
+        options = {**(options or {}), "eval_shape": tuple(args.eval_shape)}
     result = ev.evaluate_folder(
         args.task,
         args.pred,

@@ -513,6 +513,14 @@ def evaluate_generation(
             save_encoder = eval_encoder
     if encoder_path is not None:
         enc, identity = load_eval_encoder(encoder_path)
+        trained = identity.get("eval_shape")
+        if trained is not None and [int(s) for s in trained] != [int(s) for s in eval_shape]:
+            raise InputError(
+                f"evaluation encoder was trained on the {tuple(trained)} grid but this "
+                f"evaluation runs on {tuple(int(s) for s in eval_shape)}; use the same "
+                "--eval-shape or another --eval-encoder file",
+                encoder_path,
+            )
         identity = {**identity, "loaded_from": str(Path(encoder_path).resolve())}
     else:
         base = train_eval_encoder(ref, seed=encoder_seed, steps=encoder_steps)

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,10 @@ class MapperConfig:
 
     steps: int = 300
     lr: float = 1e-3
+    # "constant", or "cosine": the learning rate decays to lr_final_ratio * lr over the stage
+    # (the drift from a few volumes per step is noisy; a decaying step size lets T settle).
+    lr_schedule: str = "constant"
+    lr_final_ratio: float = 0.05
     batch_size: int = 8  # real volumes per step
     gen_batch: int = 8  # generated volumes per step
     num_positions: int = 8  # cuts per plane
@@ -82,6 +88,9 @@ class MapperConfig:
     # how smooth the codes are along depth (BENCHMARKS.md, Generation: increment distance -78 %
     # vs -62 % with the fixed path, reformat KIDs lower too, on held-out phantoms).
     learn_path: bool = True
+    # ... and with path_per_component, per latent component in a learned basis: each direction
+    # of G's latent gets its own smoothness and volume share (TrajectoryMapper docstring).
+    path_per_component: bool = False
     # Exponential moving average of T's weights (the engine's ema_decay; 0 = off): the final
     # mapper is the average, which damps the step-to-step swings of drifting training.
     ema_decay: float = 0.0
@@ -388,6 +397,14 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         )
     if mc.learn_path and mc.path_sigma <= 0:
         raise InputError("mapper.learn_path needs mapper.path_sigma > 0")
+    if mc.path_per_component and not mc.learn_path:
+        raise InputError("mapper.path_per_component needs mapper.learn_path: true")
+    if mc.lr_schedule not in ("constant", "cosine"):
+        raise InputError(
+            f"mapper.lr_schedule must be 'constant' or 'cosine', got {mc.lr_schedule!r}"
+        )
+    if not 0.0 <= mc.lr_final_ratio <= 1.0:
+        raise InputError(f"mapper.lr_final_ratio must be in [0, 1], got {mc.lr_final_ratio}")
     if not 0.0 <= mc.ema_decay < 1.0:
         raise InputError(f"mapper.ema_decay must be in [0, 1), got {mc.ema_decay}")
     if mc.select and (mc.select_every < 1 or mc.select_samples < 2):
@@ -567,7 +584,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     mc = cfg.mapper
     model.mapper.set_base_path(mc.path_sigma, mc.path_mix)  # a resumed checkpoint overrides
     if mc.learn_path:
-        model.mapper.learn_base_path(True)
+        model.mapper.learn_base_path(True, per_component=mc.path_per_component)
     set_weights = {"slice": mc.weight_slice, "incr": mc.weight_incr, "traj": mc.weight_traj}
     slice_features = mapper_feature_fn(encoder, mc.features, mc.tokens, mc.thumbnail)
 
@@ -637,6 +654,11 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         return out
 
     opt = torch.optim.Adam(model.mapper.parameters(), lr=mc.lr)
+    sched = None
+    if mc.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(cosine_factor, steps=mc.steps, final=mc.lr_final_ratio)
+        )
     model.mapper = engine.fit(
         "mapper",
         model.mapper,
@@ -647,6 +669,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         batch_size=mc.batch_size,
         collate_fn=collate_volumes,
         validate_fn=mapper_preview,
+        scheduler=sched,
         ema_decay=mc.ema_decay,
         select=("select_kid", "min") if mc.select else None,
         val_every=mc.select_every if mc.select else None,
@@ -676,6 +699,12 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         log.info("model written to %s", run_dir / WEIGHTS_FILE)
     _ = val_volumes  # held-out volumes: scored by `lift3d evaluate --task generate`
     return run_dir
+
+
+def cosine_factor(step: int, steps: int, final: float) -> float:
+    """Learning-rate factor of a cosine decay from 1 at step 0 to `final` at `steps`."""
+    t = min(max(step, 0), max(steps, 1)) / max(steps, 1)
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
 def _mapper_selection(run_dir: Path, mc: MapperConfig) -> dict[str, Any] | None:
