@@ -46,6 +46,13 @@ def _config(name: str) -> str:
     return str(config_path(name))
 
 
+def _config_data_shape(path: str) -> list[int]:
+    """The model grid (``data.shape``) of a generate config file."""
+    import yaml
+
+    return list(yaml.safe_load(Path(path).read_text())["data"]["shape"])
+
+
 def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> dict[str, Path]:
     """Run the whole demo into `out` (created; must not exist unless empty).
 
@@ -59,9 +66,13 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     """
     out.mkdir(parents=True, exist_ok=True)
     n_train, n_test, shape = ("4", "2", ["32", "32", "32"]) if quick else ("16", "4", ["64"] * 3)
+    # Generation: held-out phantoms and samples per arm (KID from a handful of volumes is
+    # mostly noise), and the model grid of the generate config (also an evaluation grid).
+    n_gen_test, n_samples = ("2", "3") if quick else ("12", "32")
     data = out / "data"
     tr_cfg = _config("translate_tiny.yaml" if quick else "translate_demo.yaml")
     gen_cfg = _config("generate_tiny.yaml" if quick else "generate_demo.yaml")
+    model_grid = [str(int(v)) for v in _config_data_shape(gen_cfg)]
     paths: dict[str, Path] = {}
 
     # 1-2. data
@@ -187,7 +198,7 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
                 "--layout",
                 "brats",
                 "--cases",
-                n_test,
+                n_gen_test,
                 "--shape",
                 *shape,
                 "--seed",
@@ -210,8 +221,11 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
                 gen_cfg,
             ],
         )
-        gres = {}
-        eval_encoder = grun / "eval" / "eval_encoder.safetensors"  # shared by both variants
+        # Scored twice, each time with one evaluation encoder shared by both arms: on the
+        # phantoms' own grid, and on the model's grid (both arms share G's resolution there, so
+        # the comparison isolates what the mapper changes: coherence across slices).
+        grids = {"reference grid": [], f"model grid {'x'.join(model_grid)}": model_grid}
+        gres: dict[str, dict[str, Path]] = {g: {} for g in grids}
         for variant, extra in (("mapper", []), ("no-mapper", ["--no-mapper"])):
             gen = out / "generated" / variant
             _run(
@@ -221,7 +235,7 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
                     "--model",
                     str(grun),
                     "--n",
-                    n_test,
+                    n_samples,
                     "--seed",
                     "0",
                     "--out",
@@ -229,33 +243,39 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
                     *extra,
                 ],
             )
-            ev = grun / "eval" / variant
-            _run(
-                f"evaluate ({variant})",
-                [
-                    "evaluate",
-                    "--task",
-                    "generate",
-                    "--pred",
-                    str(gen),
-                    "--ref",
-                    str(data / "brats_test"),
-                    "--out",
-                    str(ev),
-                    "--label",
-                    variant,
-                    "--eval-encoder",
-                    str(eval_encoder),
-                ],
+            for grid, eval_shape in grids.items():
+                tag = "" if not eval_shape else "_model_grid"
+                ev = grun / "eval" / f"{variant}{tag}"
+                shape_args = ["--eval-shape", *eval_shape] if eval_shape else []
+                _run(
+                    f"evaluate ({variant}, {grid})",
+                    [
+                        "evaluate",
+                        "--task",
+                        "generate",
+                        "--pred",
+                        str(gen),
+                        "--ref",
+                        str(data / "brats_test"),
+                        "--out",
+                        str(ev),
+                        "--label",
+                        variant,
+                        "--eval-encoder",
+                        str(grun / "eval" / f"eval_encoder{tag}.safetensors"),
+                        *shape_args,
+                    ],
+                )
+                gres[grid][variant] = ev / "summary.json"
+        for grid, res in gres.items():
+            _print_comparison(
+                f"Unconditional generation on PHANTOM data, scored on the {grid}: "
+                "LiFT (mapper) vs no-mapper",
+                res["mapper"],
+                res["no-mapper"],
+                "mapper",
+                "no-mapper",
             )
-            gres[variant] = ev / "summary.json"
-        _print_comparison(
-            "Unconditional generation on PHANTOM data: LiFT (mapper) vs no-mapper",
-            gres["mapper"],
-            gres["no-mapper"],
-            "mapper",
-            "no-mapper",
-        )
         _run(
             "report (generate)",
             ["report", str(grun), "--out", str(grun / "report.html"), "--overwrite"],

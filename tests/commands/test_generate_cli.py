@@ -33,7 +33,9 @@ def cli_run(phantom_brats_dir, tmp_path_factory):
     return run
 
 
-def test_generate_writes_reference_geometry_and_evaluates(cli_run, phantom_brats_dir, tmp_path):
+def test_generate_writes_reference_geometry_and_evaluates(
+    cli_run, phantom_brats_dir, tmp_path, capsys
+):
     out = tmp_path / "samples"
     assert (
         main(["generate", "--model", str(cli_run), "--n", "3", "--out", str(out), "--seed", "1"])
@@ -117,6 +119,15 @@ def test_generate_writes_reference_geometry_and_evaluates(cli_run, phantom_brats
         assert summary[key] is not None and np.isfinite(summary[key]), key
     assert summary["eval_encoder"]["objective"] == "masked"
     assert result["task"] == "generate" and result["phantom"] is True
+    # --eval-shape: both sides on another grid; the encoder file is tied to its own grid.
+    small = tmp_path / "eval_small.json"
+    argv = ["evaluate", "--task", "generate", "--pred", str(out), "--ref", str(phantom_brats_dir)]
+    shape = ["--eval-shape", "16", "16", "16"]
+    assert main([*argv, "--json", str(small), "--eval-encoder", str(enc_path), *shape]) == 2
+    assert "grid" in capsys.readouterr().err and not small.exists()
+    enc_small = tmp_path / "evalenc" / "enc16.safetensors"
+    assert main([*argv, "--json", str(small), "--eval-encoder", str(enc_small), *shape]) == 0
+    assert json.loads(small.read_text())["summary"]["eval_encoder"]["eval_shape"] == [16, 16, 16]
 
 
 def test_generate_bad_input(cli_run, tmp_path, phantom_brats_dir, capsys):
@@ -124,6 +135,8 @@ def test_generate_bad_input(cli_run, tmp_path, phantom_brats_dir, capsys):
     argv = ["evaluate", "--task", "mr2ct", "--pred", str(tmp_path), "--ref"]
     assert main([*argv, str(phantom_brats_dir), "--eval-encoder", enc]) == 2
     assert "--eval-encoder" in capsys.readouterr().err
+    assert main([*argv, str(phantom_brats_dir), "--eval-shape", "16", "16", "16"]) == 2
+    assert "--eval-shape" in capsys.readouterr().err
     assert (
         main(["generate", "--model", str(cli_run), "--n", "0", "--out", str(tmp_path / "a")]) == 2
     )

@@ -64,6 +64,34 @@ def test_kid_known_value_and_zero_for_same_distribution():
         kid_from_features(np.zeros((1, 2)), np.zeros((5, 2)))
 
 
+def test_kid_by_volume_is_not_biased_by_coherent_volumes():
+    """Slices of one volume are not independent. With every volume made of near-copies of one
+    draw (a perfectly coherent volume) the textbook estimator reports a large distance between
+    two sets from the same distribution; leaving same-volume pairs out removes that bias, and a
+    real difference is still seen."""
+    rng = np.random.default_rng(0)
+    vols, per = 40, 8
+
+    def coherent(loc: float) -> np.ndarray:
+        draws = rng.normal(loc, 1, size=(vols, 1, 4))
+        return (draws + 0.01 * rng.normal(size=(vols, per, 4))).reshape(-1, 4)
+
+    groups = np.repeat(np.arange(vols), per)
+    x, y, shifted = coherent(0.0), rng.normal(size=(vols * per, 4)), coherent(0.25)
+    y_groups = np.arange(vols * per)  # independent samples: one per "volume"
+    kw = {"subsets": 10, "subset_size": 200}
+    plain, _ = kid_from_features(x, y, **kw)
+    by_volume, _ = kid_from_features(x, y, **kw, x_groups=groups, y_groups=y_groups)
+    moved, _ = kid_from_features(shifted, y, **kw, x_groups=groups, y_groups=y_groups)
+    assert plain > 0.5 * moved  # the bias is as large as a real shift
+    assert abs(by_volume) < 0.1 * moved
+    # Without repeated groups the two estimators agree exactly.
+    ind = np.arange(vols * per)
+    assert kid_from_features(y, x, **kw, x_groups=ind, y_groups=ind)[0] == pytest.approx(
+        kid_from_features(y, x, **kw)[0]
+    )
+
+
 def test_histogram_distance_known_value():
     gen = [np.full((4, 4, 4), 0.25)]
     ref = [np.full((4, 4, 4), 0.75)]

@@ -104,20 +104,44 @@ def fid_from_features(x: np.ndarray, y: np.ndarray) -> float:
     return frechet_distance(x.mean(0), np.cov(x, rowvar=False), y.mean(0), np.cov(y, rowvar=False))
 
 
-def _poly_mmd2(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD^2 with k(a, b) = (a.b / F + 1)^3."""
+def _poly_mmd2(
+    x: np.ndarray,
+    y: np.ndarray,
+    gx: np.ndarray | None = None,
+    gy: np.ndarray | None = None,
+) -> float:
+    """Unbiased MMD^2 with k(a, b) = (a.b / F + 1)^3.
+
+    `gx` / `gy` give each sample's group (its volume). The within-set means then leave out
+    every pair from the same group, not only i = j: slices of one volume are not independent
+    draws (neighbouring cuts of a coherent volume are alike), and counting their pairs would
+    bias MMD^2 upward the more coherent the volumes are and the fewer volumes there are.
+    """
     d = x.shape[1]
     kxx = (x @ x.T / d + 1) ** 3
     kyy = (y @ y.T / d + 1) ** 3
     kxy = (x @ y.T / d + 1) ** 3
-    m, n = x.shape[0], y.shape[0]
-    sxx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-    syy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-    return float(sxx + syy - 2 * kxy.mean())
+
+    def within(k: np.ndarray, g: np.ndarray | None) -> float:
+        n = k.shape[0]
+        if g is None:
+            return float((k.sum() - np.trace(k)) / (n * (n - 1)))
+        keep = g[:, None] != g[None, :]
+        if not keep.any():
+            raise ValueError("KID by volume needs samples from at least 2 volumes per set")
+        return float(k[keep].mean())
+
+    return float(within(kxx, gx) + within(kyy, gy) - 2 * kxy.mean())
 
 
 def kid_from_features(
-    x: np.ndarray, y: np.ndarray, subsets: int = 20, subset_size: int = 200, seed: int = 0
+    x: np.ndarray,
+    y: np.ndarray,
+    subsets: int = 20,
+    subset_size: int = 200,
+    seed: int = 0,
+    x_groups: np.ndarray | None = None,
+    y_groups: np.ndarray | None = None,
 ) -> tuple[float, float]:
     """Kernel inception distance: mean and std of the unbiased polynomial MMD^2 over subsets.
 
@@ -127,6 +151,9 @@ def kid_from_features(
         subsets: number of random subsets.
         subset_size: samples per subset (capped at min(N, M)).
         seed: subset RNG seed.
+        x_groups, y_groups: (N,), (M,) volume index of each sample, or None (independent
+            samples); with groups, pairs from one volume are left out of the within-set terms
+            (`_poly_mmd2`).
 
     Returns:
         (mean, std) over subsets.
@@ -136,13 +163,18 @@ def kid_from_features(
     if size < 2:
         raise ValueError("KID needs at least 2 samples in each set")
     rng = np.random.default_rng(seed)
-    values = [
-        _poly_mmd2(
-            x[rng.choice(x.shape[0], size, replace=False)],
-            y[rng.choice(y.shape[0], size, replace=False)],
+    values = []
+    for _ in range(subsets):
+        ix = rng.choice(x.shape[0], size, replace=False)
+        iy = rng.choice(y.shape[0], size, replace=False)
+        values.append(
+            _poly_mmd2(
+                x[ix],
+                y[iy],
+                None if x_groups is None else np.asarray(x_groups)[ix],
+                None if y_groups is None else np.asarray(y_groups)[iy],
+            )
         )
-        for _ in range(subsets)
-    ]
     return float(np.mean(values)), float(np.std(values))
 
 
@@ -399,6 +431,14 @@ def plane_features(
     return np.concatenate(feats), np.concatenate(incs)
 
 
+def _volume_index(features: np.ndarray, n_volumes: int) -> np.ndarray:
+    """Volume index of each row of `plane_features` output (equal cuts per volume)."""
+    per = features.shape[0] // n_volumes
+    if per * n_volumes != features.shape[0]:
+        raise ValueError("every volume must give the same number of cuts")
+    return np.repeat(np.arange(n_volumes), per)
+
+
 def increment_distance(gen_inc: np.ndarray, ref_inc: np.ndarray) -> float:
     """Frechet distance of increment distributions / trace of the reference covariance."""
     ref_cov = np.cov(np.asarray(ref_inc, np.float64), rowvar=False)
@@ -415,8 +455,12 @@ def distribution_metrics(
     kid_subset_size: int = 200,
     bootstrap: int = 10,
     seed: int = 0,
+    kid_by_volume: bool = True,
 ) -> dict[str, float]:
     """All generation metrics between generated and reference volumes on one grid.
+
+    KID leaves pairs of slices from the same volume out of its within-set terms
+    (`kid_by_volume`, `_poly_mmd2`); False gives the textbook estimator over all slice pairs.
 
     Returns:
         {"fid_<plane>", "fid_<plane>_std", "kid_<plane>", "kid_<plane>_std",
@@ -445,7 +489,12 @@ def distribution_metrics(
         ]
         out[f"fid_{plane}_std"] = float(np.std(boots)) if boots else 0.0
         out[f"kid_{plane}"], out[f"kid_{plane}_std"] = kid_from_features(
-            gf, rf, kid_subsets, kid_subset_size, seed
+            gf,
+            rf,
+            kid_subsets,
+            kid_subset_size,
+            seed,
+            *((_volume_index(gf, len(gen)), _volume_index(rf, len(ref))) if kid_by_volume else ()),
         )
         out[f"increment_distance_{plane}"] = increment_distance(gi, ri)
         incs.append(out[f"increment_distance_{plane}"])
