@@ -1,0 +1,138 @@
+"""LiFT vs the no-mapper ablation, with the mapper stage retrained over several seeds.
+
+Protocol of BENCHMARKS.md ("Generation", third session): the encoder E and the slice generator G
+of one finished `lift3d train generate` run are kept; only the mapper stage is retrained (a copy
+of the run without its mapper checkpoints, `lift3d train generate --resume` with `--set`
+overrides and ``train.seed`` = each seed). Every model (and the no-mapper ablation of the same
+G) samples ``--n`` volumes with generation seed 0 and is scored against each held-out reference
+folder with three evaluation encoders (files reused when they exist, else trained and saved),
+on the reference grid and optionally on a second grid (``--grid 32 32 32``: the model grid of
+the demo config). Prints, per reference set and grid, the change of each metric vs the
+no-mapper arm per training seed and pooled (mean over the three encoders' KIDs).
+
+    python benchmarks/mapper_ablation.py --base RUN --data TRAIN_DIR --config CFG \\
+        --ref F=held_out_a --ref C=held_out_b --work /tmp/abl --tag cos800 --seeds 0 1 2 \\
+        --grid 32 32 32 -- mapper.steps=800 mapper.lr_schedule=cosine
+
+Slow on a CPU (one 800-step mapper stage: ~8 min on one core at the demo size). Everything
+lands under ``--work``; finished pieces are skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+KEYS = ("kid_axial", "kid_coronal", "kid_sagittal", "increment_distance")
+ENCODER_SEEDS = (1234, 99, 7)
+
+
+def train_mapper(base: Path, run: Path, data: Path, config: Path, seed: int, sets: list[str]):
+    """Retrain the mapper stage of `base` into `run` (skipped when `run` is finished)."""
+    if (run / "model.safetensors").exists() and (run / "checkpoints/mapper/done").exists():
+        return
+    if not run.exists():
+        ignore = shutil.ignore_patterns("mapper", "mapper*.jsonl", "model.safetensors")
+        shutil.copytree(base, run, ignore=ignore)
+    cmd = [sys.executable, "-m", "lift3d.cli", "train", "generate", "--data", str(data)]
+    cmd += ["--out", str(run), "--config", str(config), "--resume", "--set"]
+    cmd += [f"train.seed={seed}", *sets]
+    with open(run.parent / f"{run.name}.log", "w") as log:
+        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT)
+
+
+def score(samples: Path, ref: Path, enc_dir: Path, grid: tuple[int, ...] | None) -> list[dict]:
+    """One summary per evaluation encoder."""
+    from lift3d.metrics.distribution import evaluate_generation
+
+    tag = "ref" if grid is None else "x".join(map(str, grid))
+    rows = []
+    for es in ENCODER_SEEDS:
+        enc = enc_dir / f"enc_{ref.name}_{tag}_{es}.safetensors"
+        kw = {} if grid is None else {"eval_shape": grid}
+        r = evaluate_generation(samples, ref, eval_encoder=enc, encoder_seed=es, **kw)
+        rows.append({k: v for k, v in r["summary"].items() if isinstance(v, float)})
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--base", type=Path, required=True, help="finished train-generate run")
+    p.add_argument("--data", type=Path, required=True, help="its training data")
+    p.add_argument("--config", type=Path, required=True, help="its config")
+    p.add_argument("--ref", action="append", required=True, help="NAME=held-out folder")
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--tag", required=True, help="name of this mapper variant")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--n", type=int, default=96, help="samples per model")
+    p.add_argument("--grid", type=int, nargs=3, help="second evaluation grid (S A R)")
+    p.add_argument("sets", nargs="*", help="--set overrides of the mapper stage")
+    a = p.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    from lift3d.inference.generate import generate_volumes
+
+    a.work.mkdir(parents=True, exist_ok=True)
+    refs = dict(r.split("=", 1) for r in a.ref)
+    grids = [None] + ([tuple(a.grid)] if a.grid else [])
+    arms = {"no-mapper": (a.base, False)}
+    for seed in a.seeds:
+        run = a.work / "runs" / f"{a.tag}_s{seed}"
+        run.parent.mkdir(exist_ok=True)
+        train_mapper(a.base, run, a.data, a.config, seed, a.sets)
+        arms[f"{a.tag} seed {seed}"] = (run, True)
+    scores: dict[tuple[str, str, str], dict[str, float]] = {}
+    for name, (run, mapper) in arms.items():
+        samples = a.work / "samples" / name.replace(" ", "_")
+        if name == "no-mapper":
+            samples = a.work / "samples" / f"nomap_{a.base.name}"
+        if not samples.exists():
+            generate_volumes(run, a.n, samples, seed=0, use_mapper=mapper, progress=False)
+        for ref_name, ref in refs.items():
+            for grid in grids:
+                key = f"{ref_name}_{'ref' if grid is None else 'x'.join(map(str, grid))}"
+                cache = samples / f"scores_{key}.json"
+                if not cache.exists():
+                    rows = score(samples, Path(ref), a.work / "encoders", grid)
+                    cache.write_text(json.dumps(rows, indent=1))
+                rows = json.loads(cache.read_text())
+                scores[(name, ref_name, key)] = {
+                    k: float(np.mean([r[k] for r in rows])) for k in KEYS
+                }
+    for ref_name in refs:
+        for grid in grids:
+            key = f"{ref_name}_{'ref' if grid is None else 'x'.join(map(str, grid))}"
+            base = scores[("no-mapper", ref_name, key)]
+            print(
+                f"\n{ref_name}, grid {key.split('_', 1)[1]}; no-mapper: "
+                + ", ".join(f"{k} {base[k]:.4f}" for k in KEYS)
+            )
+            print("| model | " + " | ".join(KEYS) + " |\n|---|" + "---:|" * len(KEYS))
+            changes = []
+            for name in arms:
+                if name == "no-mapper":
+                    continue
+                m = scores[(name, ref_name, key)]
+                ch = [100 * (m[k] - base[k]) / base[k] for k in KEYS]
+                changes.append(ch)
+                print(
+                    f"| {name} | "
+                    + " | ".join(f"{m[k]:.4f} ({c:+.0f}%)" for k, c in zip(KEYS, ch))
+                    + " |"
+                )
+            mean = np.mean(changes, axis=0)
+            print("| mean change over seeds | " + " | ".join(f"{c:+.0f}%" for c in mean) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
