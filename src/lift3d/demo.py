@@ -276,6 +276,13 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
                 "mapper",
                 "no-mapper",
             )
+        print(
+            "\nHow to read these tables: increment_distance compares how slices change along "
+            "each axis (the coherence the mapper adds). The per-plane KID/FID here mostly "
+            "measure how far the small demo generator's blurry slices are from the textured "
+            "phantoms, and one short run varies a lot with the seed; compare the montages in "
+            f"{out / 'generated'} and see BENCHMARKS.md (Generation) for multi-seed results."
+        )
         _run(
             "report (generate)",
             ["report", str(grun), "--out", str(grun / "report.html"), "--overwrite"],
