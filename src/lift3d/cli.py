@@ -20,6 +20,7 @@ from lift3d.errors import InputError
 
 # (subcommand, module under lift3d.commands, one-line help). Only the chosen subcommand's module
 # is imported, so `lift3d --help` needs no torch.
+# fmt: off
 COMMANDS: list[tuple[str, str, str]] = [
     ("phantom", "phantom", "write a seeded synthetic head-phantom dataset (BraTS or SynthRAD layout)"),
     ("inspect", "inspect", "report a dataset's layout, cases, shapes, spacings and problems"),
@@ -31,6 +32,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("bench", "bench", "inference cost of LiFT vs a cWDM-configured 3D wavelet diffusion reference"),
     ("report", "report", "build a self-contained HTML report from a run or evaluation folder"),
 ]
+# fmt: on
 
 EXIT_BAD_INPUT = 2
 
