@@ -1,0 +1,27 @@
+"""The demo end to end at smoke-test sizes (slow: ~35 s on 2 cores; `make test-slow`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lift3d.demo import main
+
+
+@pytest.mark.slow
+def test_quick_demo_runs_every_step(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "scored on the reference grid" in printed and "scored on the model grid" in printed
+    assert "no-mixer" in printed
+    evals = out / "runs" / "generate" / "eval"
+    for name in ("mapper", "no-mapper", "mapper_model_grid", "no-mapper_model_grid"):
+        summary = json.loads((evals / name / "summary.json").read_text())["summary"]
+        assert summary["n_cases"] == 3 and "kid_coronal" in summary, name
+    grid = json.loads((evals / "mapper_model_grid" / "summary.json").read_text())["summary"]
+    assert grid["eval_encoder"]["eval_shape"] == [32, 32, 32]
+    assert (out / "runs" / "generate" / "report.html").is_file()
+    # A second run into the same folder is refused without --fresh (exit 2).
+    assert main(["--quick", "--out", str(out)]) == 2
