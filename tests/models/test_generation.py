@@ -185,29 +185,6 @@ def test_per_component_base_path_starts_at_shared_path_and_keeps_unit_marginals(
     assert torch.equal(fresh.base_trajectory(eps, path), shared)
 
 
-def test_code_norm_puts_every_code_on_the_prior_shell_and_is_saved():
-    mapper = TrajectoryMapper(8, 5, hidden=8, layers=1, slice_noise_dim=2, path_sigma=0.05)
-    torch.nn.init.normal_(mapper.out.weight, std=0.5)
-    torch.nn.init.normal_(mapper.out.bias, std=0.5)  # a residual that shifts the codes
-    eps, per_slice = mapper.sample_noise(4, generator=torch.Generator().manual_seed(0))
-    free = mapper(eps, per_slice)
-    assert not torch.allclose(free.norm(dim=-1), torch.full((4, 5), 8**0.5), atol=1e-3)
-    mapper.set_code_norm(True)
-    codes = mapper(eps, per_slice)
-    assert torch.allclose(codes.norm(dim=-1), torch.full((4, 5), 8**0.5), atol=1e-4)
-    assert torch.allclose(
-        codes / codes.norm(dim=-1, keepdim=True), free / free.norm(dim=-1, keepdim=True), atol=1e-5
-    )
-    codes.sum().backward()
-    assert mapper.out.weight.grad is not None
-    fresh = TrajectoryMapper(8, 5, hidden=8, layers=1, slice_noise_dim=2, path_sigma=0.05)
-    fresh.load_state_dict(mapper.state_dict())
-    assert float(fresh.code_norm) == 1.0
-    older = {k: v for k, v in mapper.state_dict().items() if k != "code_norm"}
-    fresh.load_state_dict(older)  # saved before the option existed: off
-    assert float(fresh.code_norm) == 0.0
-
-
 def test_generation_model_sample_and_ablation():
     model = build_generation("tiny", 2, (6, 16, 16)).eval()
     torch.nn.init.normal_(model.mapper.out.weight, std=0.1)

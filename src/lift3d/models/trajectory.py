@@ -81,9 +81,6 @@ class TrajectoryMapper(nn.Module):
         self.path_log_sigma = nn.Parameter(torch.zeros(latent_dim), requires_grad=False)
         self.path_mix_logit = nn.Parameter(torch.zeros(latent_dim), requires_grad=False)
         self.path_rotation = nn.Parameter(torch.zeros(latent_dim, latent_dim), requires_grad=False)
-        # 1: every output code is rescaled to norm sqrt(latent_dim), the typical norm of G's
-        # N(0, I) prior, so T's residual can turn codes but not push them outward (set_code_norm).
-        self.code_norm = nn.Parameter(torch.tensor(0.0), requires_grad=False)
         self.set_base_path(path_sigma, path_mix)
 
     def set_base_path(self, sigma: float, mix: float) -> None:
@@ -93,11 +90,6 @@ class TrajectoryMapper(nn.Module):
         with torch.no_grad():
             self.path_sigma.fill_(float(sigma))
             self.path_mix.fill_(float(mix))
-
-    def set_code_norm(self, flag: bool) -> None:
-        """Rescale every output code to norm sqrt(latent_dim) (kept in the state dict)."""
-        with torch.no_grad():
-            self.code_norm.fill_(1.0 if flag else 0.0)
 
     def learn_base_path(self, flag: bool = True, per_component: bool = False) -> None:
         """Train (or freeze) the base path's width and mix together with T's other weights.
@@ -136,7 +128,6 @@ class TrajectoryMapper(nn.Module):
             "path_log_sigma": torch.zeros(n),
             "path_mix_logit": torch.zeros(n),
             "path_rotation": torch.zeros(n, n),
-            "code_norm": torch.tensor(0.0),
         }
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -217,12 +208,7 @@ class TrajectoryMapper(nn.Module):
         base = self.base_trajectory(eps, path_noise).expand(b, d, self.latent_dim)
         h = torch.cat([base, gru_noise, emb[None].expand(b, d, -1)], dim=2)
         h, _ = self.gru(torch.nn.functional.silu(self.inp(h)))  # (B, D, 2 * hidden)
-        codes = base + self.out(h)  # (B, D, latent)
-        if float(self.code_norm) > 0:
-            codes = codes * (
-                self.latent_dim**0.5 / codes.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-            )
-        return codes
+        return base + self.out(h)  # (B, D, latent)
 
 
 def independent_latents(

@@ -91,9 +91,6 @@ class MapperConfig:
     # ... and with path_per_component, per latent component in a learned basis: each direction
     # of G's latent gets its own smoothness and volume share (TrajectoryMapper docstring).
     path_per_component: bool = False
-    # Rescale T's codes to the prior's typical norm sqrt(latent_dim) (TrajectoryMapper
-    # set_code_norm): the residual can turn codes but not push them away from G's prior.
-    code_norm: bool = False
     # Exponential moving average of T's weights (the engine's ema_decay; 0 = off): the final
     # mapper is the average, which damps the step-to-step swings of drifting training.
     ema_decay: float = 0.0
@@ -586,7 +583,6 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     model.freeze_for_mapper()
     mc = cfg.mapper
     model.mapper.set_base_path(mc.path_sigma, mc.path_mix)  # a resumed checkpoint overrides
-    model.mapper.set_code_norm(mc.code_norm)
     if mc.learn_path:
         model.mapper.learn_base_path(True, per_component=mc.path_per_component)
     set_weights = {"slice": mc.weight_slice, "incr": mc.weight_incr, "traj": mc.weight_traj}
