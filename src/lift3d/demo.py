@@ -46,13 +46,6 @@ def _config(name: str) -> str:
     return str(config_path(name))
 
 
-def _config_data_shape(path: str) -> list[int]:
-    """The model grid (``data.shape``) of a generate config file."""
-    import yaml
-
-    return list(yaml.safe_load(Path(path).read_text())["data"]["shape"])
-
-
 def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> dict[str, Path]:
     """Run the whole demo into `out` (created; must not exist unless empty).
 
@@ -64,6 +57,9 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     Returns:
         The main output paths (evaluation JSONs, reports).
     """
+    from lift3d.config import load_config
+    from lift3d.training.generate import GenerateConfig
+
     out.mkdir(parents=True, exist_ok=True)
     n_train, n_test, shape = ("4", "2", ["32", "32", "32"]) if quick else ("16", "4", ["64"] * 3)
     # Generation: held-out phantoms and samples per arm (KID from a handful of volumes is
@@ -72,7 +68,7 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     data = out / "data"
     tr_cfg = _config("translate_tiny.yaml" if quick else "translate_demo.yaml")
     gen_cfg = _config("generate_tiny.yaml" if quick else "generate_demo.yaml")
-    model_grid = [str(int(v)) for v in _config_data_shape(gen_cfg)]
+    model_grid = [str(int(v)) for v in load_config(GenerateConfig, gen_cfg).data.shape]
     paths: dict[str, Path] = {}
 
     # 1-2. data

@@ -131,8 +131,7 @@ class TrajectoryMapper(nn.Module):
         }
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        defaults = self.legacy_state_defaults()
-        for key, value in defaults.items():
+        for key, value in self.legacy_state_defaults().items():
             state_dict.setdefault(prefix + key, value)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
