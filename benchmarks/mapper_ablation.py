@@ -8,7 +8,10 @@ G) samples ``--n`` volumes with generation seed 0 and is scored against each hel
 folder with three evaluation encoders (files reused when they exist, else trained and saved),
 on the reference grid and optionally on a second grid (``--grid 32 32 32``: the model grid of
 the demo config). Prints, per reference set and grid, the change of each metric vs the
-no-mapper arm per training seed and pooled (mean over the three encoders' KIDs).
+no-mapper arm per training seed and pooled (mean over the three encoders' KIDs). Samples carry
+the model's output detail (`lift3d.inference.detail`) unless ``--no-detail``; each run uses its
+own calibration (printed; the mapper runs' training splits differ with their seed, so the noise
+levels differ slightly between runs).
 
     python benchmarks/mapper_ablation.py --base RUN --data TRAIN_DIR --config CFG \\
         --ref F=held_out_a --ref C=held_out_b --work /tmp/abl --tag cos800 --seeds 0 1 2 \\
@@ -73,6 +76,12 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n", type=int, default=96, help="samples per model")
     p.add_argument("--grid", type=int, nargs=3, help="second evaluation grid (S A R)")
+    p.add_argument(
+        "--no-detail",
+        action="store_true",
+        help="sample without the output detail (calibrated noise; on by default, as in "
+        "`lift3d generate`)",
+    )
     p.add_argument("sets", nargs="*", help="--set overrides of the mapper stage")
     a = p.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -92,11 +101,14 @@ def main() -> int:
         arms[f"{a.tag} seed {seed}"] = (run, True)
     scores: dict[tuple[str, str, str], dict[str, float]] = {}
     for name, (run, mapper) in arms.items():
-        samples = a.work / "samples" / name.replace(" ", "_")
-        if name == "no-mapper":
-            samples = a.work / "samples" / f"nomap_{a.base.name}"
+        folder = name.replace(" ", "_") if name != "no-mapper" else f"nomap_{a.base.name}"
+        samples = a.work / "samples" / (folder + ("_nodetail" if a.no_detail else ""))
         if not samples.exists():
-            generate_volumes(run, a.n, samples, seed=0, use_mapper=mapper, progress=False)
+            generate_volumes(
+                run, a.n, samples, seed=0, use_mapper=mapper, detail=not a.no_detail, progress=False
+            )
+        detail = json.loads((samples / "generation.json").read_text())["detail"]
+        print(f"{name}: output detail {detail['sigma'] if detail['applied'] else 'off'}")
         for ref_name, ref in refs.items():
             for grid in grids:
                 key = f"{ref_name}_{'ref' if grid is None else 'x'.join(map(str, grid))}"

@@ -184,3 +184,57 @@ def test_generate_bad_input(cli_run, tmp_path, phantom_brats_dir, capsys):
     (full / "keep.txt").write_text("x")
     assert main(["generate", "--model", str(cli_run), "--n", "1", "--out", str(full)]) == 2
     assert (full / "keep.txt").read_text() == "x"
+
+
+def test_generate_output_detail_is_calibrated_and_the_same_for_both_arms(cli_run, tmp_path):
+    record = json.loads((cli_run / "reference.json").read_text())["detail"]["modalities"]["t1n"]
+    assert record["sigma_rel"] > 0 and record["hp_real_rel"] > record["hp_generated_rel"]
+    arms = {
+        "lift": [],
+        "lift_plain": ["--no-detail"],
+        "nomap": ["--no-mapper"],
+        "nomap_plain": ["--no-mapper", "--no-detail"],
+    }
+    vols = {}
+    for name, extra in arms.items():
+        out = tmp_path / name
+        argv = ["generate", "--model", str(cli_run), "--n", "2", "--out", str(out), "--seed", "3"]
+        assert main([*argv, *extra]) == 0
+        vols[name] = [nib.load(str(out / f"sample_000{i}.nii.gz")).get_fdata() for i in (0, 1)]
+    meta = json.loads((tmp_path / "lift" / "generation.json").read_text())["detail"]
+    plain = json.loads((tmp_path / "lift_plain" / "generation.json").read_text())["detail"]
+    assert meta["applied"] and meta["calibration"]["modalities"]["t1n"] == record
+    assert not plain["applied"] and plain["why_not"] == "--no-detail" and plain["sigma"] is None
+    sigma = meta["sigma"]["t1n"]
+    for i in (0, 1):
+        noise_lift = vols["lift"][i] - vols["lift_plain"][i]
+        noise_nomap = vols["nomap"][i] - vols["nomap_plain"][i]
+        # Background untouched; away from the clip at 0 both arms got the very same noise.
+        assert np.all(vols["lift"][i][vols["lift_plain"][i] == 0] == 0)
+        bright = (vols["lift_plain"][i] > 5 * sigma) & (vols["nomap_plain"][i] > 5 * sigma)
+        assert bright.sum() > 100
+        np.testing.assert_allclose(noise_lift[bright], noise_nomap[bright], atol=1e-3)
+        assert noise_lift[bright].std() == pytest.approx(sigma, rel=0.15)
+        assert not np.array_equal(vols["lift_plain"][i], vols["nomap_plain"][i])
+
+
+def test_generate_model_without_detail_calibration(cli_run, tmp_path):
+    """Model folders written before the output detail generate as before, and say so."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(cli_run, old)
+    ref = json.loads((old / "reference.json").read_text())
+    del ref["detail"]
+    (old / "reference.json").write_text(json.dumps(ref))
+    out = tmp_path / "s"
+    assert (
+        main(["generate", "--model", str(old), "--n", "1", "--out", str(out), "--seed", "3"]) == 0
+    )
+    meta = json.loads((out / "generation.json").read_text())["detail"]
+    assert not meta["applied"] and meta["why_not"] == "the model has no detail calibration"
+    plain = tmp_path / "plain"
+    argv = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(plain), "--seed", "3"]
+    assert main([*argv, "--no-detail"]) == 0
+    a = nib.load(str(out / "sample_0000.nii.gz")).get_fdata()
+    assert np.array_equal(a, nib.load(str(plain / "sample_0000.nii.gz")).get_fdata())

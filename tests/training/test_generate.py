@@ -203,6 +203,8 @@ def test_depth_grouped_generator_batches(phantom_brats_dir, tmp_path):
         ("mapper.path_mix=1.5", "path_mix"),
         ("mapper.lr_schedule=step", "lr_schedule"),
         ("mapper.lr_final_ratio=2", "lr_final_ratio"),
+        ("detail.filter_sigma=0", "detail"),
+        ("detail.samples=0", "detail"),
     ],
 )
 def test_bad_generate_options_fail_before_training(phantom_brats_dir, tmp_path, override, message):
@@ -257,3 +259,8 @@ def test_mapper_cosine_schedule_decays_the_logged_lr(phantom_brats_dir, tmp_path
         expected = cfg.mapper.lr * cosine_factor(r["step"], cfg.mapper.steps, 0.1)
         assert r["lr"] == pytest.approx(expected, rel=1e-6)
     assert rows[-1]["lr"] == pytest.approx(0.1 * cfg.mapper.lr)
+
+
+def test_detail_calibration_can_be_switched_off(phantom_brats_dir, tmp_path):
+    run = train_generation(tiny_config(phantom_brats_dir, "detail.enabled=false"), tmp_path / "run")
+    assert json.loads((run / "reference.json").read_text())["detail"] is None

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ablation: independent latent per slice instead of the trajectory mapper",
     )
+    parser.add_argument(
+        "--no-detail",
+        action="store_true",
+        help="leave out the output detail (fine-scale noise calibrated on the training data; "
+        "the same noise for LiFT and --no-mapper at the same seed)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing output folder"
@@ -61,7 +67,13 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     _check_writable(args.out)
     files = generate_volumes(
-        args.model, args.n, args.out, seed=args.seed, use_mapper=not args.no_mapper, device=device
+        args.model,
+        args.n,
+        args.out,
+        seed=args.seed,
+        use_mapper=not args.no_mapper,
+        detail=not args.no_detail,
+        device=device,
     )
     print(f"wrote {len(files)} volume(s) and montage.png to {args.out}")
     return 0

@@ -8,7 +8,12 @@ every slice's latent is drawn independently (the no-mapper ablation).
 
 Output folder: ``sample_0000.nii.gz`` ... (one modality), or ``sample_0000-<mod>.nii.gz`` per
 modality when several are generated jointly; ``montage.png`` (tri-planar views of the first
-samples) and ``generation.json`` (model, seed, mapper flag, files, timing).
+samples on the model grid, before the output detail) and ``generation.json`` (model, seed,
+mapper flag, output detail, files, timing).
+
+Output detail (`lift3d.inference.detail`): fine-scale noise calibrated on the training data at
+the end of training, added to every sample's foreground on the reference grid. Its noise
+depends only on (seed, sample index), so LiFT and the no-mapper ablation get the same noise.
 """
 
 from __future__ import annotations
@@ -119,6 +124,7 @@ def generate_volumes(
     *,
     seed: int = 0,
     use_mapper: bool = True,
+    detail: bool = True,
     device: str = "cpu",
     progress: bool = True,
 ) -> list[Path]:
@@ -130,6 +136,9 @@ def generate_volumes(
         out_dir: output folder (checked by the caller with `check_output_path`).
         seed: noise seed; sample i is the same for the same (model, seed, i, mapper flag).
         use_mapper: False gives the no-mapper ablation.
+        detail: add the model's calibrated output detail (`lift3d.inference.detail`; models
+            trained before it have none). Its noise depends only on (seed, i), not on
+            `use_mapper`.
         device: torch device.
         progress: tqdm bar when stderr is a TTY.
 
@@ -141,6 +150,7 @@ def generate_volumes(
     from tqdm.auto import tqdm
 
     from lift3d.data.volume import write_volume
+    from lift3d.inference.detail import add_detail, sample_rng, window_width
     from lift3d.utils import atomic_write_text
 
     if n <= 0:
@@ -148,6 +158,12 @@ def generate_volumes(
     model, meta = load_generation_model(model_dir, device)
     ref = meta["reference"]
     modalities = list(ref["modalities"])
+    detail_record = ref.get("detail") if detail else None
+    sigmas = {
+        mod: detail_record["modalities"][mod]["sigma_rel"] * window_width(ref["record"], mod)
+        for mod in modalities
+        if detail_record
+    }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
@@ -160,11 +176,18 @@ def generate_volumes(
         vol = model.sample(1, gen, use_mapper=use_mapper)[0].cpu().numpy()  # (C, D, H, W)
         seconds.append(time.perf_counter() - start)
         files = {}
+        rng = sample_rng(seed, i)
         for c, mod in enumerate(modalities):
             name = (
                 f"sample_{i:04d}.nii.gz" if len(modalities) == 1 else f"sample_{i:04d}-{mod}.nii.gz"
             )
-            write_volume(restore_sample(vol[c], ref["record"], mod), out_dir / name)
+            restored = restore_sample(vol[c], ref["record"], mod)
+            if sigmas:
+                is_mr = ref["record"]["intensity"][mod]["kind"] == "mr"
+                restored.array = add_detail(
+                    restored.array, sigmas[mod], rng, 0.0 if is_mr else None
+                )
+            write_volume(restored, out_dir / name)
             written.append(out_dir / name)
             files[mod] = name
         samples.append({"id": f"sample_{i:04d}", "files": files})
@@ -181,6 +204,14 @@ def generate_volumes(
         "model_shape": ref["shape"],
         "reference_case": ref.get("reference_case"),
         "device": device,
+        "detail": {
+            "applied": bool(sigmas),
+            "why_not": None
+            if sigmas
+            else ("--no-detail" if not detail else "the model has no detail calibration"),
+            "sigma": sigmas or None,
+            "calibration": ref.get("detail"),
+        },
         "seconds_per_volume": float(np.mean(seconds)),
         "samples": samples,
         "montage": "montage.png",

@@ -112,6 +112,22 @@ class MapperConfig:
 
 
 @dataclass
+class DetailConfig:
+    """Output detail (`lift3d.inference.detail`): noise calibrated on the training data.
+
+    At the end of training, the fine-scale (high-pass) energy of ``cases`` training volumes and
+    of ``samples`` no-mapper samples of G, both on the reference grid, fixes the level of white
+    noise that ``lift3d generate`` adds to every sample (``--no-detail`` leaves it out).
+    """
+
+    enabled: bool = True
+    filter_sigma: float = 1.0  # high-pass width in reference-grid voxels
+    cases: int = 16  # training volumes measured (the first ones of the training split)
+    samples: int = 16  # G samples measured
+    seed: int = 0  # noise seed of those samples (not train.seed: same G and data, same level)
+
+
+@dataclass
 class GenerateConfig:
     """Top-level config of ``lift3d train generate``."""
 
@@ -121,6 +137,7 @@ class GenerateConfig:
     encoder: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=1e-3))
     generator: StageConfig = field(default_factory=lambda: StageConfig(steps=500, lr=5e-4))
     mapper: MapperConfig = field(default_factory=MapperConfig)
+    detail: DetailConfig = field(default_factory=DetailConfig)
     depth_weight: float = 4.0  # weight of the depth feature in the generator's drifting loss
     # G's drifting features: encoder maps average-pooled to tokens x tokens cells, and a
     # thumbnail x thumbnail intensity image (finer = more structure seen by the loss).
@@ -412,6 +429,12 @@ def check_generate_config(cfg: GenerateConfig) -> None:
             f"mapper.select needs select_every >= 1 and select_samples >= 2, "
             f"got {mc.select_every}, {mc.select_samples}"
         )
+    dc = cfg.detail
+    if dc.enabled and (dc.filter_sigma <= 0 or dc.cases < 1 or dc.samples < 1):
+        raise InputError(
+            f"detail needs filter_sigma > 0, cases >= 1 and samples >= 1, "
+            f"got {dc.filter_sigma}, {dc.cases}, {dc.samples}"
+        )
 
 
 def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = False) -> Path:
@@ -690,6 +713,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
             "train_cases": [c.case_id for c in train_cases],
             "val_cases": [c.case_id for c in val_cases],
             "mapper_selection": _mapper_selection(run_dir, mc),
+            "detail": calibrate_detail(model, train_cases, volumes, modalities, cfg),
             "data_root": str(Path(cfg.data.root).resolve()),
         }
         atomic_write_text(
@@ -699,6 +723,50 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         log.info("model written to %s", run_dir / WEIGHTS_FILE)
     _ = val_volumes  # held-out volumes: scored by `lift3d evaluate --task generate`
     return run_dir
+
+
+def calibrate_detail(
+    model: Any, cases: list[Any], volumes: Any, modalities: list[str], cfg: GenerateConfig
+) -> dict[str, Any] | None:
+    """The output-detail record of reference.json (None when ``detail.enabled`` is false).
+
+    Measures ``detail.cases`` training files as stored (the reference grid, each relative to its
+    own intensity window) and ``detail.samples`` no-mapper samples of G restored to the
+    reference grid with the reference record (`lift3d.inference.detail.calibrate`).
+    """
+    from lift3d.data.volume import read_volume
+    from lift3d.inference import detail
+    from lift3d.inference.generate import restore_sample
+
+    dc = cfg.detail
+    if not dc.enabled:
+        return None
+    record = volumes[0]["record"]
+    n_real = min(dc.cases, len(cases))
+    real: dict[str, list[tuple[np.ndarray, float]]] = {m: [] for m in modalities}
+    for i in range(n_real):
+        case_record = volumes[i]["record"]
+        for m in modalities:
+            array = read_volume(cases[i].paths[m]).array
+            real[m].append((array, detail.window_width(case_record, m)))
+    generated: dict[str, list[tuple[np.ndarray, float]]] = {m: [] for m in modalities}
+    gen = torch.Generator().manual_seed(dc.seed)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for _ in range(dc.samples):
+            vol = model.sample(1, gen, use_mapper=False)[0].float().numpy()
+            for c, m in enumerate(modalities):
+                restored = restore_sample(vol[c], record, m).array
+                generated[m].append((restored, detail.window_width(record, m)))
+    model.train(was_training)
+    out = {m: detail.calibrate(real[m], generated[m], dc.filter_sigma) for m in modalities}
+    for m, rec in out.items():
+        log.info(
+            "output detail %s: high-pass energy real %.4f, G %.4f (of the window) -> noise %.4f",
+            m, rec["hp_real_rel"], rec["hp_generated_rel"], rec["sigma_rel"],
+        )  # fmt: skip
+    return {"kind": "white gaussian, foreground only", "modalities": out}
 
 
 def cosine_factor(step: int, steps: int, final: float) -> float:
