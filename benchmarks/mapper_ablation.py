@@ -17,6 +17,10 @@ levels differ slightly between runs).
         --ref F=held_out_a --ref C=held_out_b --work /tmp/abl --tag cos800 --seeds 0 1 2 \\
         --grid 32 32 32 -- mapper.steps=800 mapper.lr_schedule=cosine
 
+With ``--runs RUN ...`` instead of ``--base``, nothing is trained: each finished run (e.g. the
+whole pipeline trained with another seed, as `benchmarks/gpu_seed_runs.sh` makes them) is
+compared with its own no-mapper arm.
+
 Slow on a CPU (one 800-step mapper stage: ~8 min on one core at the demo size). Everything
 lands under ``--work``; finished pieces are skipped on a rerun.
 """
@@ -67,9 +71,16 @@ def score(samples: Path, ref: Path, enc_dir: Path, grid: tuple[int, ...] | None)
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--base", type=Path, required=True, help="finished train-generate run")
-    p.add_argument("--data", type=Path, required=True, help="its training data")
-    p.add_argument("--config", type=Path, required=True, help="its config")
+    p.add_argument("--base", type=Path, help="finished train-generate run (mapper retrained)")
+    p.add_argument("--data", type=Path, help="its training data")
+    p.add_argument("--config", type=Path, help="its config")
+    p.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        help="instead of --base: finished runs (e.g. whole pipelines trained with different "
+        "seeds), each compared with its own no-mapper arm",
+    )
     p.add_argument("--ref", action="append", required=True, help="NAME=held-out folder")
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--tag", required=True, help="name of this mapper variant")
@@ -84,6 +95,8 @@ def main() -> int:
     )
     p.add_argument("sets", nargs="*", help="--set overrides of the mapper stage")
     a = p.parse_args()
+    if not a.runs and not (a.base and a.data and a.config):
+        p.error("give --runs, or --base, --data and --config")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
 
@@ -93,15 +106,22 @@ def main() -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     refs = dict(r.split("=", 1) for r in a.ref)
     grids = [None] + ([tuple(a.grid)] if a.grid else [])
-    arms = {"no-mapper": (a.base, False)}
-    for seed in a.seeds:
-        run = a.work / "runs" / f"{a.tag}_s{seed}"
-        run.parent.mkdir(exist_ok=True)
-        train_mapper(a.base, run, a.data, a.config, seed, a.sets)
-        arms[f"{a.tag} seed {seed}"] = (run, True)
+    # arm name -> (run, use_mapper, sample folder name, name of the no-mapper arm it is paired with)
+    arms: dict[str, tuple[Path, bool, str, str]] = {}
+    if a.runs:
+        for run in a.runs:
+            label = run.resolve().name
+            arms[f"nomap {label}"] = (run, False, f"nomap_{a.tag}_{label}", f"nomap {label}")
+            arms[f"{a.tag} {label}"] = (run, True, f"{a.tag}_{label}", f"nomap {label}")
+    else:
+        arms["no-mapper"] = (a.base, False, f"nomap_{a.base.name}", "no-mapper")
+        for seed in a.seeds:
+            run = a.work / "runs" / f"{a.tag}_s{seed}"
+            run.parent.mkdir(exist_ok=True)
+            train_mapper(a.base, run, a.data, a.config, seed, a.sets)
+            arms[f"{a.tag} seed {seed}"] = (run, True, f"{a.tag}_seed_{seed}", "no-mapper")
     scores: dict[tuple[str, str, str], dict[str, float]] = {}
-    for name, (run, mapper) in arms.items():
-        folder = name.replace(" ", "_") if name != "no-mapper" else f"nomap_{a.base.name}"
+    for name, (run, mapper, folder, _) in arms.items():
         samples = a.work / "samples" / (folder + ("_nodetail" if a.no_detail else ""))
         if not samples.exists():
             generate_volumes(
@@ -123,17 +143,15 @@ def main() -> int:
     for ref_name in refs:
         for grid in grids:
             key = f"{ref_name}_{'ref' if grid is None else 'x'.join(map(str, grid))}"
-            base = scores[("no-mapper", ref_name, key)]
-            print(
-                f"\n{ref_name}, grid {key.split('_', 1)[1]}; no-mapper: "
-                + ", ".join(f"{k} {base[k]:.4f}" for k in KEYS)
-            )
+            print(f"\n{ref_name}, grid {key.split('_', 1)[1]} (change vs the paired no-mapper arm)")
             print("| model | " + " | ".join(KEYS) + " |\n|---|" + "---:|" * len(KEYS))
             changes = []
-            for name in arms:
-                if name == "no-mapper":
-                    continue
+            for name, (_, mapper, _, paired) in arms.items():
                 m = scores[(name, ref_name, key)]
+                if not mapper:
+                    print(f"| {name} | " + " | ".join(f"{m[k]:.4f}" for k in KEYS) + " |")
+                    continue
+                base = scores[(paired, ref_name, key)]
                 ch = [100 * (m[k] - base[k]) / base[k] for k in KEYS]
                 changes.append(ch)
                 print(
@@ -142,7 +160,7 @@ def main() -> int:
                     + " |"
                 )
             mean = np.mean(changes, axis=0)
-            print("| mean change over seeds | " + " | ".join(f"{c:+.0f}%" for c in mean) + " |")
+            print("| mean change | " + " | ".join(f"{c:+.0f}%" for c in mean) + " |")
     return 0
 
 

@@ -15,6 +15,7 @@ from lift3d.errors import InputError
 from lift3d.training.generate import (
     GenerateConfig,
     check_same_grid,
+    code_prior_penalty,
     cosine_factor,
     train_generation,
 )
@@ -205,6 +206,7 @@ def test_depth_grouped_generator_batches(phantom_brats_dir, tmp_path):
         ("mapper.lr_final_ratio=2", "lr_final_ratio"),
         ("detail.filter_sigma=0", "detail"),
         ("detail.samples=0", "detail"),
+        ("mapper.prior_weight=-1", "prior_weight"),
     ],
 )
 def test_bad_generate_options_fail_before_training(phantom_brats_dir, tmp_path, override, message):
@@ -264,3 +266,20 @@ def test_mapper_cosine_schedule_decays_the_logged_lr(phantom_brats_dir, tmp_path
 def test_detail_calibration_can_be_switched_off(phantom_brats_dir, tmp_path):
     run = train_generation(tiny_config(phantom_brats_dir, "detail.enabled=false"), tmp_path / "run")
     assert json.loads((run / "reference.json").read_text())["detail"] is None
+
+
+def test_code_prior_penalty_measures_distance_from_the_prior():
+    g = torch.Generator().manual_seed(0)
+    prior = torch.randn(64, 32, 16, generator=g)
+    assert code_prior_penalty(prior) < 0.01
+    assert code_prior_penalty(1.4 * prior) > 0.5  # variance ~2
+    assert code_prior_penalty(prior + 1.0) > 0.9  # mean ~1
+    shifted = (1.4 * prior).requires_grad_(True)
+    code_prior_penalty(shifted).backward()
+    # The gradient shrinks codes that are too spread out.
+    assert (shifted.grad * shifted).sum() > 0
+
+
+def test_mapper_prior_weight_trains_and_logs(phantom_brats_dir, tmp_path):
+    _, last = train_tiny(phantom_brats_dir, tmp_path / "run", "mapper.prior_weight=1.0")
+    assert np.isfinite(last["mapper"]["code_prior"]) and last["mapper"]["code_prior"] >= 0

@@ -91,6 +91,9 @@ class MapperConfig:
     # ... and with path_per_component, per latent component in a learned basis: each direction
     # of G's latent gets its own smoothness and volume share (TrajectoryMapper docstring).
     path_per_component: bool = False
+    # Keep T's codes distributed like G's prior: prior_weight x (mean over latent components of
+    # mean^2 + (variance - 1)^2 of the step's codes, pooled over volumes and depth). 0 = off.
+    prior_weight: float = 0.0
     # Exponential moving average of T's weights (the engine's ema_decay; 0 = off): the final
     # mapper is the average, which damps the step-to-step swings of drifting training.
     ema_decay: float = 0.0
@@ -422,6 +425,8 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         )
     if not 0.0 <= mc.lr_final_ratio <= 1.0:
         raise InputError(f"mapper.lr_final_ratio must be in [0, 1], got {mc.lr_final_ratio}")
+    if mc.prior_weight < 0:
+        raise InputError(f"mapper.prior_weight must be >= 0, got {mc.prior_weight}")
     if not 0.0 <= mc.ema_decay < 1.0:
         raise InputError(f"mapper.ema_decay must be in [0, 1), got {mc.ema_decay}")
     if mc.select and (mc.select_every < 1 or mc.select_samples < 2):
@@ -628,7 +633,12 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
             loss_size=mc.loss_size,
             use_checkpoint=mc.checkpoint,
         )
-        return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+        out = {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+        if mc.prior_weight > 0:
+            prior = code_prior_penalty(codes)
+            out["loss"] = loss + mc.prior_weight * prior
+            out["code_prior"] = prior.detach()
+        return out
 
     def sample_with(mapper: Any, n: int, seed: int) -> Tensor:
         """n volumes (n, C, D, H, W) from `mapper` (the validated weights: EMA when on)."""
@@ -767,6 +777,12 @@ def calibrate_detail(
             m, rec["hp_real_rel"], rec["hp_generated_rel"], rec["sigma_rel"],
         )  # fmt: skip
     return {"kind": "white gaussian, foreground only", "modalities": out}
+
+
+def code_prior_penalty(codes: Tensor) -> Tensor:
+    """Moment mismatch of codes (B, D, L) with N(0, I): mean over L of mean^2 + (var - 1)^2."""
+    z = codes.reshape(-1, codes.shape[-1]).float()
+    return (z.mean(0).square() + (z.var(0) - 1.0).square()).mean()
 
 
 def cosine_factor(step: int, steps: int, final: float) -> float:
