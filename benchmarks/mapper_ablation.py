@@ -9,7 +9,7 @@ folder with three evaluation encoders (files reused when they exist, else traine
 on the reference grid and optionally on a second grid (``--grid 32 32 32``: the model grid of
 the demo config). Prints, per reference set and grid, the change of each metric vs the
 no-mapper arm per training seed and pooled (mean over the three encoders' KIDs). Samples carry
-the model's output detail (`lift3d.inference.detail`) unless ``--no-detail``; each run uses its
+the model's output detail (`lift3d.inference.detail`) with ``--detail``; each run uses its
 own calibration (printed; the mapper runs' training splits differ with their seed, so the noise
 levels differ slightly between runs).
 
@@ -88,10 +88,10 @@ def main() -> int:
     p.add_argument("--n", type=int, default=96, help="samples per model")
     p.add_argument("--grid", type=int, nargs=3, help="second evaluation grid (S A R)")
     p.add_argument(
-        "--no-detail",
+        "--detail",
         action="store_true",
-        help="sample without the output detail (calibrated noise; on by default, as in "
-        "`lift3d generate`)",
+        help="sample with the output detail (noise at the training data's noise level; off by "
+        "default, as in `lift3d generate`)",
     )
     p.add_argument("sets", nargs="*", help="--set overrides of the mapper stage")
     a = p.parse_args()
@@ -122,10 +122,10 @@ def main() -> int:
             arms[f"{a.tag} seed {seed}"] = (run, True, f"{a.tag}_seed_{seed}", "no-mapper")
     scores: dict[tuple[str, str, str], dict[str, float]] = {}
     for name, (run, mapper, folder, _) in arms.items():
-        samples = a.work / "samples" / (folder + ("_nodetail" if a.no_detail else ""))
+        samples = a.work / "samples" / (folder + ("_detail" if a.detail else ""))
         if not samples.exists():
             generate_volumes(
-                run, a.n, samples, seed=0, use_mapper=mapper, detail=not a.no_detail, progress=False
+                run, a.n, samples, seed=0, use_mapper=mapper, detail=a.detail, progress=False
             )
         detail = json.loads((samples / "generation.json").read_text())["detail"]
         print(f"{name}: output detail {detail['sigma'] if detail['applied'] else 'off'}")

@@ -64,7 +64,9 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     n_train, n_test, shape = ("4", "2", ["32", "32", "32"]) if quick else ("16", "4", ["64"] * 3)
     # Generation: held-out phantoms and samples per arm (KID from a handful of volumes is
     # mostly noise), and the model grid of the generate config (also an evaluation grid).
-    n_gen_test, n_samples = ("2", "3") if quick else ("12", "32")
+    # 96 samples per arm: KID from 32 moved by tens of percent between sample sets (BENCHMARKS.md,
+    # fourth session); sampling and scoring them costs seconds.
+    n_gen_test, n_samples = ("2", "3") if quick else ("12", "96")
     data = out / "data"
     tr_cfg = _config("translate_tiny.yaml" if quick else "translate_demo.yaml")
     gen_cfg = _config("generate_tiny.yaml" if quick else "generate_demo.yaml")
@@ -274,10 +276,13 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
             )
         print(
             "\nHow to read these tables: increment_distance compares how slices change along "
-            "each axis (the coherence the mapper adds). The per-plane KID/FID here mostly "
-            "measure how far the small demo generator's blurry slices are from the textured "
-            "phantoms, and one short run varies a lot with the seed; compare the montages in "
-            f"{out / 'generated'} and see BENCHMARKS.md (Generation) for multi-seed results."
+            "each axis, the coherence the mapper adds; coronal/sagittal KID and FID compare "
+            "reformatted slices with the held-out phantoms, and here they also measure how much "
+            "blurrier the small demo generator's slices are than the phantoms (the same for both "
+            "arms). This is one short run scored with one evaluation encoder on 12 phantoms; its "
+            "per-plane numbers move with the training seed and the encoder. Compare the montages "
+            f"in {out / 'generated'} and see BENCHMARKS.md (Generation) for results over seeds, "
+            "encoders and held-out sets."
         )
         _run(
             "report (generate)",

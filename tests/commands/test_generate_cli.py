@@ -188,12 +188,13 @@ def test_generate_bad_input(cli_run, tmp_path, phantom_brats_dir, capsys):
 
 def test_generate_output_detail_is_calibrated_and_the_same_for_both_arms(cli_run, tmp_path):
     record = json.loads((cli_run / "reference.json").read_text())["detail"]["modalities"]["t1n"]
-    assert record["sigma_rel"] > 0 and record["hp_real_rel"] > record["hp_generated_rel"]
+    assert record["sigma_rel"] > 0 and record["level_real_rel"] > record["level_generated_rel"]
+    assert record["estimator"] == "noise"
     arms = {
-        "lift": [],
-        "lift_plain": ["--no-detail"],
-        "nomap": ["--no-mapper"],
-        "nomap_plain": ["--no-mapper", "--no-detail"],
+        "lift": ["--detail"],
+        "lift_plain": [],
+        "nomap": ["--no-mapper", "--detail"],
+        "nomap_plain": ["--no-mapper"],
     }
     vols = {}
     for name, extra in arms.items():
@@ -204,7 +205,7 @@ def test_generate_output_detail_is_calibrated_and_the_same_for_both_arms(cli_run
     meta = json.loads((tmp_path / "lift" / "generation.json").read_text())["detail"]
     plain = json.loads((tmp_path / "lift_plain" / "generation.json").read_text())["detail"]
     assert meta["applied"] and meta["calibration"]["modalities"]["t1n"] == record
-    assert not plain["applied"] and plain["why_not"] == "--no-detail" and plain["sigma"] is None
+    assert not plain["applied"] and plain["why_not"] == "not asked for" and plain["sigma"] is None
     sigma = meta["sigma"]["t1n"]
     for i in (0, 1):
         noise_lift = vols["lift"][i] - vols["lift_plain"][i]
@@ -228,13 +229,12 @@ def test_generate_model_without_detail_calibration(cli_run, tmp_path):
     del ref["detail"]
     (old / "reference.json").write_text(json.dumps(ref))
     out = tmp_path / "s"
-    assert (
-        main(["generate", "--model", str(old), "--n", "1", "--out", str(out), "--seed", "3"]) == 0
-    )
+    argv = ["generate", "--model", str(old), "--n", "1", "--out", str(out), "--seed", "3"]
+    assert main([*argv, "--detail"]) == 0
     meta = json.loads((out / "generation.json").read_text())["detail"]
     assert not meta["applied"] and meta["why_not"] == "the model has no detail calibration"
     plain = tmp_path / "plain"
     argv = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(plain), "--seed", "3"]
-    assert main([*argv, "--no-detail"]) == 0
+    assert main(argv) == 0
     a = nib.load(str(out / "sample_0000.nii.gz")).get_fdata()
     assert np.array_equal(a, nib.load(str(plain / "sample_0000.nii.gz")).get_fdata())

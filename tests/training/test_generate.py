@@ -206,6 +206,7 @@ def test_depth_grouped_generator_batches(phantom_brats_dir, tmp_path):
         ("mapper.lr_final_ratio=2", "lr_final_ratio"),
         ("detail.filter_sigma=0", "detail"),
         ("detail.samples=0", "detail"),
+        ("detail.estimator=fft", "detail.estimator"),
         ("mapper.prior_weight=-1", "prior_weight"),
     ],
 )

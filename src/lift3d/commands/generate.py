@@ -27,10 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ablation: independent latent per slice instead of the trajectory mapper",
     )
     parser.add_argument(
-        "--no-detail",
+        "--detail",
         action="store_true",
-        help="leave out the output detail (fine-scale noise calibrated on the training data; "
-        "the same noise for LiFT and --no-mapper at the same seed)",
+        help="add the output detail: white noise at the training data's noise level, measured "
+        "when the model was trained (the same noise for LiFT and --no-mapper at one seed). Off "
+        "by default: on the phantom it raises both arms' KID against held-out volumes",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument(
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         seed=args.seed,
         use_mapper=not args.no_mapper,
-        detail=not args.no_detail,
+        detail=args.detail,
         device=device,
     )
     print(f"wrote {len(files)} volume(s) and montage.png to {args.out}")

@@ -1,28 +1,40 @@
-"""Output detail: fine-scale noise, calibrated on the training data, added to generated volumes.
+"""Output detail: scanner-like noise, calibrated on the training data, added to generated volumes.
 
-G models slices on the (coarser) model grid and its slices carry no voxel-scale texture; written
-back on the reference grid they are smoother than any scan. The difference is measured by the
-*high-pass energy*: the standard deviation, over the foreground, of ``v - gaussian(v, s)``
-(``s`` = ``filter_sigma`` voxels on the reference grid). At the end of ``lift3d train generate``
-it is measured on training volumes and on G's samples (no mapper, so the mapper cannot move it),
-both relative to their intensity window, and the missing part becomes the standard deviation of
-white Gaussian noise:
+G models slices on the (coarser) model grid; its samples, written back on the reference grid,
+are smoother than any scan: they carry none of the acquisition noise that every training volume
+has, and an evaluation encoder (or a reader) tells them apart by that alone. At the end of
+``lift3d train generate`` the noise level of training volumes and of G's samples (no mapper, so
+the mapper cannot move it) is estimated, both relative to their intensity window, and the
+missing part becomes the standard deviation of white Gaussian noise that ``lift3d generate
+--detail`` adds to the foreground of every sample:
 
-    sigma_rel = sqrt(max(hp_real^2 - hp_gen^2, 0)) / gain(s)
+    sigma_rel = sqrt(max(level_real^2 - level_generated^2, 0)) / gain
 
-where ``gain(s)`` is the high-pass gain of unit white noise. ``lift3d generate`` adds
-``sigma_rel x`` (the reference window width) of such noise to the foreground of every sample
-(``--no-detail`` leaves it out). The noise is drawn from its own stream, seeded by the
-generation seed and the sample index, so LiFT and the ``--no-mapper`` ablation of the same seed
-get the very same noise: the comparison between them stays fair. White noise is the same in
-every plane, so it adds no through-plane structure of its own.
+Estimators (``detail.estimator``):
 
-BENCHMARKS.md (Generation, third and fourth sessions) has the measurements behind it: without
-it the per-plane KID of both arms is dominated by the missing texture.
+- ``noise`` (default): the robust noise estimate of wavelet denoising (Donoho & Johnstone):
+  median absolute value of the finest diagonal (HHH) Haar coefficients over blocks inside the
+  foreground, / 0.6745. Edges are sparse there, so it measures noise, not structure (gain 1).
+- ``highpass``: the standard deviation of ``v - gaussian(v, filter_sigma)`` over the
+  foreground (gain: that of unit white noise). It counts edges and fine structure too, so it
+  asks for more noise than the data has (phantom: ~40 vs a noise estimate of ~23 and a true
+  Rician sigma of 20; BENCHMARKS.md, fourth session).
+
+The noise is drawn from its own stream, seeded by the generation seed and the sample index, so
+LiFT and the ``--no-mapper`` ablation of the same seed get the very same noise and the comparison
+between them stays fair. White noise is the same in every plane: it adds no through-plane
+structure of its own.
+
+Off by default. On the phantom (BENCHMARKS.md, fourth session) it makes the mapper's gain on
+reformatted-plane KID large and uniform across seeds, but it raises both arms' KID, FID and
+histogram distance against held-out volumes: white noise is not the data's texture, and the
+evaluation encoders tell the two apart. It is a way to compare arms at equal texture, not a way
+to make samples more realistic.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -65,40 +77,73 @@ def highpass_std(
     return float((values - gaussian_filter(values, filter_sigma))[mask].std())
 
 
+def noise_sigma(array: np.ndarray) -> float:
+    """Robust noise standard deviation of a 3D volume (0.0 when no block is inside).
+
+    One level of the orthonormal 3D Haar transform; the diagonal (HHH) coefficients of the 2x2x2
+    blocks whose 8 voxels are all foreground (``!= 0``); median(|c|) / 0.6745. Unit white noise
+    gives 1; smooth structure gives ~0.
+    """
+    values = np.asarray(array, dtype=np.float32)
+    if values.ndim != 3 or min(values.shape) < 2:
+        raise ValueError(
+            f"noise_sigma needs a 3D volume of at least 2 voxels a side, got {values.shape}"
+        )
+    even = tuple(s - s % 2 for s in values.shape)
+    blocks = values[: even[0], : even[1], : even[2]].reshape(
+        even[0] // 2, 2, even[1] // 2, 2, even[2] // 2, 2
+    )
+    sign = np.array([1.0, -1.0], dtype=np.float32)
+    coeffs = np.einsum("aibjck,i,j,k->abc", blocks, sign, sign, sign) / np.float32(np.sqrt(8.0))
+    inside = (blocks != 0).all(axis=(1, 3, 5))
+    if not inside.any():
+        return 0.0
+    return float(np.median(np.abs(coeffs[inside])) / 0.6745)
+
+
+ESTIMATORS = ("noise", "highpass")
+
+
 def calibrate(
     real: list[tuple[np.ndarray, float]],
     generated: list[tuple[np.ndarray, float]],
     filter_sigma: float = DEFAULT_FILTER_SIGMA,
-) -> dict[str, float]:
-    """Noise level (relative to the intensity window) that gives G's samples the data's energy.
+    estimator: str = "noise",
+) -> dict[str, Any]:
+    """Noise level (relative to the intensity window) that G's samples lack.
 
     Args:
         real: (volume on the reference grid, its intensity-window width) per training case.
         generated: (G's sample restored to the reference grid, the window width it was restored
             with) per sample.
-        filter_sigma: high-pass width in voxels.
+        filter_sigma: high-pass width in voxels (``highpass`` only).
+        estimator: ``noise`` (wavelet noise estimate) or ``highpass`` (high-pass energy).
 
     Returns:
-        ``{"sigma_rel", "hp_real_rel", "hp_generated_rel", "filter_sigma", "gain", "n_real",
-        "n_generated"}`` (``hp_*_rel``: mean relative high-pass energy).
+        ``{"sigma_rel", "estimator", "level_real_rel", "level_generated_rel", "gain",
+        "filter_sigma", "n_real", "n_generated"}`` (``level_*_rel``: mean relative level).
     """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if not real or not generated:
         raise ValueError("calibrate needs at least one real and one generated volume")
+    if estimator == "noise":
+        level, gain = noise_sigma, 1.0
+    else:
+        level, gain = partial(highpass_std, filter_sigma=filter_sigma), highpass_gain(filter_sigma)
 
     def mean_rel(items: list[tuple[np.ndarray, float]]) -> float:
-        return float(
-            np.mean([highpass_std(v, None, filter_sigma) / max(w, 1e-12) for v, w in items])
-        )
+        return float(np.mean([level(v) / max(w, 1e-12) for v, w in items]))
 
-    hp_real, hp_gen = mean_rel(real), mean_rel(generated)
-    gain = highpass_gain(filter_sigma)
-    sigma_rel = float(np.sqrt(max(hp_real**2 - hp_gen**2, 0.0)) / gain)
+    real_rel, gen_rel = mean_rel(real), mean_rel(generated)
+    sigma_rel = float(np.sqrt(max(real_rel**2 - gen_rel**2, 0.0)) / gain)
     return {
         "sigma_rel": sigma_rel,
-        "hp_real_rel": hp_real,
-        "hp_generated_rel": hp_gen,
-        "filter_sigma": float(filter_sigma),
+        "estimator": estimator,
+        "level_real_rel": real_rel,
+        "level_generated_rel": gen_rel,
         "gain": gain,
+        "filter_sigma": float(filter_sigma),
         "n_real": len(real),
         "n_generated": len(generated),
     }

@@ -8,12 +8,13 @@ every slice's latent is drawn independently (the no-mapper ablation).
 
 Output folder: ``sample_0000.nii.gz`` ... (one modality), or ``sample_0000-<mod>.nii.gz`` per
 modality when several are generated jointly; ``montage.png`` (tri-planar views of the first
-samples on the model grid, before the output detail) and ``generation.json`` (model, seed,
-mapper flag, output detail, files, timing).
+samples on the model grid) and ``generation.json`` (model, seed, mapper flag, output detail,
+files, timing).
 
-Output detail (`lift3d.inference.detail`): fine-scale noise calibrated on the training data at
-the end of training, added to every sample's foreground on the reference grid. Its noise
-depends only on (seed, sample index), so LiFT and the no-mapper ablation get the same noise.
+Output detail (`lift3d.inference.detail`, opt-in with ``detail=True``): white noise at the
+training data's noise level (measured at the end of training), added to every sample's
+foreground on the reference grid. Its noise depends only on (seed, sample index), so LiFT and
+the no-mapper ablation get the same noise.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def generate_volumes(
     *,
     seed: int = 0,
     use_mapper: bool = True,
-    detail: bool = True,
+    detail: bool = False,
     device: str = "cpu",
     progress: bool = True,
 ) -> list[Path]:
@@ -208,7 +209,7 @@ def generate_volumes(
             "applied": bool(sigmas),
             "why_not": None
             if sigmas
-            else ("--no-detail" if not detail else "the model has no detail calibration"),
+            else ("not asked for" if not detail else "the model has no detail calibration"),
             "sigma": sigmas or None,
             "calibration": ref.get("detail"),
         },

@@ -118,13 +118,16 @@ class MapperConfig:
 class DetailConfig:
     """Output detail (`lift3d.inference.detail`): noise calibrated on the training data.
 
-    At the end of training, the fine-scale (high-pass) energy of ``cases`` training volumes and
-    of ``samples`` no-mapper samples of G, both on the reference grid, fixes the level of white
-    noise that ``lift3d generate`` adds to every sample (``--no-detail`` leaves it out).
+    At the end of training, the noise level of ``cases`` training volumes and of ``samples``
+    no-mapper samples of G, both on the reference grid, fixes the level of white noise that
+    ``lift3d generate`` adds to every sample (``--no-detail`` leaves it out).
     """
 
     enabled: bool = True
-    filter_sigma: float = 1.0  # high-pass width in reference-grid voxels
+    # "noise": wavelet (HHH, median) noise estimate; "highpass": high-pass energy, which also
+    # counts edges and asks for more noise (lift3d.inference.detail).
+    estimator: str = "noise"
+    filter_sigma: float = 1.0  # high-pass width in reference-grid voxels (highpass only)
     cases: int = 16  # training volumes measured (the first ones of the training split)
     samples: int = 16  # G samples measured
     seed: int = 0  # noise seed of those samples (not train.seed: same G and data, same level)
@@ -435,6 +438,8 @@ def check_generate_config(cfg: GenerateConfig) -> None:
             f"got {mc.select_every}, {mc.select_samples}"
         )
     dc = cfg.detail
+    if dc.estimator not in ("noise", "highpass"):
+        raise InputError(f"detail.estimator must be 'noise' or 'highpass', got {dc.estimator!r}")
     if dc.enabled and (dc.filter_sigma <= 0 or dc.cases < 1 or dc.samples < 1):
         raise InputError(
             f"detail needs filter_sigma > 0, cases >= 1 and samples >= 1, "
@@ -770,11 +775,14 @@ def calibrate_detail(
                 restored = restore_sample(vol[c], record, m).array
                 generated[m].append((restored, detail.window_width(record, m)))
     model.train(was_training)
-    out = {m: detail.calibrate(real[m], generated[m], dc.filter_sigma) for m in modalities}
+    out = {
+        m: detail.calibrate(real[m], generated[m], dc.filter_sigma, dc.estimator)
+        for m in modalities
+    }
     for m, rec in out.items():
         log.info(
-            "output detail %s: high-pass energy real %.4f, G %.4f (of the window) -> noise %.4f",
-            m, rec["hp_real_rel"], rec["hp_generated_rel"], rec["sigma_rel"],
+            "output detail %s (%s): level real %.4f, G %.4f (of the window) -> noise %.4f",
+            m, dc.estimator, rec["level_real_rel"], rec["level_generated_rel"], rec["sigma_rel"],
         )  # fmt: skip
     return {"kind": "white gaussian, foreground only", "modalities": out}
 
