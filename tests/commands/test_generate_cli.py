@@ -118,6 +118,8 @@ def test_generate_writes_reference_geometry_and_evaluates(
     ):
         assert summary[key] is not None and np.isfinite(summary[key]), key
     assert summary["eval_encoder"]["objective"] == "masked"
+    assert summary["generation"]["use_mapper"] is True and summary["generation"]["seed"] == 1
+    assert summary["generation"]["detail"] is False
     assert result["task"] == "generate" and result["phantom"] is True
     # --eval-shape: both sides on another grid; the encoder file is tied to its own grid.
     small = tmp_path / "eval_small.json"

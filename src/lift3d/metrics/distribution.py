@@ -248,6 +248,24 @@ def generated_files(pred_dir: Path) -> tuple[list[Path], str | None]:
     return _image_files(pred_dir), None
 
 
+def generation_info(pred_dir: Path) -> dict[str, Any] | None:
+    """How `lift3d generate` made the volumes of `pred_dir` (None without generation.json):
+    model, seed, mapper flag and output detail, so a summary says which arm it scored."""
+    meta_path = Path(pred_dir) / "generation.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    detail = meta.get("detail") or {}
+    return {
+        "model": meta.get("model"),
+        "seed": meta.get("seed"),
+        "use_mapper": meta.get("use_mapper"),
+        "n": meta.get("n"),
+        "detail": bool(detail.get("applied")),
+        "detail_sigma": detail.get("sigma"),
+    }
+
+
 def reference_files(ref_dir: Path, modality: str | None) -> list[tuple[str, Path]]:
     """(case id, file) of the reference volumes: a BraTS/SynthRAD/manifest dataset (its
     `modality`, default t1n / mr) or a plain folder of image files."""
@@ -599,6 +617,9 @@ def evaluate_generation(
     summary["n_cases"] = len(gen)
     summary["n_reference"] = len(ref)
     summary["eval_encoder"] = identity
+    info = generation_info(pred_dir)
+    if info is not None:  # (a None would read as a missing metric in the tables)
+        summary["generation"] = info
     cases = {
         f.name.split(".")[0]: {
             "pred": str(f.resolve()),
