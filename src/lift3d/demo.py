@@ -277,10 +277,12 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
         print(
             "\nHow to read these tables: increment_distance compares how slices change along "
             "each axis, the coherence the mapper adds; coronal/sagittal KID and FID compare "
-            "reformatted slices with the held-out phantoms, and here they also measure how much "
-            "blurrier the small demo generator's slices are than the phantoms (the same for both "
-            "arms). This is one short run scored with one evaluation encoder on 12 phantoms; its "
-            "per-plane numbers move with the training seed and the encoder. Compare the montages "
+            "reformatted slices with the held-out phantoms. The small demo generator's slices "
+            "are far blurrier than the phantoms, and on blurry slices the no-mapper arm's "
+            "slice-to-slice jumps read as texture to the evaluation encoder, so per-plane KID can "
+            "favour it; `lift3d generate --detail` (the same calibrated noise on both arms) "
+            "removes that confound. This is one short run scored with one evaluation encoder on "
+            "12 phantoms, and its per-plane numbers move with the seed. Compare the montages "
             f"in {out / 'generated'} and see BENCHMARKS.md (Generation) for results over seeds, "
             "encoders and held-out sets."
         )
