@@ -4,13 +4,14 @@
 #
 #   OUT=out SEEDS="1 2 3 4" bash benchmarks/gpu_seed_runs.sh
 #   DEVICE=cpu CONFIG=generate_tiny SEEDS="1" OUT=/tmp/s bash benchmarks/gpu_seed_runs.sh  # dry run
+#   SETS="data.shape=[64,64,64] data.spacing_mm=[1,1,1]" ... # extra --set overrides for every run
 #
 # Training data: the demo's (`lift3d phantom --cases 16 --shape 64 64 64 --seed 2`). Writes
 # $OUT/seed_runs.tar.gz with <seed>/{model.safetensors, reference.json, config.yaml, run.json,
 # log.txt} and $OUT/seed_runs.txt (wall time per run).
 set -u
 OUT=${OUT:-seed_out}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-generate_demo}
-SEEDS=${SEEDS:-"1 2 3"}; PER_RUN=${PER_RUN:-150}
+SEEDS=${SEEDS:-"1 2 3"}; PER_RUN=${PER_RUN:-150}; SETS=${SETS:-}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 PY=${PY:-python3}
@@ -25,7 +26,7 @@ $PY -m lift3d phantom --layout brats --cases 16 --shape 64 64 64 --seed 2 --out 
 for s in $SEEDS; do
     t0=$(date +%s.%N)
     timeout "$PER_RUN" $PY -m lift3d train generate --data "$W/train" --out "$W/runs/$s" \
-        --config "$CONFIG" --device "$DEVICE" --seed "$s" --set train.val_every=0 \
+        --config "$CONFIG" --device "$DEVICE" --seed "$s" --set train.val_every=0 $SETS \
         > "$W/train_$s.log" 2>&1
     rc=$?
     t1=$(date +%s.%N)
