@@ -16,14 +16,7 @@ OUT=${OUT:-gpu_out}
 DEVICE=${DEVICE:-cuda}
 QUICK=${QUICK:-0}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
+source benchmarks/gpu_env.sh
 L3D="$PY -m lift3d"
 W=$(mktemp -d)
 step() { echo; echo "=== $1 ($(date -u +%T))"; }

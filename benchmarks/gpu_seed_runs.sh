@@ -13,14 +13,7 @@ set -u
 OUT=${OUT:-seed_out}; DEVICE=${DEVICE:-cuda}; CONFIG=${CONFIG:-generate_demo}
 SEEDS=${SEEDS:-"1 2 3"}; PER_RUN=${PER_RUN:-150}; SETS=${SETS:-}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 1
-    export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
+source benchmarks/gpu_env.sh
 W=$(mktemp -d)
 $PY -m lift3d phantom --layout brats --cases 16 --shape 64 64 64 --seed 2 --out "$W/train" >/dev/null
 for s in $SEEDS; do

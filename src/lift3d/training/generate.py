@@ -32,6 +32,7 @@ from torch import Tensor
 
 from lift3d.config import DataConfig, TrainConfig
 from lift3d.errors import InputError
+from lift3d.inference.detail import ESTIMATORS
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ class DetailConfig:
 
     At the end of training, the noise level of ``cases`` training volumes and of ``samples``
     no-mapper samples of G, both on the reference grid, fixes the level of white noise that
-    ``lift3d generate`` adds to every sample (``--no-detail`` leaves it out).
+    ``lift3d generate --detail`` adds to every sample (off unless asked for).
     """
 
     enabled: bool = True
@@ -438,8 +439,8 @@ def check_generate_config(cfg: GenerateConfig) -> None:
             f"got {mc.select_every}, {mc.select_samples}"
         )
     dc = cfg.detail
-    if dc.estimator not in ("noise", "highpass"):
-        raise InputError(f"detail.estimator must be 'noise' or 'highpass', got {dc.estimator!r}")
+    if dc.estimator not in ESTIMATORS:
+        raise InputError(f"detail.estimator must be one of {ESTIMATORS}, got {dc.estimator!r}")
     if dc.enabled and (dc.filter_sigma <= 0 or dc.cases < 1 or dc.samples < 1):
         raise InputError(
             f"detail needs filter_sigma > 0, cases >= 1 and samples >= 1, "
