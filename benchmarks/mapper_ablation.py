@@ -38,6 +38,17 @@ from pathlib import Path
 import numpy as np
 
 KEYS = ("kid_axial", "kid_coronal", "kid_sagittal", "increment_distance")
+# Reported with their spread over models (mean +- sd of the models' encoder-averaged values).
+SPREAD_KEYS = (
+    "kid_axial",
+    "kid_coronal",
+    "kid_sagittal",
+    "fid_axial",
+    "fid_coronal",
+    "fid_sagittal",
+    "increment_distance",
+    "histogram_distance",
+)
 ENCODER_SEEDS = (1234, 99, 7)
 
 
@@ -93,6 +104,7 @@ def main() -> int:
         help="sample with the output detail (noise at the training data's noise level; off by "
         "default, as in `lift3d generate`)",
     )
+    p.add_argument("--json", type=Path, help="also write every score and change to this file")
     p.add_argument("sets", nargs="*", help="--set overrides of the mapper stage")
     a = p.parse_args()
     if not a.runs and not (a.base and a.data and a.config):
@@ -138,8 +150,9 @@ def main() -> int:
                     cache.write_text(json.dumps(rows, indent=1))
                 rows = json.loads(cache.read_text())
                 scores[(name, ref_name, key)] = {
-                    k: float(np.mean([r[k] for r in rows])) for k in KEYS
+                    k: float(np.mean([r[k] for r in rows])) for k in SPREAD_KEYS
                 }
+    summary: dict[str, dict] = {}
     for ref_name in refs:
         for grid in grids:
             key = f"{ref_name}_{'ref' if grid is None else 'x'.join(map(str, grid))}"
@@ -159,9 +172,31 @@ def main() -> int:
                     + " | ".join(f"{m[k]:.4f} ({c:+.0f}%)" for k, c in zip(KEYS, ch))
                     + " |"
                 )
-            mean = np.mean(changes, axis=0)
+            mean, sd = np.mean(changes, axis=0), np.std(changes, axis=0)
             print("| mean change | " + " | ".join(f"{c:+.0f}%" for c in mean) + " |")
+            print("| sd of change | " + " | ".join(f"{c:.0f}%" for c in sd) + " |")
+            spread_table(arms, scores, ref_name, key)
+            summary.setdefault(key, {})["change_mean"] = dict(zip(KEYS, mean.tolist()))
+            summary[key]["change_sd"] = dict(zip(KEYS, sd.tolist()))
+    if a.json:
+        rows = [
+            {"arm": n, "ref": r, "grid": k.split("_", 1)[1], **v} for (n, r, k), v in scores.items()
+        ]
+        a.json.write_text(json.dumps({"scores": rows, "summary": summary}, indent=1))
     return 0
+
+
+def spread_table(arms: dict, scores: dict, ref_name: str, key: str) -> None:
+    """Absolute values, mean +- sd over models, for the mapper arms and the no-mapper arms."""
+    print(f"\n{ref_name}, grid {key.split('_', 1)[1]}: mean +- sd over models (absolute)")
+    print("| arms | " + " | ".join(SPREAD_KEYS) + " |\n|---|" + "---:|" * len(SPREAD_KEYS))
+    for label, want in (("LiFT", True), ("no-mapper", False)):
+        vals = [scores[(n, ref_name, key)] for n, (_, m, _, _) in arms.items() if m == want]
+        cells = []
+        for k in SPREAD_KEYS:
+            x = np.array([v[k] for v in vals])
+            cells.append(f"{x.mean():.4g} +- {x.std():.2g}")
+        print(f"| {label} (n={len(vals)}) | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
