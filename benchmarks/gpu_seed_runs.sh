@@ -4,7 +4,7 @@
 #
 #   OUT=out SEEDS="1 2 3 4" bash benchmarks/gpu_seed_runs.sh
 #   DEVICE=cpu CONFIG=generate_tiny SEEDS="1" OUT=/tmp/s bash benchmarks/gpu_seed_runs.sh  # dry run
-#   SETS="data.shape=[64,64,64] data.spacing_mm=[1,1,1]" ... # extra --set overrides for every run
+#   SETS="data.shape=[32,32,32] data.spacing_mm=[2,2,2]" ... # extra --set overrides for every run
 #
 # Training data: the demo's (`lift3d phantom --cases 16 --shape 64 64 64 --seed 2`). Writes
 # $OUT/seed_runs.tar.gz with <seed>/{model.safetensors, reference.json, config.yaml, run.json,
