@@ -37,15 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-KEYS = ("kid_axial", "kid_coronal", "kid_sagittal", "increment_distance")
+PLANES = ("axial", "coronal", "sagittal")  # lift3d.metrics.distribution.PLANES (torch-free here)
+KEYS = (*(f"kid_{p}" for p in PLANES), "increment_distance")
 # Reported with their spread over models (mean +- sd of the models' encoder-averaged values).
 SPREAD_KEYS = (
-    "kid_axial",
-    "kid_coronal",
-    "kid_sagittal",
-    "fid_axial",
-    "fid_coronal",
-    "fid_sagittal",
+    *(f"{m}_{p}" for m in ("kid", "fid") for p in PLANES),
     "increment_distance",
     "histogram_distance",
 )
