@@ -51,9 +51,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from lift3d.config import TranslateConfig
     from lift3d.data.volume import Volume
     from lift3d.inference.translate import TranslationBundle, translate_volumes
-    from lift3d.training.translate import TranslateConfig, build_model
+    from lift3d.models.registry import translation_model_from_config as build_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -59,6 +59,182 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
 
+# ------------------------------------------------------------------ paired translation
+
+
+@dataclass
+class TranslateModelConfig:
+    """Model size (`lift3d.models.registry.TRANSLATION_SIZES`) and optional overrides."""
+
+    size: str = "base"
+    mixer_levels: int | None = None  # 1 = bottleneck only; k adds k - 1 decoder stages
+    mixer_depth: int | None = None
+    z_context: int | None = None
+    mixer_hidden: float | None = None
+    chunk_size: int = 32  # z-chunk (output slices) for validation and inference
+
+
+@dataclass
+class TranslatorStageConfig:
+    """Stage 1: F on 2D slices."""
+
+    steps: int = 2000
+    lr: float = 1e-3
+    batch_size: int = 16
+    ssim_weight: float = 0.0
+
+
+@dataclass
+class MixerStageConfig:
+    """Stage 2: M on volumes (F frozen unless ``freeze_translator`` is false)."""
+
+    steps: int = 500
+    lr: float = 5e-4
+    batch_size: int = 1
+    z_chunk: int = 0  # train on random z-chunks of this many slices; 0 = whole volumes
+    zgrad_weight: float = 1.0  # weight of the through-plane term
+    freeze_translator: bool = True
+    translator_lr: float = 1e-5  # used only when freeze_translator is false
+
+
+@dataclass
+class TranslateConfig:
+    """Top-level config of ``lift3d train translate``."""
+
+    task: str = "mr2ct"  # mr2ct | missing
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: TranslateModelConfig = field(default_factory=TranslateModelConfig)
+    translator: TranslatorStageConfig = field(default_factory=TranslatorStageConfig)
+    mixer: MixerStageConfig = field(default_factory=MixerStageConfig)
+    val_cases: int = 4  # held-out cases scored at each validation (0 = all)
+
+
+# ------------------------------------------------------------------ unconditional generation
+
+
+@dataclass
+class GenModelConfig:
+    """Which model: size name, modalities (channels), encoder objective."""
+
+    size: str = "small"  # tiny | small | base (lift3d.models.generation.GENERATION_SIZES)
+    modalities: list[str] = field(default_factory=lambda: ["t1n"])  # all four: joint C=4
+    encoder_objective: str = "denoise"  # denoise | masked (the evaluation encoder uses the other)
+
+
+@dataclass
+class StageConfig:
+    """Steps, learning rate and batch size of one stage."""
+
+    steps: int = 500
+    lr: float = 1e-3
+    batch_size: int = 64
+
+
+@dataclass
+class MapperConfig:
+    """The mapper stage and its tri-planar drifting loss."""
+
+    steps: int = 300
+    lr: float = 1e-3
+    # "constant", or "cosine": the learning rate decays to lr_final_ratio * lr over the stage
+    # (the drift from a few volumes per step is noisy; a decaying step size lets T settle).
+    lr_schedule: str = "constant"
+    lr_final_ratio: float = 0.05
+    batch_size: int = 8  # real volumes per step
+    gen_batch: int = 8  # generated volumes per step
+    num_positions: int = 8  # cuts per plane
+    loss_size: list[int] | None = (
+        None  # (D, H, W) the loss volume is resampled to; None = model grid
+    )
+    checkpoint: bool = False  # gradient checkpointing over the encoder passes
+    weight_slice: float = 1.0
+    weight_incr: float = 1.0
+    weight_traj: float = 1.0
+    flip_augment: bool = True  # mirror real volumes left-right (W axis) at random
+    # T's base trajectory (models/trajectory.py): per-slice codes, each N(0, I), smoothed along
+    # depth by a Gaussian of this width in normalised depth (0 = one constant code swept through
+    # depth, too smooth along z), and the share of the code common to the whole volume.
+    # BENCHMARKS.md, Generation: 0.02 / 0.25 vs 0 on the held-out ablation.
+    path_sigma: float = 0.02
+    path_mix: float = 0.25
+    # Train path_sigma / path_mix with T (TrajectoryMapper.learn_base_path): the loss then sets
+    # how smooth the codes are along depth (BENCHMARKS.md, Generation: increment distance -78 %
+    # vs -62 % with the fixed path, reformat KIDs lower too, on held-out phantoms).
+    learn_path: bool = True
+    # ... and with path_per_component, per latent component in a learned basis: each direction
+    # of G's latent gets its own smoothness and volume share (TrajectoryMapper docstring).
+    path_per_component: bool = False
+    # Keep T's codes distributed like G's prior: prior_weight x (mean over latent components of
+    # mean^2 + (variance - 1)^2 of the step's codes, pooled over volumes and depth). 0 = off.
+    prior_weight: float = 0.0
+    # Exponential moving average of T's weights (the engine's ema_decay; 0 = off): the final
+    # mapper is the average, which damps the step-to-step swings of drifting training.
+    ema_decay: float = 0.0
+    # What E-features the tri-planar loss compares: "embed" (one pooled vector per slice, all
+    # scales in one kernel) or "multiscale" (one kernel per encoder scale, each pooled to
+    # tokens x tokens cells, plus a thumbnail x thumbnail intensity image; 0 = no thumbnail).
+    features: str = "embed"
+    tokens: int = 2
+    thumbnail: int = 16
+    # Model selection of T (engine `select`): every select_every steps, select_samples volumes
+    # are scored by the mean per-plane KID against the training volumes in the feature space of
+    # a *selection encoder* (masked autoencoder trained on the training volumes with
+    # select_seed; neither E nor any evaluation encoder); the best step's weights are kept.
+    select: bool = False
+    select_every: int = 25
+    select_samples: int = 16
+    select_seed: int = 4321
+    select_encoder_steps: int = 150
+
+
+@dataclass
+class DetailConfig:
+    """Output detail (`lift3d.inference.detail`): noise calibrated on the training data.
+
+    At the end of training, the noise level of ``cases`` training volumes and of ``samples``
+    no-mapper samples of G, both on the reference grid, fixes the level of white noise that
+    ``lift3d generate --detail`` adds to every sample (off unless asked for).
+    """
+
+    enabled: bool = True
+    # "noise": wavelet (HHH, median) noise estimate; "highpass": high-pass energy, which also
+    # counts edges and asks for more noise (lift3d.inference.detail).
+    estimator: str = "noise"
+    filter_sigma: float = 1.0  # high-pass width in reference-grid voxels (highpass only)
+    cases: int = 16  # training volumes measured (the first ones of the training split)
+    samples: int = 16  # G samples measured
+    seed: int = 0  # noise seed of those samples (not train.seed: same G and data, same level)
+
+
+@dataclass
+class GenerateConfig:
+    """Top-level config of ``lift3d train generate``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: GenModelConfig = field(default_factory=GenModelConfig)
+    encoder: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=1e-3))
+    generator: StageConfig = field(default_factory=lambda: StageConfig(steps=500, lr=5e-4))
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    detail: DetailConfig = field(default_factory=DetailConfig)
+    depth_weight: float = 4.0  # weight of the depth feature in the generator's drifting loss
+    # G's drifting features: encoder maps average-pooled to tokens x tokens cells, and a
+    # thumbnail x thumbnail intensity image (finer = more structure seen by the loss).
+    generator_tokens: int = 2
+    generator_thumbnail: int = 8
+    # How G's drifting batches are formed. "slices": random slices, depth appended to every
+    # feature (depth_weight) so the kernel pairs slices at nearby depth. "depth": each batch item
+    # is one depth with every training subject's slice there (and its mirror image) as
+    # positives and generator_group generated slices at that depth, the drift computed within
+    # the depth (like class-conditional drifting); generator.batch_size is then depths per step.
+    generator_batches: str = "slices"
+    generator_group: int = 16
+
+
+# ------------------------------------------------------------------ loading and saving
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 

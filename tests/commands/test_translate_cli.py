@@ -13,8 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from lift3d.cli import main
+from lift3d.config import TranslateConfig
 from lift3d.data.volume import read_volume
-from lift3d.training.translate import TranslateConfig, build_model, write_model_folder
+from lift3d.model_folder import save_model
+from lift3d.models.registry import translation_model_from_config as build_model
 
 TRAIN_FAST = ["--config", "translate_tiny", "--set", "translator.steps=2", "mixer.steps=2"]
 
@@ -33,7 +35,7 @@ def missing_model(path):
     cfg = TranslateConfig(task="missing")
     cfg.data.shape = [16, 16, 16]
     cfg.model.size = "tiny"
-    return write_model_folder(build_model(cfg), cfg, path)
+    return save_model(build_model(cfg), cfg, path)
 
 
 def nan_affine_nifti(path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from lift3d.config import TranslateConfig
 from lift3d.data.preprocess import CT_WINDOW_HU
 from lift3d.data.volume import Volume, read_volume, write_volume
 from lift3d.errors import InputError
@@ -20,7 +21,8 @@ from lift3d.inference.translate import (
     read_inputs,
     translate_volumes,
 )
-from lift3d.training.translate import TranslateConfig, build_model, write_model_folder
+from lift3d.model_folder import save_model
+from lift3d.models.registry import translation_model_from_config as build_model
 
 
 def make_model_dir(path, task="mr2ct", shape=(16, 16, 16), chunk_size=4, seed=0):
@@ -34,7 +36,7 @@ def make_model_dir(path, task="mr2ct", shape=(16, 16, 16), chunk_size=4, seed=0)
     for mixer in model.mixers:
         for block in mixer.blocks:
             torch.nn.init.normal_(block.proj_out.weight, std=0.3)
-    return write_model_folder(model, cfg, path)
+    return save_model(model, cfg, path)
 
 
 class EchoModel(torch.nn.Module):

@@ -98,15 +98,14 @@ def test_mapper_base_path_has_unit_marginals_and_depth_correlation():
     assert not torch.allclose(codes[0], codes[1])
 
 
-def test_mapper_base_path_is_saved_and_legacy_weights_load_as_constant_code():
+def test_mapper_base_path_is_saved_and_zero_width_is_the_constant_code():
     mapper = TrajectoryMapper(8, 5, hidden=8, layers=1, slice_noise_dim=2, path_sigma=0.1)
     state = mapper.state_dict()
     fresh = TrajectoryMapper(8, 5, hidden=8, layers=1, slice_noise_dim=2)
     assert not fresh.uses_path
     fresh.load_state_dict(state)
     assert fresh.uses_path and float(fresh.path_sigma) == pytest.approx(0.1)
-    legacy = {k: v for k, v in state.items() if not k.startswith("path_")}
-    fresh.load_state_dict(legacy)  # saved before the base path existed
+    fresh.set_base_path(0.0, 0.5)  # zero width: one code swept through depth
     assert not fresh.uses_path
     eps, per_slice = fresh.sample_noise(2, generator=torch.Generator().manual_seed(0))
     assert per_slice.shape == (2, 5, 2)
@@ -170,19 +169,11 @@ def test_per_component_base_path_starts_at_shared_path_and_keeps_unit_marginals(
     rotated.diff(dim=1).pow(2).mean().backward()
     for p in (mapper.path_log_sigma, mapper.path_mix_logit, mapper.path_rotation):
         assert p.grad is not None and p.grad.abs().sum() > 0
-    # Saved and restored with the model; files from before load as the shared path.
+    # Saved and restored with the model.
     state = mapper.state_dict()
     fresh = TrajectoryMapper(4, d, hidden=8, layers=1, slice_noise_dim=2, path_sigma=0.05)
     fresh.load_state_dict(state)
     assert torch.allclose(fresh.base_trajectory(eps, path), rotated.detach(), atol=1e-6)
-    older = {
-        k: v
-        for k, v in state.items()
-        if k not in ("path_log_sigma", "path_mix_logit", "path_rotation")
-    }
-    fresh.load_state_dict(older)
-    assert not fresh.per_component
-    assert torch.equal(fresh.base_trajectory(eps, path), shared)
 
 
 def test_generation_model_sample_and_ablation():

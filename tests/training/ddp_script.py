@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lift3d.config import TrainConfig
-from lift3d.training.checkpoint import save_weights
+from lift3d.models.weights import save_weights
 from lift3d.training.engine import Engine
 
 NUM_SAMPLES = 32

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lift3d.errors import InputError
+from lift3d.models.weights import load_weights, save_weights
 from lift3d.training import checkpoint as ckpt
 
 
@@ -77,9 +78,9 @@ def test_save_list_prune_and_clean(tmp_path):
 
 def test_save_load_weights_roundtrip(tmp_path):
     src, dst = Tied(), Tied()
-    path = ckpt.save_weights(src, tmp_path / "model.safetensors", {"task": "translate", "step": 7})
+    path = save_weights(src, tmp_path / "model.safetensors", {"task": "translate", "step": 7})
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]  # no temp file left
-    meta = ckpt.load_weights(dst, path)
+    meta = load_weights(dst, path)
     assert meta == {"task": "translate", "step": 7}
     for (k, v), w in zip(src.state_dict().items(), dst.state_dict().values()):
         assert torch.equal(v, w), k
@@ -90,42 +91,22 @@ def test_load_weights_from_step_checkpoint(tmp_path):
     src, dst = nn.Linear(2, 2), nn.Linear(2, 2)
     tensors = {f"model.{k}": v for k, v in src.state_dict().items()} | {"optim.x": torch.ones(1)}
     ckpt.save_checkpoint(tmp_path, 1, tensors, {})
-    ckpt.load_weights(dst, tmp_path / "step_0000001.safetensors")
+    load_weights(dst, tmp_path / "step_0000001.safetensors")
     assert torch.equal(dst.weight, src.weight)
 
 
 def test_load_weights_errors(tmp_path):
     with pytest.raises(InputError, match="not found") as err:
-        ckpt.load_weights(nn.Linear(2, 2), tmp_path / "missing.safetensors")
+        load_weights(nn.Linear(2, 2), tmp_path / "missing.safetensors")
     assert err.value.path == tmp_path / "missing.safetensors"
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"this is not a safetensors file")
     with pytest.raises(InputError, match="not a readable safetensors"):
-        ckpt.load_weights(nn.Linear(2, 2), bad)
-    path = ckpt.save_weights(nn.Linear(2, 2), tmp_path / "lin.safetensors")
+        load_weights(nn.Linear(2, 2), bad)
+    path = save_weights(nn.Linear(2, 2), tmp_path / "lin.safetensors")
     with pytest.raises(InputError, match=r"missing keys \['0.bias', '0.weight'\]"):
-        ckpt.load_weights(nn.Sequential(nn.Linear(2, 2)), path)
+        load_weights(nn.Sequential(nn.Linear(2, 2)), path)
     with pytest.raises(
         InputError, match=r"'weight' has shape \(2, 2\), the model expects \(3, 2\)"
     ):
-        ckpt.load_weights(nn.Linear(2, 3), path)
-
-
-def test_weights_written_before_a_key_existed_load_with_its_legacy_default(tmp_path):
-    """A mapper file from before the base path (no path_sigma / path_mix) loads, inside a
-    larger model and from a step checkpoint, as the constant-code mapper; other missing keys
-    are still errors."""
-    from lift3d.models.trajectory import TrajectoryMapper
-
-    outer = nn.ModuleDict({"mapper": TrajectoryMapper(8, 5, hidden=8, layers=1, path_sigma=0.1)})
-    old = {k: v for k, v in outer.state_dict().items() if "path_" not in k}
-    ckpt._save_tensors(old, tmp_path / "old.safetensors", {})
-    fresh = nn.ModuleDict({"mapper": TrajectoryMapper(8, 5, hidden=8, layers=1, path_sigma=0.1)})
-    ckpt.load_weights(fresh, tmp_path / "old.safetensors")
-    assert not fresh["mapper"].uses_path and float(fresh["mapper"].path_mix) == 0.5
-    ckpt.save_checkpoint(tmp_path, 3, {f"model.{k}": v for k, v in old.items()}, {})
-    ckpt.load_weights(fresh, tmp_path / "step_0000003.safetensors")
-    del old["mapper.out.bias"]
-    ckpt._save_tensors(old, tmp_path / "older.safetensors", {})
-    with pytest.raises(InputError, match="missing keys"):
-        ckpt.load_weights(fresh, tmp_path / "older.safetensors")
+        load_weights(nn.Linear(2, 3), path)

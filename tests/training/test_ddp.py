@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lift3d.config import TrainConfig
-from lift3d.training.checkpoint import load_weights
+from lift3d.models.weights import load_weights
 from lift3d.training.engine import Engine
 from lift3d.utils import seed_everything
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from lift3d.config import DataConfig, TrainConfig, load_config
 from lift3d.errors import InputError
+from lift3d.models.weights import load_weights
 from lift3d.training import checkpoint as ckpt
 from lift3d.training import engine as engine_mod
 from lift3d.training.engine import Engine, EpochSampler, resolve_precision
@@ -190,7 +191,7 @@ def test_checkpoint_files(straight):
     for key, value in model.state_dict().items():
         assert torch.equal(tensors[f"model.{key}"], value)
     final = nn.Sequential(nn.Linear(4, 32), nn.Dropout(0.3), nn.ReLU(), nn.Linear(32, 1))
-    meta_final = ckpt.load_weights(final, stage_dir / "final.safetensors")
+    meta_final = load_weights(final, stage_dir / "final.safetensors")
     assert meta_final["step"] == 12
     assert_same_weights(final, model)
 

@@ -8,18 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from lift3d.config import load_config
+from lift3d.config import TranslateConfig, load_config
 from lift3d.configs import config_path
 from lift3d.errors import InputError
 from lift3d.losses.translation import l1_loss, ssim_2d, volume_loss, zgrad_l1_loss
-from lift3d.models.lift import missing_modality_input
-from lift3d.training.translate import (
-    TranslateConfig,
-    in_channels,
-    make_input,
-    select_target,
-    train_translation,
-)
+from lift3d.models.lift import in_channels, make_input, missing_modality_input, select_target
+from lift3d.training.translate import train_translation
 
 
 def tiny_config(data_dir, task="mr2ct", **extra):

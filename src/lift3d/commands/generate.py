@@ -58,12 +58,13 @@ def _check_writable(out) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lift3d.errors import InputError
-    from lift3d.inference.generate import generate_volumes, read_model_folder
+    from lift3d.inference.generate import generate_volumes
+    from lift3d.model_folder import read_model_folder
     from lift3d.utils import check_output_path, resolve_device
 
     if args.n <= 0:
         raise InputError(f"--n must be a positive number of samples, got {args.n}")
-    read_model_folder(args.model)  # bad model folder: fail before touching the output
+    read_model_folder(args.model, "generate")  # bad model folder: fail before touching the output
     check_output_path(args.out, inputs=[args.model], overwrite=args.overwrite)
     device = resolve_device(args.device)
     _check_writable(args.out)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lift3d.constants import TRAIN_KINDS
+
 HELP = (
     "Train a LiFT model. 'translate' (--task mr2ct | missing): per-slice 2D translator, then the "
     "bidirectional z-context mixer (SynthRAD layout for mr2ct, BraTS layout for missing). "
@@ -15,11 +17,10 @@ EXAMPLE = (
     "lift3d train translate --task mr2ct --data SynthRAD2023 --out runs/mr2ct "
     "--config translate_mr2ct --set mixer.steps=1000"
 )
-TASKS = ("translate", "generate")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=TASKS, help="what to train")
+    parser.add_argument("kind", choices=TRAIN_KINDS, help="what to train")
     parser.add_argument(
         "--task",
         choices=("mr2ct", "missing"),
@@ -89,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
     path = config_path(args.config) if args.config else None
     overrides = list(args.overrides)
     if args.kind == "translate":
-        from lift3d.training.translate import TranslateConfig as ConfigClass
+        from lift3d.config import TranslateConfig as ConfigClass
     else:
         if args.task is not None:
             raise InputError("--task applies to 'train translate' only")
-        from lift3d.training.generate import GenerateConfig as ConfigClass
+        from lift3d.config import GenerateConfig as ConfigClass
     cfg = load_config(ConfigClass, path, overrides)
     cfg.data.root = str(args.data)
     if args.kind == "translate" and args.task is not None:
@@ -109,9 +110,10 @@ def run(args: argparse.Namespace) -> int:
     _prepare_run_dir(args.out, args.data, args.resume, args.overwrite)
 
     if args.kind == "translate":
-        from lift3d.training.translate import TASKS, train_translation
+        from lift3d.constants import TRANSLATE_TASKS
+        from lift3d.training.translate import train_translation
 
-        if cfg.task not in TASKS:
+        if cfg.task not in TRANSLATE_TASKS:
             raise InputError(f"config key 'task': unknown task {cfg.task!r}; use mr2ct or missing")
         run_dir = train_translation(cfg, args.out, resume=args.resume)
     else:

@@ -19,6 +19,7 @@ voxels inside the model field of view come back voxel-exact (labels) or to float
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -454,3 +455,25 @@ def restore_volume(array_dhw: Any, record: PreprocessRecord, modality: str) -> V
         dtype = np.dtype(params["dtype"])
         out = np.rint(out).astype(dtype) if dtype.kind in "iub" else out.astype(dtype)
     return Volume(np.ascontiguousarray(out), np.asarray(record.source_affine).copy())
+
+
+# Model-space values at or below are background (0 in a restored generated sample).
+FOREGROUND_THRESHOLD = 0.01
+
+
+def restore_sample(array_dhw: np.ndarray, record_dict: dict[str, Any], modality: str):
+    """Model-space (D, H, W) in [0, 1] -> Volume on the reference grid in source units.
+
+    Background (values <= FOREGROUND_THRESHOLD) is written as 0, as in the training files,
+    instead of the bottom of the intensity window.
+    """
+    record = PreprocessRecord.from_dict(record_dict)
+    vol = restore_volume(array_dhw, record, modality)
+    fg_record = copy.deepcopy(record)
+    fg_record.intensity["_foreground"] = {"kind": "mask", "window": None, "dtype": "|u1"}
+    fg = restore_volume(
+        (array_dhw > FOREGROUND_THRESHOLD).astype(np.uint8), fg_record, "_foreground"
+    )
+    if record.intensity[modality]["kind"] == "mr":
+        vol.array[fg.array == 0] = 0
+    return vol

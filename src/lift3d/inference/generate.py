@@ -19,103 +19,23 @@ the no-mapper ablation get the same noise.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
+from lift3d.data.preprocess import restore_sample
+from lift3d.data.volume import write_volume
 from lift3d.errors import InputError
+from lift3d.inference.detail import add_detail, sample_rng, window_width
+from lift3d.model_folder import load_model
+from lift3d.report.figures import preview_png
+from lift3d.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-FOREGROUND_THRESHOLD = 0.01  # model-space values at or below are background (0 in the output)
-
-
-def read_model_folder(model_dir: str | Path) -> dict[str, Any]:
-    """Check a generation model folder and read its metadata.
-
-    Returns:
-        {"config": dict, "reference": dict, "run": dict, "weights": Path}.
-
-    Raises:
-        InputError: not a folder, not a generation model (names the task it is from), files
-            missing or unreadable.
-    """
-    import yaml
-
-    from lift3d.utils import read_model_folder
-
-    model_dir = Path(model_dir)
-    names = ("config.yaml", "reference.json", "model.safetensors")
-    run = read_model_folder(model_dir, "generate", required=names)
-    paths = {n: model_dir / n for n in names}
-    try:
-        config = yaml.safe_load(paths["config.yaml"].read_text()) or {}
-        reference = json.loads(paths["reference.json"].read_text())
-    except (OSError, yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise InputError(
-            f"unreadable model metadata ({exc.__class__.__name__})", model_dir
-        ) from None
-    return {
-        "config": config,
-        "reference": reference,
-        "run": run,
-        "weights": paths["model.safetensors"],
-    }
-
-
-def load_generation_model(
-    model_dir: str | Path, device: str = "cpu"
-) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model from its folder (no flags needed) and load the final weights.
-
-    Returns:
-        (GenerationModel in eval mode on `device`, folder metadata from `read_model_folder`).
-    """
-    from lift3d.models.registry import build_generation_model
-    from lift3d.training.checkpoint import load_weights
-
-    meta = read_model_folder(model_dir)
-    ref = meta["reference"]
-    objective = meta["config"].get("model", {}).get("encoder_objective", "denoise")
-    model = build_generation_model(
-        ref["size"], len(ref["modalities"]), tuple(ref["shape"]), encoder_objective=objective
-    )
-    load_weights(model, meta["weights"])
-    return model.to(device).eval(), meta
-
-
-def restore_sample(array_dhw: np.ndarray, record_dict: dict[str, Any], modality: str):
-    """Model-space (D, H, W) in [0, 1] -> Volume on the reference grid in source units.
-
-    Background (values <= FOREGROUND_THRESHOLD) is written as 0, as in the training files,
-    instead of the bottom of the intensity window.
-    """
-    from lift3d.data.preprocess import PreprocessRecord, restore_volume
-
-    record = PreprocessRecord.from_dict(record_dict)
-    vol = restore_volume(array_dhw, record, modality)
-    fg_record = copy.deepcopy(record)
-    fg_record.intensity["_foreground"] = {"kind": "mask", "window": None, "dtype": "|u1"}
-    fg = restore_volume(
-        (array_dhw > FOREGROUND_THRESHOLD).astype(np.uint8), fg_record, "_foreground"
-    )
-    if record.intensity[modality]["kind"] == "mr":
-        vol.array[fg.array == 0] = 0
-    return vol
-
-
-def montage_png(volumes: list[np.ndarray], path: Path, title: str) -> Path:
-    """Tri-planar montage (centre cuts) of up to 4 (D, H, W) volumes."""
-    from lift3d.training.generate import preview_png
-
-    rows = {f"sample {i}": v for i, v in enumerate(volumes[:4])}
-    return preview_png(rows, path, title)
 
 
 def generate_volumes(
@@ -150,14 +70,10 @@ def generate_volumes(
 
     from tqdm.auto import tqdm
 
-    from lift3d.data.volume import write_volume
-    from lift3d.inference.detail import add_detail, sample_rng, window_width
-    from lift3d.utils import atomic_write_text
-
     if n <= 0:
         raise InputError(f"--n must be a positive number of samples, got {n}")
-    model, meta = load_generation_model(model_dir, device)
-    ref = meta["reference"]
+    model, folder = load_model(model_dir, "generate", device)
+    ref = folder.reference
     modalities = list(ref["modalities"])
     detail_record = ref.get("detail") if detail else None
     sigmas = {
@@ -195,7 +111,11 @@ def generate_volumes(
         if len(previews) < 4:
             previews.append(vol[0])
     kind = "LiFT (mapper)" if use_mapper else "no mapper (independent slice latents)"
-    montage_png(previews, out_dir / "montage.png", f"{kind}, seed {seed}, {modalities[0]}")
+    preview_png(
+        {f"sample {i}": v for i, v in enumerate(previews)},
+        out_dir / "montage.png",
+        f"{kind}, seed {seed}, {modalities[0]}",
+    )
     info = {
         "model": str(Path(model_dir).resolve()),
         "seed": seed,

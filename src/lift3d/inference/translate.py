@@ -23,13 +23,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from lift3d.data.volume import Volume, image_suffix, read_volume
+from lift3d.constants import BRATS_MODALITIES, SCT_FILE
+from lift3d.data.datasets import default_kind
+from lift3d.data.discovery import discover_cases, list_cases, load_case
+from lift3d.data.preprocess import CT_WINDOW_HU, preprocess_case, restore_volume, to_model_space
+from lift3d.data.volume import Volume, image_suffix, read_volume, write_volume
 from lift3d.errors import InputError
+from lift3d.model_folder import load_model, read_model_folder
+from lift3d.models.lift import make_input, task_modalities
+from lift3d.utils import atomic_write_text, resolve_device
 
 log = logging.getLogger(__name__)
 
 MISSING_OUTPUT_WINDOW = (0.0, 1.0)  # a synthesised MR modality is written on the [0, 1] scale
-SCT_NAME = "sct.nii.gz"
 
 
 @dataclass
@@ -57,9 +63,7 @@ class TranslationBundle:
 
 def read_run_info(model_dir: str | Path) -> dict[str, Any]:
     """run.json of a translation model folder; InputError unless it is one (names the task)."""
-    from lift3d.utils import read_model_folder
-
-    return read_model_folder(model_dir, "translate")
+    return read_model_folder(model_dir, "translate").run
 
 
 def load_translation_model(model_dir: str | Path, device: str = "auto") -> TranslationBundle:
@@ -68,31 +72,11 @@ def load_translation_model(model_dir: str | Path, device: str = "auto") -> Trans
     Raises:
         InputError: missing folder or files, a model from another task, unreadable weights.
     """
-    import yaml
-
-    from lift3d.config import config_from_dict
-    from lift3d.training.checkpoint import load_weights
-    from lift3d.training.translate import TranslateConfig, build_model, task_modalities
-    from lift3d.utils import resolve_device
-
-    model_dir = Path(model_dir)
-    run = read_run_info(model_dir)
-    try:
-        raw = yaml.safe_load((model_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InputError(f"config.yaml is not readable ({type(exc).__name__})", model_dir) from None
-    cfg = config_from_dict(TranslateConfig, raw)
-    if run.get("subtask") not in (None, cfg.task):
-        raise InputError(
-            f"run.json says subtask {run.get('subtask')!r} but config.yaml says {cfg.task!r}",
-            model_dir,
-        )
     device = resolve_device(device)
-    model = build_model(cfg)
-    load_weights(model, model_dir / "model.safetensors")
-    model.to(device).eval()
+    model, folder = load_model(model_dir, "translate", device)
+    cfg = folder.config
     slots, target = task_modalities(cfg.task)
-    return TranslationBundle(model, cfg, cfg.task, slots, target, device, model_dir)
+    return TranslationBundle(model, cfg, cfg.task, slots, target, device, folder.path)
 
 
 # ------------------------------------------------------------------ one case
@@ -140,14 +124,6 @@ def translate_volumes(
     Raises:
         InputError: modality names or count do not match the model, grids differ, bad geometry.
     """
-    from lift3d.data.datasets import default_kind
-    from lift3d.data.preprocess import (
-        CT_WINDOW_HU,
-        preprocess_case,
-        restore_volume,
-        to_model_space,
-    )
-    from lift3d.training.translate import make_input
 
     cfg = bundle.cfg
     names = sorted(volumes)
@@ -237,7 +213,6 @@ def find_mask_beside(path: Path) -> Path | None:
 
 def brats_modality_of(path: Path) -> str | None:
     """``BraTS-GLI-00000-000-t1n.nii.gz`` -> ``t1n`` (None if the name has no BraTS suffix)."""
-    from lift3d.data.discovery import BRATS_MODALITIES
 
     stem = path.name[: -len(image_suffix(path))] if image_suffix(path) else path.name
     for m in BRATS_MODALITIES:
@@ -272,7 +247,7 @@ def read_inputs(bundle: TranslationBundle, paths: list[Path]) -> dict[str, Volum
 
 def output_name(task: str, case_id: str, target: str) -> str:
     """Folder-mode file name: ``sct.nii.gz`` (mr2ct) or ``<case_id>-<mod>.nii.gz`` (missing)."""
-    return SCT_NAME if task == "mr2ct" else f"{case_id}-{target}.nii.gz"
+    return SCT_FILE if task == "mr2ct" else f"{case_id}-{target}.nii.gz"
 
 
 def plan_dataset(
@@ -288,7 +263,6 @@ def plan_dataset(
         InputError: the dataset has no usable case, a case misses more than one modality, or a
             complete case with no `target`.
     """
-    from lift3d.data.discovery import discover_cases, list_cases
 
     if bundle.target is not None:
         cases = discover_cases(root, required=("mr",), validate="header")
@@ -329,7 +303,6 @@ def translate_case(
     bundle: TranslationBundle, case: Any, target: str, use_mixer: bool = True
 ) -> Volume:
     """Translate one discovered `Case` (its mask, when present, is the foreground)."""
-    from lift3d.data.discovery import load_case
 
     wanted = ["mr"] if bundle.target is not None else [s for s in bundle.slots if s != target]
     volumes = load_case(case, wanted)
@@ -352,13 +325,10 @@ def translate_dataset(
     """
     from tqdm.auto import tqdm
 
-    from lift3d.utils import atomic_write_text
-
     plan = plan_dataset(bundle, root, target)
     written, cases = [], {}
     for case, tgt in tqdm(plan, desc="translate", disable=not progress, unit="case"):
         vol = translate_case(bundle, case, tgt, use_mixer)
-        from lift3d.data.volume import write_volume
 
         path = out_dir / case.case_id / output_name(bundle.task, case.case_id, tgt)
         write_volume(vol, path)

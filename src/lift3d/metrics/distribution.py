@@ -383,7 +383,7 @@ def load_eval_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]
             identity's.
     """
     from lift3d.models.encoder import SliceEncoder
-    from lift3d.training.checkpoint import load_weights
+    from lift3d.models.weights import load_weights
 
     path = Path(path)
     meta_path = path.with_suffix(".json")
@@ -407,7 +407,7 @@ def load_eval_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]
 
 def save_eval_encoder(enc: torch.nn.Module, identity: dict[str, Any], path: str | Path) -> Path:
     """Write the encoder's weights and its identity JSON beside them."""
-    from lift3d.training.checkpoint import save_weights
+    from lift3d.models.weights import save_weights
     from lift3d.utils import atomic_write_text
 
     path = Path(path)

@@ -10,12 +10,15 @@ initialisation (zero-init residuals) the model computes exactly F slice by slice
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from lift3d.constants import BRATS_MODALITIES, TRANSLATE_TASKS
+from lift3d.errors import InputError
 from lift3d.models.translator import SliceUNet
 from lift3d.models.z_mixer import BidirectionalZMixer
 
@@ -220,3 +223,50 @@ def missing_modality_input(volumes: Tensor, missing: Tensor) -> Tensor:
     present = volumes * (1.0 - onehot)[:, :, None, None, None]
     planes = onehot[:, :, None, None, None].expand(b, m, *volumes.shape[2:])
     return torch.cat([present, planes], dim=1)
+
+
+# ------------------------------------------------------------------ the paired tasks' tensors
+
+
+def task_modalities(task: str) -> tuple[list[str], str | None]:
+    """(modality slots, fixed target) of a task: mr2ct -> (["mr"], "ct");
+    missing -> (the four BraTS modalities, None: any of them)."""
+    if task == "mr2ct":
+        return ["mr"], "ct"
+    if task == "missing":
+        return list(BRATS_MODALITIES), None
+    raise InputError(f"unknown translation task {task!r}; use one of {', '.join(TRANSLATE_TASKS)}")
+
+
+def in_channels(task: str) -> int:
+    """Model input channels: 1 for mr2ct; 4 slots + 4 one-hot planes for missing."""
+    slots, target = task_modalities(task)
+    return len(slots) if target is not None else 2 * len(slots)
+
+
+def make_input(task: str, batch: dict[str, Any], missing: Tensor | None = None) -> Tensor:
+    """Model input from a batch of (B, 1, ...) modality tensors.
+
+    mr2ct: (B, 1, ...) MR. missing: (B, 8, ...) with slot `missing` (B,) zero-filled + one-hot.
+    Slice batches (B, 1, H, W) get a singleton D axis: (B, C, 1, H, W).
+    """
+    slots, target = task_modalities(task)
+    x = torch.cat([batch[m] for m in slots], dim=1)
+    if x.dim() == 4:
+        x = x[:, :, None]
+    if target is not None:
+        return x
+    assert missing is not None
+    return missing_modality_input(x, missing)
+
+
+def select_target(task: str, batch: dict[str, Any], missing: Tensor | None = None) -> Tensor:
+    """(B, 1, ...) target: CT, or each item's missing modality."""
+    slots, target = task_modalities(task)
+    if target is not None:
+        y = batch[target]
+    else:
+        stacked = torch.cat([batch[m] for m in slots], dim=1)  # (B, 4, ...)
+        idx = missing.view(-1, *([1] * (stacked.dim() - 1))).expand(-1, 1, *stacked.shape[2:])
+        y = torch.gather(stacked, 1, idx)
+    return y[:, :, None] if y.dim() == 4 else y

@@ -1,5 +1,8 @@
 """Model registry: size name -> factory.
 
+The ``*_from_config`` functions build a model from its task config alone; that is how
+`lift3d.model_folder` rebuilds a saved model.
+
 Translation (`build_translation_model`): per-slice U-Net F + bidirectional z-mixers M
 (`lift3d.models.lift.TranslationModel`). Sizes: ``tiny`` (tests), ``small`` (CPU demo on 64^3
 phantoms), ``base`` (real data, e.g. 240 x 240 x 155 BraTS / SynthRAD volumes).
@@ -10,6 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from torch import nn
+
+from lift3d.config import GenerateConfig, TranslateConfig
+from lift3d.errors import InputError
+from lift3d.models.generation import build_generation
+from lift3d.models.lift import TranslationModel, in_channels
+from lift3d.models.translator import SliceUNet
 
 # size -> (U-Net widths finest first, mixer options). mixer_levels: 1 = bottleneck only,
 # k > 1 also mixes the first k - 1 decoder stages (coarse to fine).
@@ -58,8 +67,6 @@ def build_translation_model(
     Raises:
         ValueError: unknown size or option.
     """
-    from lift3d.models.lift import TranslationModel
-    from lift3d.models.translator import SliceUNet
 
     if size not in TRANSLATION_SIZES:
         raise ValueError(
@@ -94,6 +101,40 @@ def build_generation_model(
     Raises:
         ValueError: unknown size.
     """
-    from lift3d.models.generation import build_generation
 
     return build_generation(size, channels, shape, encoder_objective=encoder_objective)
+
+
+def translation_model_from_config(cfg: TranslateConfig, use_mixer: bool = True) -> nn.Module:
+    """The `TranslationModel` a config describes (random init)."""
+    m = cfg.model
+    if m.size not in TRANSLATION_SIZES:
+        raise InputError(
+            f"config key 'model.size': unknown size {m.size!r}; use one of "
+            f"{', '.join(TRANSLATION_SIZES)}"
+        )
+    try:
+        return build_translation_model(
+            m.size,
+            in_channels(cfg.task),
+            1,
+            use_mixer=use_mixer,
+            mixer_levels=m.mixer_levels,
+            mixer_depth=m.mixer_depth,
+            z_context=m.z_context,
+            mixer_hidden=m.mixer_hidden,
+            chunk_size=m.chunk_size or None,
+        )
+    except ValueError as exc:
+        raise InputError(f"model config: {exc}") from None
+
+
+def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
+    """The `GenerationModel` a config describes (random init): size, one channel per modality,
+    the model grid ``data.shape``."""
+    return build_generation_model(
+        cfg.model.size,
+        len(cfg.model.modalities),
+        tuple(int(s) for s in cfg.data.shape),
+        encoder_objective=cfg.model.encoder_objective,
+    )

@@ -117,24 +117,6 @@ class TrajectoryMapper(nn.Module):
         """True when the base trajectory moves along depth (per-slice base noise is drawn)."""
         return float(self.path_sigma.detach()) > 0
 
-    def legacy_state_defaults(self) -> dict[str, Tensor]:
-        """Values for keys that older model files lack (their values win where present):
-        before the base path, the constant base code; before the per-component path, zero
-        offsets and no rotation (the shared path)."""
-        n = self.latent_dim
-        return {
-            "path_sigma": torch.tensor(0.0),
-            "path_mix": torch.tensor(0.5),
-            "path_log_sigma": torch.zeros(n),
-            "path_mix_logit": torch.zeros(n),
-            "path_rotation": torch.zeros(n, n),
-        }
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        for key, value in self.legacy_state_defaults().items():
-            state_dict.setdefault(prefix + key, value)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def base_trajectory(self, eps: Tensor, path_noise: Tensor | None) -> Tensor:
         """(B, latent) volume noise + (B, D, latent) white noise -> (B, D, latent) base codes."""
         if path_noise is None or not self.uses_path:

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from lift3d.constants import PLANES, RAS_PLANE_AXIS
+from lift3d.data.volume import read_volume, reorient
 from lift3d.utils import atomic_path
 
-PLANES = ("axial", "coronal", "sagittal")
 # plane -> RAS array axis held fixed (axial: z = S, coronal: y = A, sagittal: x = R)
-PLANE_AXIS = {"axial": 2, "coronal": 1, "sagittal": 0}
+PLANE_AXIS = RAS_PLANE_AXIS
 LOSS_SKIP_KEYS = {"step", "lr", "seconds", "time", "epoch", "elapsed", "samples"}
 
 
@@ -28,8 +29,6 @@ def load_ras(path: str | Path) -> tuple[np.ndarray, tuple[float, float, float]]:
     Returns:
         (X, Y, Z) float32 array and its spacing in mm.
     """
-    from lift3d.data.volume import read_volume, reorient
-
     volume = reorient(read_volume(path), "RAS")
     return np.asarray(volume.array, dtype=np.float32), tuple(float(s) for s in volume.spacing)
 
@@ -52,6 +51,46 @@ def plane_image(
     image = np.take(array, index, axis=axis).T  # rows = the later remaining axis
     kept = [a for a in range(3) if a != axis]
     return image, spacing[kept[1]] / spacing[kept[0]]
+
+
+def preview_png(
+    rows: Mapping[str, np.ndarray],
+    path: Path,
+    title: str = "",
+    labels: Sequence[str] = PLANES,
+    aspect: str | None = None,
+) -> Path:
+    """Tri-planar PNG of model-space volumes: one row per volume, centre cut along each axis.
+
+    Used for the training previews (``RUN/val/*.png``) and generation montages.
+
+    Args:
+        rows: row name -> (D, H, W) array in [0, 1] (model space, D = slice axis).
+        path: PNG to write (atomically; parent folders are created).
+        title: figure title.
+        labels: column titles of the D, H and W cuts.
+        aspect: matplotlib ``imshow`` aspect (None: square pixels).
+    """
+    fig = Figure(figsize=(6.3, 2.1 * len(rows) + 0.4), dpi=80)
+    axes = fig.subplots(len(rows), 3, squeeze=False)
+    for r, (name, vol) in enumerate(rows.items()):
+        d, h, w = vol.shape
+        cuts = [vol[d // 2], vol[:, h // 2], vol[:, :, w // 2]]
+        for c, img in enumerate(cuts):
+            ax = axes[r, c]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1, origin="lower", aspect=aspect)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(labels[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path
 
 
 def slice_error_profile(

@@ -12,7 +12,8 @@ Both are written through a temporary name and a rename, the JSON last, so a pair
 checkpoint only when its JSON exists: a run killed mid-write leaves at most an orphan weight file
 that `list_checkpoints` ignores and `clean_incomplete` removes.
 
-`save_weights` / `load_weights` write and read a module's weights alone (``model.safetensors``).
+Final weights alone (``final.safetensors``, ``model.safetensors``) are written with
+`lift3d.models.weights.save_weights`.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from lift3d.errors import InputError
-from lift3d.utils import atomic_path, atomic_write_text
+from lift3d.models.weights import load_tensors, save_tensors
+from lift3d.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -101,41 +102,6 @@ def decode_state(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return obj
 
 
-def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Contiguous CPU tensors with no two sharing memory (safetensors refuses shared storage)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[tuple[int, int]] = set()
-    for name, t in tensors.items():
-        t = t.detach().cpu().contiguous()
-        key = (t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
-        if t.numel() and key in seen:
-            t = t.clone()
-        seen.add(key)
-        out[name] = t
-    return out
-
-
-def _save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file(_unshared(tensors), str(tmp), metadata=metadata)
-
-
-def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    if not path.is_file():
-        raise InputError("weights file not found", path)
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
-    except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise InputError(f"not a readable safetensors file ({exc})", path) from None
-    return tensors, metadata
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data))
 
@@ -159,7 +125,7 @@ def save_checkpoint(
     """
     ckpt_dir = Path(ckpt_dir)
     stem = step_name(step)
-    _save_tensors(tensors, ckpt_dir / f"{stem}.safetensors", {"format": "lift3d-checkpoint"})
+    save_tensors(tensors, ckpt_dir / f"{stem}.safetensors", {"format": "lift3d-checkpoint"})
     json_path = ckpt_dir / f"{stem}.json"
     _write_json(json_path, {**meta, "step": step, "weights": f"{stem}.safetensors"})
     return json_path
@@ -185,7 +151,7 @@ def load_checkpoint(json_path: str | Path) -> tuple[dict[str, Any], dict[str, to
         meta = json.loads(json_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise InputError(f"unreadable checkpoint metadata ({exc})", json_path) from None
-    tensors, _ = _load_tensors(json_path.with_suffix(".safetensors"))
+    tensors, _ = load_tensors(json_path.with_suffix(".safetensors"))
     return meta, tensors
 
 
@@ -223,84 +189,3 @@ def clean_incomplete(ckpt_dir: str | Path) -> list[Path]:
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
-
-
-# --------------------------------------------------------------------------- final weights
-
-
-def save_weights(
-    module: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None
-) -> Path:
-    """Write a module's ``state_dict`` to a safetensors file (atomically).
-
-    Args:
-        module: the model (unwrapped).
-        path: output ``.safetensors`` file.
-        metadata: JSON-able values stored (JSON-encoded) in the file header.
-
-    Returns:
-        `path` as a Path.
-    """
-    path = Path(path)
-    meta = {str(k): json.dumps(v) for k, v in (metadata or {}).items()}
-    _save_tensors(dict(module.state_dict()), path, meta)
-    return path
-
-
-def _legacy_defaults(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Values for state keys that older files lack, from each submodule's
-    ``legacy_state_defaults()`` (e.g. the trajectory mapper's base-path settings)."""
-    out: dict[str, torch.Tensor] = {}
-    for name, sub in module.named_modules():
-        hook = getattr(sub, "legacy_state_defaults", None)
-        if callable(hook):
-            out.update({f"{name}.{k}" if name else k: v for k, v in hook().items()})
-    return out
-
-
-def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
-    """Load weights written by `save_weights` (or the ``model.*`` part of a step checkpoint).
-
-    Args:
-        module: the model to fill in place; keys and shapes must match exactly.
-        path: ``.safetensors`` file.
-
-    Returns:
-        The metadata stored with the weights (JSON values decoded).
-
-    Raises:
-        InputError: missing or unreadable file, missing or unexpected keys, shape mismatch.
-    """
-    path = Path(path)
-    tensors, raw_meta = _load_tensors(path)
-    expected = module.state_dict()
-    if set(tensors) != set(expected) and any(k.startswith("model.") for k in tensors):
-        stripped = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
-        if set(stripped) >= set(expected) - set(_legacy_defaults(module)):
-            tensors = stripped
-    # Keys added after a file was written: a submodule's `legacy_state_defaults()` fills them.
-    tensors = {**_legacy_defaults(module), **tensors}
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        raise InputError(f"weights do not fit this model: {'; '.join(parts)}", path)
-    for key, value in expected.items():
-        if tuple(tensors[key].shape) != tuple(value.shape):
-            raise InputError(
-                f"weights do not fit this model: {key!r} has shape {tuple(tensors[key].shape)}, "
-                f"the model expects {tuple(value.shape)}",
-                path,
-            )
-    module.load_state_dict(tensors, strict=True)
-    metadata: dict[str, Any] = {}
-    for k, v in raw_meta.items():
-        try:
-            metadata[k] = json.loads(v)
-        except json.JSONDecodeError:
-            metadata[k] = v
-    return metadata

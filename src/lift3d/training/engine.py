@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 import lift3d
 from lift3d.config import TrainConfig, config_to_dict, save_config
 from lift3d.errors import InputError
+from lift3d.models.weights import load_weights, save_weights
 from lift3d.training import checkpoint as ckpt
 from lift3d.utils import atomic_write_text, resolve_device, seed_everything
 
@@ -499,7 +500,7 @@ class Engine:
         stage_dir = self.run_dir / "checkpoints" / stage
         with self._logging():
             if (stage_dir / ckpt.DONE_MARKER).exists():
-                ckpt.load_weights(model, stage_dir / f"{ckpt.FINAL_NAME}.safetensors")
+                load_weights(model, stage_dir / f"{ckpt.FINAL_NAME}.safetensors")
                 model.to(self.fabric.device)
                 logger.info("stage %s already finished; loaded its final weights", stage)
                 seed_everything(mix_seed(self.cfg.seed, "after", stage))
@@ -936,7 +937,7 @@ class Engine:
             if selected is not None:
                 info["selected"] = selected
             final = stage_dir / f"{ckpt.FINAL_NAME}.safetensors"
-            ckpt.save_weights(model, final, {k: info[k] for k in ("stage", "step", "task")})
+            save_weights(model, final, {k: info[k] for k in ("stage", "step", "task")})
             atomic_write_text(final.with_suffix(".json"), json.dumps(info, indent=1))
             atomic_write_text(stage_dir / ckpt.DONE_MARKER, info["time"] + "\n")
             logger.info("stage %s finished at step %d; final weights %s", stage, pos.step, final)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,133 +29,23 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from lift3d.config import DataConfig, TrainConfig
+from lift3d.config import GenerateConfig, MapperConfig
+from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
+from lift3d.data.discovery import discover_cases
+from lift3d.data.preprocess import restore_sample
+from lift3d.data.volume import read_volume
 from lift3d.errors import InputError
+from lift3d.inference import detail
 from lift3d.inference.detail import ESTIMATORS
+from lift3d.losses.drifting import drifting_loss_sets
+from lift3d.losses.triplanar import triplanar_drifting_loss
+from lift3d.metrics.distribution import EvalDescriptor, distribution_metrics, train_eval_encoder
+from lift3d.model_folder import WEIGHTS_FILE, save_model, update_run_json
+from lift3d.models.registry import generation_model_from_config
+from lift3d.report.figures import preview_png
+from lift3d.training.engine import Engine
 
 log = logging.getLogger(__name__)
-
-REFERENCE_FILE = "reference.json"
-WEIGHTS_FILE = "model.safetensors"
-
-
-@dataclass
-class GenModelConfig:
-    """Which model: size name, modalities (channels), encoder objective."""
-
-    size: str = "small"  # tiny | small | base (lift3d.models.generation.GENERATION_SIZES)
-    modalities: list[str] = field(default_factory=lambda: ["t1n"])  # all four: joint C=4
-    encoder_objective: str = "denoise"  # denoise | masked (the evaluation encoder uses the other)
-
-
-@dataclass
-class StageConfig:
-    """Steps, learning rate and batch size of one stage."""
-
-    steps: int = 500
-    lr: float = 1e-3
-    batch_size: int = 64
-
-
-@dataclass
-class MapperConfig:
-    """The mapper stage and its tri-planar drifting loss."""
-
-    steps: int = 300
-    lr: float = 1e-3
-    # "constant", or "cosine": the learning rate decays to lr_final_ratio * lr over the stage
-    # (the drift from a few volumes per step is noisy; a decaying step size lets T settle).
-    lr_schedule: str = "constant"
-    lr_final_ratio: float = 0.05
-    batch_size: int = 8  # real volumes per step
-    gen_batch: int = 8  # generated volumes per step
-    num_positions: int = 8  # cuts per plane
-    loss_size: list[int] | None = (
-        None  # (D, H, W) the loss volume is resampled to; None = model grid
-    )
-    checkpoint: bool = False  # gradient checkpointing over the encoder passes
-    weight_slice: float = 1.0
-    weight_incr: float = 1.0
-    weight_traj: float = 1.0
-    flip_augment: bool = True  # mirror real volumes left-right (W axis) at random
-    # T's base trajectory (models/trajectory.py): per-slice codes, each N(0, I), smoothed along
-    # depth by a Gaussian of this width in normalised depth (0 = one constant code swept through
-    # depth, too smooth along z), and the share of the code common to the whole volume.
-    # BENCHMARKS.md, Generation: 0.02 / 0.25 vs 0 on the held-out ablation.
-    path_sigma: float = 0.02
-    path_mix: float = 0.25
-    # Train path_sigma / path_mix with T (TrajectoryMapper.learn_base_path): the loss then sets
-    # how smooth the codes are along depth (BENCHMARKS.md, Generation: increment distance -78 %
-    # vs -62 % with the fixed path, reformat KIDs lower too, on held-out phantoms).
-    learn_path: bool = True
-    # ... and with path_per_component, per latent component in a learned basis: each direction
-    # of G's latent gets its own smoothness and volume share (TrajectoryMapper docstring).
-    path_per_component: bool = False
-    # Keep T's codes distributed like G's prior: prior_weight x (mean over latent components of
-    # mean^2 + (variance - 1)^2 of the step's codes, pooled over volumes and depth). 0 = off.
-    prior_weight: float = 0.0
-    # Exponential moving average of T's weights (the engine's ema_decay; 0 = off): the final
-    # mapper is the average, which damps the step-to-step swings of drifting training.
-    ema_decay: float = 0.0
-    # What E-features the tri-planar loss compares: "embed" (one pooled vector per slice, all
-    # scales in one kernel) or "multiscale" (one kernel per encoder scale, each pooled to
-    # tokens x tokens cells, plus a thumbnail x thumbnail intensity image; 0 = no thumbnail).
-    features: str = "embed"
-    tokens: int = 2
-    thumbnail: int = 16
-    # Model selection of T (engine `select`): every select_every steps, select_samples volumes
-    # are scored by the mean per-plane KID against the training volumes in the feature space of
-    # a *selection encoder* (masked autoencoder trained on the training volumes with
-    # select_seed; neither E nor any evaluation encoder); the best step's weights are kept.
-    select: bool = False
-    select_every: int = 25
-    select_samples: int = 16
-    select_seed: int = 4321
-    select_encoder_steps: int = 150
-
-
-@dataclass
-class DetailConfig:
-    """Output detail (`lift3d.inference.detail`): noise calibrated on the training data.
-
-    At the end of training, the noise level of ``cases`` training volumes and of ``samples``
-    no-mapper samples of G, both on the reference grid, fixes the level of white noise that
-    ``lift3d generate --detail`` adds to every sample (off unless asked for).
-    """
-
-    enabled: bool = True
-    # "noise": wavelet (HHH, median) noise estimate; "highpass": high-pass energy, which also
-    # counts edges and asks for more noise (lift3d.inference.detail).
-    estimator: str = "noise"
-    filter_sigma: float = 1.0  # high-pass width in reference-grid voxels (highpass only)
-    cases: int = 16  # training volumes measured (the first ones of the training split)
-    samples: int = 16  # G samples measured
-    seed: int = 0  # noise seed of those samples (not train.seed: same G and data, same level)
-
-
-@dataclass
-class GenerateConfig:
-    """Top-level config of ``lift3d train generate``."""
-
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    model: GenModelConfig = field(default_factory=GenModelConfig)
-    encoder: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=1e-3))
-    generator: StageConfig = field(default_factory=lambda: StageConfig(steps=500, lr=5e-4))
-    mapper: MapperConfig = field(default_factory=MapperConfig)
-    detail: DetailConfig = field(default_factory=DetailConfig)
-    depth_weight: float = 4.0  # weight of the depth feature in the generator's drifting loss
-    # G's drifting features: encoder maps average-pooled to tokens x tokens cells, and a
-    # thumbnail x thumbnail intensity image (finer = more structure seen by the loss).
-    generator_tokens: int = 2
-    generator_thumbnail: int = 8
-    # How G's drifting batches are formed. "slices": random slices, depth appended to every
-    # feature (depth_weight) so the kernel pairs slices at nearby depth. "depth": each batch item
-    # is one depth with every training subject's slice there (and its mirror image) as
-    # positives and generator_group generated slices at that depth, the drift computed within
-    # the depth (like class-conditional drifting); generator.batch_size is then depths per step.
-    generator_batches: str = "slices"
-    generator_group: int = 16
 
 
 # ------------------------------------------------------------------ data
@@ -172,8 +61,6 @@ def check_same_grid(cases: list[Any], modality: str) -> tuple[tuple[int, ...], n
         InputError: naming the first case whose grid differs.
     """
     import nibabel as nib
-
-    from lift3d.data.volume import read_volume
 
     def grid(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         if str(path).lower().endswith((".nii", ".nii.gz")):
@@ -350,51 +237,6 @@ def mapper_feature_fn(encoder: Any, kind: str, tokens: int = 2, thumbnail: int =
 # ------------------------------------------------------------------ previews
 
 
-def preview_png(volumes: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
-    """Tri-planar montage: one row per volume, centre axial / coronal / sagittal cuts.
-
-    Args:
-        volumes: row name -> (D, H, W) array (model space, [0, 1]).
-        path: PNG to write (atomically).
-        title: figure title.
-    """
-    from matplotlib.figure import Figure
-
-    from lift3d.utils import atomic_path
-
-    fig = Figure(figsize=(6.3, 2.1 * len(volumes) + 0.4), dpi=80)
-    axes = fig.subplots(len(volumes), 3, squeeze=False)
-    for r, (name, vol) in enumerate(volumes.items()):
-        d, h, w = vol.shape
-        cuts = {"axial": vol[d // 2], "coronal": vol[:, h // 2], "sagittal": vol[:, :, w // 2]}
-        for c, (plane, img) in enumerate(cuts.items()):
-            ax = axes[r, c]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1, origin="lower")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(plane, fontsize=8)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
-
-
-# ------------------------------------------------------------------ training
-
-
-def _update_run_json(run_dir: Path, **fields: Any) -> None:
-    from lift3d.utils import atomic_write_text
-
-    path = run_dir / "run.json"
-    info = json.loads(path.read_text()) if path.is_file() else {}
-    info.update(fields)
-    atomic_write_text(path, json.dumps(info, indent=1))
-
-
 def check_generate_config(cfg: GenerateConfig) -> None:
     """Reject bad option values before any stage trains.
 
@@ -465,15 +307,6 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     """
     from torch.utils.data import ConcatDataset
 
-    from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
-    from lift3d.data.discovery import discover_cases
-    from lift3d.losses.drifting import drifting_loss_sets
-    from lift3d.losses.triplanar import triplanar_drifting_loss
-    from lift3d.models.registry import build_generation_model
-    from lift3d.training.checkpoint import save_weights
-    from lift3d.training.engine import Engine
-    from lift3d.utils import atomic_write_text
-
     run_dir = Path(run_dir)
     if not cfg.data.root:
         raise InputError("no training data: set data.root (lift3d train generate --data DIR)")
@@ -506,11 +339,9 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     )
 
     engine = Engine(cfg.train, run_dir, full_config=cfg, task="generate")
-    _update_run_json(run_dir, subtask="generate")
+    update_run_json(run_dir, subtask="generate")
     device = torch.device(engine.device)
-    model = build_generation_model(
-        cfg.model.size, len(modalities), shape, encoder_objective=cfg.model.encoder_objective
-    )
+    model = generation_model_from_config(cfg)
     preview_dir = run_dir / "val"
     preview_vol = _channels(collate_volumes([volumes[0]]), modalities)[0]  # (C, D, H, W)
     preview_real = preview_vol[0].numpy()  # first channel, for the PNGs
@@ -652,12 +483,6 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
 
     select_encoder = None
     if mc.select:
-        from lift3d.metrics.distribution import (
-            EvalDescriptor,
-            distribution_metrics,
-            train_eval_encoder,
-        )
-
         select_refs = [volumes[i][modalities[0]][0].float().numpy() for i in range(len(volumes))]
         if val_volumes is not None:
             select_refs += [
@@ -732,10 +557,7 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
             "detail": calibrate_detail(model, train_cases, volumes, modalities, cfg),
             "data_root": str(Path(cfg.data.root).resolve()),
         }
-        atomic_write_text(
-            run_dir / REFERENCE_FILE, json.dumps(reference, indent=1, default=_json_default)
-        )
-        save_weights(model, run_dir / WEIGHTS_FILE, {"config": asdict(cfg), "task": "generate"})
+        save_model(model, cfg, run_dir, reference=reference)
         log.info("model written to %s", run_dir / WEIGHTS_FILE)
     _ = val_volumes  # held-out volumes: scored by `lift3d evaluate --task generate`
     return run_dir
@@ -750,9 +572,6 @@ def calibrate_detail(
     own intensity window) and ``detail.samples`` no-mapper samples of G restored to the
     reference grid with the reference record (`lift3d.inference.detail.calibrate`).
     """
-    from lift3d.data.volume import read_volume
-    from lift3d.inference import detail
-    from lift3d.inference.generate import restore_sample
 
     dc = cfg.detail
     if not dc.enabled:
@@ -813,13 +632,3 @@ def _mapper_selection(run_dir: Path, mc: MapperConfig) -> dict[str, Any] | None:
         "samples": mc.select_samples,
         "selected": selected,
     }
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,140 +28,20 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lift3d.config import DataConfig, TrainConfig
+from lift3d.config import TranslateConfig
+from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
+from lift3d.data.discovery import discover_cases
 from lift3d.errors import InputError
+from lift3d.losses.translation import slice_loss, volume_loss
+from lift3d.metrics.consistency import plane_psnr, zgrad_metrics
+from lift3d.model_folder import METRICS_FILE, WEIGHTS_FILE, save_model, update_run_json
+from lift3d.models.lift import make_input, select_target, task_modalities
+from lift3d.models.registry import translation_model_from_config
+from lift3d.report.figures import preview_png
+from lift3d.training.engine import Engine
+from lift3d.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
-
-TASKS = ("mr2ct", "missing")
-WEIGHTS_FILE = "model.safetensors"
-METRICS_FILE = "metrics.json"
-
-
-@dataclass
-class TranslateModelConfig:
-    """Model size (`lift3d.models.registry.TRANSLATION_SIZES`) and optional overrides."""
-
-    size: str = "base"
-    mixer_levels: int | None = None  # 1 = bottleneck only; k adds k - 1 decoder stages
-    mixer_depth: int | None = None
-    z_context: int | None = None
-    mixer_hidden: float | None = None
-    chunk_size: int = 32  # z-chunk (output slices) for validation and inference
-
-
-@dataclass
-class TranslatorStageConfig:
-    """Stage 1: F on 2D slices."""
-
-    steps: int = 2000
-    lr: float = 1e-3
-    batch_size: int = 16
-    ssim_weight: float = 0.0
-
-
-@dataclass
-class MixerStageConfig:
-    """Stage 2: M on volumes (F frozen unless ``freeze_translator`` is false)."""
-
-    steps: int = 500
-    lr: float = 5e-4
-    batch_size: int = 1
-    z_chunk: int = 0  # train on random z-chunks of this many slices; 0 = whole volumes
-    zgrad_weight: float = 1.0  # weight of the through-plane term
-    freeze_translator: bool = True
-    translator_lr: float = 1e-5  # used only when freeze_translator is false
-
-
-@dataclass
-class TranslateConfig:
-    """Top-level config of ``lift3d train translate``."""
-
-    task: str = "mr2ct"  # mr2ct | missing
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    model: TranslateModelConfig = field(default_factory=TranslateModelConfig)
-    translator: TranslatorStageConfig = field(default_factory=TranslatorStageConfig)
-    mixer: MixerStageConfig = field(default_factory=MixerStageConfig)
-    val_cases: int = 4  # held-out cases scored at each validation (0 = all)
-
-
-# ------------------------------------------------------------------ task description
-
-
-def task_modalities(task: str) -> tuple[list[str], str | None]:
-    """(modality slots, fixed target) of a task: mr2ct -> (["mr"], "ct");
-    missing -> (the four BraTS modalities, None: any of them)."""
-    from lift3d.data.discovery import BRATS_MODALITIES
-
-    if task == "mr2ct":
-        return ["mr"], "ct"
-    if task == "missing":
-        return list(BRATS_MODALITIES), None
-    raise InputError(f"unknown translation task {task!r}; use one of {', '.join(TASKS)}")
-
-
-def in_channels(task: str) -> int:
-    """Model input channels: 1 for mr2ct; 4 slots + 4 one-hot planes for missing."""
-    slots, target = task_modalities(task)
-    return len(slots) if target is not None else 2 * len(slots)
-
-
-def build_model(cfg: TranslateConfig, use_mixer: bool = True) -> nn.Module:
-    """The `TranslationModel` a config describes (random init)."""
-    from lift3d.models.registry import TRANSLATION_SIZES, build_translation_model
-
-    m = cfg.model
-    if m.size not in TRANSLATION_SIZES:
-        raise InputError(
-            f"config key 'model.size': unknown size {m.size!r}; use one of "
-            f"{', '.join(TRANSLATION_SIZES)}"
-        )
-    try:
-        return build_translation_model(
-            m.size,
-            in_channels(cfg.task),
-            1,
-            use_mixer=use_mixer,
-            mixer_levels=m.mixer_levels,
-            mixer_depth=m.mixer_depth,
-            z_context=m.z_context,
-            mixer_hidden=m.mixer_hidden,
-            chunk_size=m.chunk_size or None,
-        )
-    except ValueError as exc:
-        raise InputError(f"model config: {exc}") from None
-
-
-def make_input(task: str, batch: dict[str, Any], missing: Tensor | None = None) -> Tensor:
-    """Model input from a batch of (B, 1, ...) modality tensors.
-
-    mr2ct: (B, 1, ...) MR. missing: (B, 8, ...) with slot `missing` (B,) zero-filled + one-hot.
-    Slice batches (B, 1, H, W) get a singleton D axis: (B, C, 1, H, W).
-    """
-    from lift3d.models.lift import missing_modality_input
-
-    slots, target = task_modalities(task)
-    x = torch.cat([batch[m] for m in slots], dim=1)
-    if x.dim() == 4:
-        x = x[:, :, None]
-    if target is not None:
-        return x
-    assert missing is not None
-    return missing_modality_input(x, missing)
-
-
-def select_target(task: str, batch: dict[str, Any], missing: Tensor | None = None) -> Tensor:
-    """(B, 1, ...) target: CT, or each item's missing modality."""
-    slots, target = task_modalities(task)
-    if target is not None:
-        y = batch[target]
-    else:
-        stacked = torch.cat([batch[m] for m in slots], dim=1)  # (B, 4, ...)
-        idx = missing.view(-1, *([1] * (stacked.dim() - 1))).expand(-1, 1, *stacked.shape[2:])
-        y = torch.gather(stacked, 1, idx)
-    return y[:, :, None] if y.dim() == 4 else y
-
 
 # ------------------------------------------------------------------ validation
 
@@ -172,8 +51,6 @@ def plane_scores(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict
 
     Arrays are (D, H, W) model space with D the slice axis; the z-gradient is along D.
     """
-    from lift3d.metrics.consistency import plane_psnr, zgrad_metrics
-
     p, t, m = (np.asarray(a, dtype=np.float64) for a in (pred, target, mask))
     m = m > 0
     out = {
@@ -187,34 +64,6 @@ def plane_scores(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict
     mse = float(((p - t) ** 2)[m].mean()) if m.any() else float("nan")
     out["psnr"] = float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf")
     return out
-
-
-def preview_png(rows: dict[str, np.ndarray], path: Path, title: str = "") -> Path:
-    """Tri-planar PNG: one row per (D, H, W) model-space volume, centre cut of each plane."""
-    from matplotlib.figure import Figure
-
-    from lift3d.utils import atomic_path
-
-    fig = Figure(figsize=(6.3, 2.1 * len(rows) + 0.4), dpi=80)
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    for r, (name, vol) in enumerate(rows.items()):
-        d, h, w = vol.shape
-        cuts = [vol[d // 2], vol[:, h // 2], vol[:, :, w // 2]]
-        for c, img in enumerate(cuts):
-            ax = axes[r, c]
-            ax.imshow(img, cmap="gray", vmin=0, vmax=1, origin="lower", aspect="auto")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(("slice (d)", "h cut", "w cut")[c], fontsize=8)
-            if c == 0:
-                ax.set_ylabel(name, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    return path
 
 
 def _validator(cfg: TranslateConfig, val_data: Any, run_dir: Path, stage: str, store: dict):
@@ -257,6 +106,8 @@ def _validator(cfg: TranslateConfig, val_data: Any, run_dir: Path, stage: str, s
             preview,
             run_dir / "val" / f"{stage}_step{step:07d}.png",
             f"{stage} step {step}, case {val_data.cases[0].case_id}",
+            labels=("slice (d)", "h cut", "w cut"),
+            aspect="auto",
         )
         return metrics
 
@@ -264,48 +115,6 @@ def _validator(cfg: TranslateConfig, val_data: Any, run_dir: Path, stage: str, s
 
 
 # ------------------------------------------------------------------ training
-
-
-def _update_run_json(run_dir: Path, **fields: Any) -> None:
-    from lift3d.utils import atomic_write_text
-
-    path = run_dir / "run.json"
-    info = json.loads(path.read_text()) if path.is_file() else {}
-    info.update(fields)
-    atomic_write_text(path, json.dumps(info, indent=1))
-
-
-def write_model_folder(
-    model: nn.Module, cfg: TranslateConfig, out_dir: str | Path, run_info: dict | None = None
-) -> Path:
-    """Write a translation model folder (``config.yaml``, ``run.json``, ``model.safetensors``)
-    outside a training run, e.g. for a model built or converted in code.
-
-    Args:
-        model: a `TranslationModel` matching `cfg`.
-        cfg: its config.
-        out_dir: folder to create or fill.
-        run_info: extra ``run.json`` fields.
-    """
-    import lift3d
-    from lift3d.config import save_config
-    from lift3d.training.checkpoint import save_weights
-    from lift3d.utils import atomic_write_text
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out_dir / "config.yaml")
-    info = {
-        "task": "translate",
-        "subtask": cfg.task,
-        "model_size": cfg.model.size,
-        "lift3d_version": lift3d.__version__,
-        "torch_version": torch.__version__,
-        **(run_info or {}),
-    }
-    atomic_write_text(out_dir / "run.json", json.dumps(info, indent=1))
-    save_weights(model, out_dir / WEIGHTS_FILE, {"task": "translate", "subtask": cfg.task})
-    return out_dir
 
 
 def _set_trainable(module: nn.Module, flag: bool) -> None:
@@ -328,13 +137,6 @@ def train_translation(cfg: TranslateConfig, run_dir: str | Path, resume: bool = 
     Raises:
         InputError: no data, unknown task or size, a case without a needed modality.
     """
-    from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
-    from lift3d.data.discovery import discover_cases
-    from lift3d.losses.translation import slice_loss, volume_loss
-    from lift3d.training.checkpoint import save_weights
-    from lift3d.training.engine import Engine
-    from lift3d.utils import atomic_write_text
-
     run_dir = Path(run_dir)
     if not cfg.data.root:
         raise InputError("no training data: set data.root (lift3d train translate --data DIR)")
@@ -364,8 +166,8 @@ def train_translation(cfg: TranslateConfig, run_dir: str | Path, resume: bool = 
     )
 
     engine = Engine(cfg.train, run_dir, full_config=cfg, task="translate")
-    _update_run_json(run_dir, subtask=cfg.task, model_size=cfg.model.size)
-    model = build_model(cfg).to(engine.device)
+    update_run_json(run_dir, subtask=cfg.task, model_size=cfg.model.size)
+    model = translation_model_from_config(cfg).to(engine.device)
     scores: dict[str, dict[str, float]] = {}
     n_slots = len(slots)
 
@@ -440,11 +242,7 @@ def train_translation(cfg: TranslateConfig, run_dir: str | Path, resume: bool = 
     _set_trainable(model, True)
 
     if engine.is_main:
-        save_weights(
-            model,
-            run_dir / WEIGHTS_FILE,
-            {"task": "translate", "subtask": cfg.task, "size": cfg.model.size},
-        )
+        save_model(model.cpu(), cfg, run_dir)
         if scores:
             atomic_write_text(run_dir / METRICS_FILE, json.dumps(scores, indent=1))
         log.info("model written to %s", run_dir / WEIGHTS_FILE)
