@@ -12,9 +12,8 @@ Public API kept small and stable:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from lift3d.data.volume import Volume, read_volume, write_volume  # noqa: E402
 from lift3d.errors import InputError  # noqa: E402
+from lift3d.version import __version__  # noqa: E402
 
 __all__ = ["InputError", "Volume", "__version__", "read_volume", "write_volume"]

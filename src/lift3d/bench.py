@@ -38,6 +38,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from lift3d.models.reference import (
+    CWDM_CHANNELS,
+    CWDM_CONDITIONS,
+    HAAR_SUBBANDS,
+    WaveletDiffusionReference,
+)
+from lift3d.models.registry import build_generation_model, build_translation_model
+from lift3d.version import __version__
+
 log = logging.getLogger(__name__)
 
 MIN_REPEATS = 5
@@ -298,13 +307,6 @@ def reference_system(
         norm_num_groups: GroupNorm groups (must divide every width).
         name: row name.
     """
-    from lift3d.models.reference import (
-        CWDM_CHANNELS,
-        CWDM_CONDITIONS,
-        HAAR_SUBBANDS,
-        WaveletDiffusionReference,
-    )
-
     channels = tuple(channels or CWDM_CHANNELS)
     shape = tuple(int(s) for s in volume_shape)
     multiple = 2 ** len(channels)
@@ -356,9 +358,7 @@ def lift_translation_system(
     shape = tuple(int(s) for s in shape)
 
     def build(device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
-        make = builder
-        if make is None:
-            from lift3d.models.registry import build_translation_model as make
+        make = builder or build_translation_model
         model = make(size, in_channels, 1, use_mixer).to(device).eval()
         x = torch.rand(1, in_channels, *shape, device=device)
         return model, lambda: model(x)
@@ -393,9 +393,7 @@ def lift_generation_system(
     shape = tuple(int(s) for s in shape)
 
     def build(device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
-        make = builder
-        if make is None:
-            from lift3d.models.registry import build_generation_model as make
+        make = builder or build_generation_model
         model = make(size, channels, shape).to(device).eval()
         return model, lambda: model.sample(1, use_mapper=use_mapper)
 
@@ -428,7 +426,6 @@ def device_name(device: str | torch.device) -> str:
 
 def environment(device: str | torch.device) -> dict[str, Any]:
     """Device, software and load facts stored with every benchmark JSON."""
-    from lift3d import __version__
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
@@ -477,11 +474,8 @@ def default_systems(
     """
     systems: list[System] = []
     skipped: list[str] = []
-    if translate_builder is None:
-        try:
-            from lift3d.models.registry import build_translation_model as translate_builder
-        except ImportError as exc:
-            skipped += [f"lift-translate, lift-translate-no-mixer ({exc})"]
+    translate_builder = translate_builder or build_translation_model
+    generate_builder = generate_builder or build_generation_model
     if translate_builder is not None:
         for use_mixer in (True, False):
             systems.append(
@@ -489,11 +483,6 @@ def default_systems(
                     lift_shape, model_size, use_mixer=use_mixer, builder=translate_builder
                 )
             )
-    if generate_builder is None:
-        try:
-            from lift3d.models.registry import build_generation_model as generate_builder
-        except ImportError as exc:
-            skipped += [f"lift-generate ({exc})"]
     if generate_builder is not None:
         systems.append(lift_generation_system(lift_shape, model_size, builder=generate_builder))
     systems.append(

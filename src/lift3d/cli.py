@@ -15,8 +15,8 @@ import importlib
 import logging
 import sys
 
-from lift3d import __version__
 from lift3d.errors import InputError
+from lift3d.version import __version__
 
 # (subcommand, module under lift3d.commands, one-line help). Only the chosen subcommand's module
 # is imported, so `lift3d --help` needs no torch.

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import nn
 
-import lift3d
 from lift3d.config import (
     GenerateConfig,
     TranslateConfig,
@@ -40,6 +39,7 @@ from lift3d.errors import InputError
 from lift3d.models.registry import generation_model_from_config, translation_model_from_config
 from lift3d.models.weights import load_weights, read_metadata, save_weights
 from lift3d.utils import atomic_write_text
+from lift3d.version import __version__
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -121,7 +121,7 @@ def save_model(
         run_dir,
         task=task,
         subtask=subtask,
-        lift3d_version=lift3d.__version__,
+        lift3d_version=__version__,
         torch_version=torch.__version__,
         **(run_info or {}),
     )

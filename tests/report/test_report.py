@@ -13,10 +13,11 @@ import pytest
 from PIL import Image
 
 from lift3d.cli import main
+from lift3d.constants import PHANTOM_NOTE as PHANTOM_LABEL
 from lift3d.data.volume import Volume, write_volume
 from lift3d.errors import InputError
 from lift3d.report import figures as F
-from lift3d.report.html import PHANTOM_LABEL, build_report
+from lift3d.report.html import build_report
 
 SHAPE = (6, 5, 8)  # (X, Y, Z), RAS
 ERROR_Z = 3  # slice with the injected error

@@ -32,9 +32,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lift3d.data import preprocess
 from lift3d.data.discovery import LABEL_MODALITIES, MASK_MODALITIES, Case, load_case
+from lift3d.data.preprocess import MODEL_AXES
 from lift3d.data.volume import Volume
 from lift3d.errors import InputError
+from lift3d.utils import atomic_path
+from lift3d.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +148,6 @@ class VolumeDataset(Dataset):
     # ------------------------------------------------------------------ preprocessing + cache
 
     def _settings(self) -> dict:
-        from lift3d import __version__
 
         return {
             "format": CACHE_FORMAT,
@@ -164,7 +167,6 @@ class VolumeDataset(Dataset):
         return self.cache_dir / f"{_safe_name(case.case_id)}-{digest}.npz"
 
     def _compute(self, case: Case) -> tuple[dict[str, np.ndarray], dict]:
-        from lift3d.data import preprocess
 
         wanted = list(self.modalities)
         if MASK_KEY in case.paths:
@@ -197,7 +199,6 @@ class VolumeDataset(Dataset):
         return arrays, record
 
     def _write_disk(self, path: Path, arrays: dict[str, np.ndarray], record: dict) -> None:
-        from lift3d.utils import atomic_path
 
         buffer = io.BytesIO()
         payload = {f"a_{m}": a for m, a in arrays.items()}
@@ -260,8 +261,6 @@ class SliceDataset(Dataset):
         modalities: Sequence[str] | None = None,
     ) -> None:
         if isinstance(axis, str):
-            from lift3d.data.preprocess import MODEL_AXES
-
             if axis not in SLICE_AXES:
                 raise ValueError(f"axis must be 0, 1, 2 or one of {SLICE_AXES}, got {axis!r}")
             # the plane's normal as a RAS axis (sagittal: R, coronal: A, axial: S) -> model axis

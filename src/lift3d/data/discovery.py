@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lift3d.constants import BRATS_MODALITIES, LPS_TO_RAS
 from lift3d.data.volume import Volume, image_suffix, read_volume
 from lift3d.errors import InputError
 
 log = logging.getLogger(__name__)
 
-BRATS_MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 SYNTHRAD_MODALITIES = ("mr", "ct", "mask")
 LAYOUTS = ("brats", "synthrad", "manifest")
 LABEL_MODALITIES = ("seg", "label", "labels")  # may legitimately be all zero (no tumour)
@@ -48,7 +48,6 @@ _BRATS_CASE = re.compile(r"^BraTS-[A-Za-z0-9][A-Za-z0-9-]*$")
 _SYNTHRAD_REGIONS = {"brain", "pelvis"}
 _SYNTHRAD_CASE = re.compile(r"^[12][A-Z]{2}\d{3}$")  # 1BA001: task, region, centre, number
 _SYNTHRAD_REGION_LETTER = {"B": "brain", "P": "pelvis"}
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 @dataclass
@@ -444,7 +443,7 @@ def _read_header(path: Path, modality: str) -> FileInfo:
                 direction = np.asarray(reader.GetDirection(), float).reshape(3, 3)
                 lps[:3, :3] = direction @ np.diag(reader.GetSpacing())
                 lps[:3, 3] = reader.GetOrigin()
-            affine = _LPS_TO_RAS @ lps
+            affine = LPS_TO_RAS @ lps
             dtype = sitk.GetPixelIDValueAsString(reader.GetPixelID())
     except InputError:
         raise

@@ -26,13 +26,12 @@ from typing import Any
 
 import numpy as np
 
+from lift3d.constants import CT_WINDOW_HU, MR_PERCENTILES
 from lift3d.data.volume import Volume
 from lift3d.errors import InputError
 
 KINDS = ("mr", "ct", "label", "mask")
 IMAGE_KINDS = ("mr", "ct")
-CT_WINDOW_HU = (-1024.0, 3000.0)
-MR_PERCENTILES = (0.5, 99.5)
 # Value given to voxels outside the model field of view when restoring (source intensity scale).
 BACKGROUND = {"mr": 0.0, "ct": CT_WINDOW_HU[0], "label": 0.0, "mask": 0.0}
 # Model-space axis order (D, H, W) as RAS axes (0 = R, 1 = A, 2 = S), per slice axis.

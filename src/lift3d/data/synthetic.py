@@ -25,13 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
+from lift3d.constants import PHANTOM_NOTE
+from lift3d.data.volume import Volume, write_volume
 from lift3d.errors import InputError
+from lift3d.utils import atomic_write_text, check_output_path
+from lift3d.version import __version__
 
 log = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 1
 MARKER_NAME = "lift3d_phantom.json"
-PHANTOM_NOTE = "PHANTOM data (synthetic; shows a mechanism works, not clinical quality)"
 LAYOUTS = ("brats", "synthrad")
 MR_MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 MIN_SIZE = 16  # smallest grid edge (voxels) that still holds every structure
@@ -384,7 +387,6 @@ def synthrad_case_id(index: int) -> str:
 
 
 def _write_case(root: Path, layout: str, index: int, phantom: dict[str, np.ndarray]) -> list[Path]:
-    from lift3d.data.volume import Volume, write_volume
 
     shape = phantom["tissue"].shape
     written = []
@@ -469,9 +471,6 @@ def write_phantom_dataset(
     """
     from tqdm.auto import tqdm
 
-    import lift3d
-    from lift3d.utils import atomic_write_text, check_output_path
-
     if layout not in LAYOUTS:
         raise InputError(f"unknown phantom layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     if int(cases) < 1:
@@ -492,7 +491,7 @@ def write_phantom_dataset(
     marker = {
         "generator": "lift3d.data.synthetic",
         "generator_version": GENERATOR_VERSION,
-        "lift3d_version": lift3d.__version__,
+        "lift3d_version": __version__,
         "layout": layout,
         "cases": int(cases),
         "shape": list(shape),

@@ -15,14 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from lift3d.constants import LPS_TO_RAS
 from lift3d.errors import InputError
+from lift3d.utils import atomic_path
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 METAIMAGE_SUFFIXES = (".mha", ".mhd")
 SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + METAIMAGE_SUFFIXES
 
 # RAS <-> LPS: flip the first two world axes.
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def image_suffix(path: str | Path) -> str:
@@ -161,7 +162,7 @@ def _read_metaimage(path: Path) -> Volume:
     lps = np.eye(4)
     lps[:3, :3] = direction @ np.diag(img.GetSpacing()[:3])
     lps[:3, 3] = img.GetOrigin()[:3]
-    return Volume(_native(array), _LPS_TO_RAS @ lps, None, path)
+    return Volume(_native(array), LPS_TO_RAS @ lps, None, path)
 
 
 def read_volume(path: str | Path) -> Volume:
@@ -271,7 +272,7 @@ def _write_metaimage(volume: Volume, path: Path) -> None:
 
     array = _storable(volume.array)
     img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    lps = _LPS_TO_RAS @ volume.affine
+    lps = LPS_TO_RAS @ volume.affine
     spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
     direction = lps[:3, :3] / spacing
     img.SetSpacing([float(s) for s in spacing])
@@ -308,7 +309,6 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
     Returns:
         The written path.
     """
-    from lift3d.utils import atomic_path
 
     path = Path(path)
     suffix = image_suffix(path)

@@ -27,12 +27,16 @@ from typing import Any
 
 import numpy as np
 
+from lift3d.constants import PHANTOM_NOTE
+from lift3d.data.synthetic import is_phantom_dataset
 from lift3d.errors import InputError
+from lift3d.report import figures as F
+from lift3d.report.figures import load_ras, slice_error_profile
 from lift3d.utils import atomic_write_text
+from lift3d.version import __version__
 
 log = logging.getLogger(__name__)
 
-PHANTOM_LABEL = "PHANTOM data (synthetic; shows a mechanism works, not clinical quality)"
 MAX_PROFILE_CASES = 8
 
 
@@ -134,8 +138,6 @@ def _is_phantom_root(root: str | None) -> bool:
     if not root or not Path(root).exists():
         return False
     try:
-        from lift3d.data.synthetic import is_phantom_dataset
-
         return bool(is_phantom_dataset(root))
     except (ImportError, OSError, ValueError):
         return False
@@ -193,7 +195,6 @@ def _encoder(data: Mapping[str, Any]) -> str | None:
 def _case_arrays(
     ev: Evaluation, case_id: str
 ) -> tuple[dict[str, np.ndarray], tuple[float, float, float], np.ndarray | None] | None:
-    from lift3d.report.figures import load_ras
 
     entry = ev.cases.get(case_id, {})
     pred_path, ref_path = ev.resolve(entry.get("pred")), ev.resolve(entry.get("ref"))
@@ -227,7 +228,6 @@ def _profile(ev: Evaluation, case_ids: Sequence[str]) -> tuple[np.ndarray, int, 
     Returns:
         (profile, number of cases, where it came from) or None.
     """
-    from lift3d.report.figures import load_ras, slice_error_profile
 
     ids = list(case_ids[:MAX_PROFILE_CASES])
     stored = [ev.cases.get(c, {}).get("z_profile") for c in ids]
@@ -371,8 +371,6 @@ def build_report(
     Raises:
         InputError: `src_dir` is missing or holds no summary, log, metrics or run file.
     """
-    from lift3d import __version__
-    from lift3d.report import figures as F
 
     src = Path(src_dir)
     out_html = Path(out_html)
@@ -531,7 +529,7 @@ def build_report(
         )
 
     phantom = run_phantom or any(_is_phantom(ev) for ev in parts.evaluations)
-    banner = f'<p class="phantom">{html.escape(PHANTOM_LABEL)}</p>' if phantom else ""
+    banner = f'<p class="phantom">{html.escape(PHANTOM_NOTE)}</p>' if phantom else ""
     stamp = _dt.datetime.now().isoformat(timespec="seconds")
     page = (
         "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
