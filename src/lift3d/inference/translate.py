@@ -155,21 +155,9 @@ def translate_volumes(
         kinds["mask"] = "mask"
     foreground = None if mask is None else np.asarray(mask.array) > 0
     train_shape = tuple(int(s) for s in cfg.data.shape)
-    arrays, record = preprocess_case(
-        inputs,
-        shape=train_shape,
-        kinds=kinds,
-        slice_axis=cfg.data.slice_axis,
-        spacing_mm=cfg.data.spacing_mm,
-        foreground=foreground,
-    )
-    full = to_model_space(np.empty(record.resampled_shape, bool), record.slice_axis).shape
-    shape = _inference_shape(train_shape, full, bundle.model.translator.multiple)
-    if shape != train_shape:
-        log.info(
-            "input field of view %s exceeds the model grid %s; using %s", full, train_shape, shape
-        )
-        arrays, record = preprocess_case(
+
+    def prepare(shape: tuple[int, ...]):
+        return preprocess_case(
             inputs,
             shape=shape,
             kinds=kinds,
@@ -177,6 +165,15 @@ def translate_volumes(
             spacing_mm=cfg.data.spacing_mm,
             foreground=foreground,
         )
+
+    arrays, record = prepare(train_shape)
+    full = to_model_space(np.empty(record.resampled_shape, bool), record.slice_axis).shape
+    shape = _inference_shape(train_shape, full, bundle.model.translator.multiple)
+    if shape != train_shape:
+        log.info(
+            "input field of view %s exceeds the model grid %s; using %s", full, train_shape, shape
+        )
+        arrays, record = prepare(shape)
 
     device = bundle.device
     batch = {m: torch.from_numpy(arrays[m])[None, None].to(device) for m in volumes}
