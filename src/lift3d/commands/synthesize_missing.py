@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lift3d.commands import add_model_run_arguments
+
 HELP = (
     "Find the one missing modality (t1n, t1c, t2w or t2f) of a BraTS case folder and synthesise "
     "it from the other three with a missing-modality model ('lift3d train translate --task "
@@ -17,11 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="RUN", help="missing-modality model")
     parser.add_argument("--case", required=True, metavar="DIR", help="BraTS case folder")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: the case folder)")
-    parser.add_argument(
-        "--no-mixer", action="store_true", help="ablation: per-slice translator, no z-mixer"
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_model_run_arguments(parser, "replace an existing output", ablation="mixer")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lift3d.commands import add_model_run_arguments
+
 HELP = (
     "Translate with a model from 'lift3d train translate'. File mode (mr2ct): --input mr.nii.gz "
     "--output sct.nii.gz writes the synthetic CT in HU on the input's exact grid (a mask.nii.gz "
@@ -34,11 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="missing-modality model: modality to synthesise in complete cases "
         "(t1n, t1c, t2w, t2f, or cycle: case i gets modality i mod 4)",
     )
-    parser.add_argument(
-        "--no-mixer", action="store_true", help="ablation: per-slice translator, no z-mixer"
-    )
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_model_run_arguments(parser, "replace existing outputs", ablation="mixer")
 
 
 def run(args: argparse.Namespace) -> int:
