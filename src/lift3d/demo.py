@@ -57,15 +57,14 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     Returns:
         The main output paths (evaluation JSONs, reports).
     """
-    from lift3d.config import load_config
-    from lift3d.training.generate import GenerateConfig
+    from lift3d.config import GenerateConfig, load_config
 
     out.mkdir(parents=True, exist_ok=True)
     n_train, n_test, shape = ("4", "2", ["32", "32", "32"]) if quick else ("16", "4", ["64"] * 3)
     # Generation: held-out phantoms and samples per arm (KID from a handful of volumes is
     # mostly noise), and the model grid of the generate config (also an evaluation grid).
     # 96 samples per arm: KID from 32 moved by tens of percent between sample sets (BENCHMARKS.md,
-    # fourth session); sampling and scoring them costs seconds.
+    # Generation); sampling and scoring them costs seconds.
     n_gen_test, n_samples = ("2", "3") if quick else ("12", "96")
     data = out / "data"
     tr_cfg = _config("translate_tiny.yaml" if quick else "translate_demo.yaml")
