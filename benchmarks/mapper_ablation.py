@@ -64,7 +64,7 @@ def train_mapper(base: Path, run: Path, data: Path, config: Path, seed: int, set
 
 def score(samples: Path, ref: Path, enc_dir: Path, grid: tuple[int, ...] | None) -> list[dict]:
     """One summary per evaluation encoder."""
-    from lift3d.metrics.distribution import evaluate_generation
+    from lift3d.evaluation import evaluate_generation
 
     tag = "ref" if grid is None else "x".join(map(str, grid))
     rows = []

@@ -30,18 +30,10 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 
-from lift3d.metrics.distribution import (
-    PLANES,
-    _read_ras,
-    kid_from_features,
-    load_eval_encoder,
-    plane_features,
-    prepare_volume,
-    reference_files,
-    save_eval_encoder,
-    train_eval_encoder,
-    weights_sha256,
-)
+from lift3d.constants import PLANES
+from lift3d.evaluation.encoder import eval_encoder_for
+from lift3d.evaluation.generation import plane_features, prepare_volume, read_ras, reference_files
+from lift3d.metrics.distribution import kid_from_features, reference_scaled
 
 
 def striped(vols: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
@@ -80,40 +72,31 @@ def main() -> None:
     torch.set_num_threads(1)
     shape = tuple(args.shape)
     real = [
-        prepare_volume(_read_ras(f), shape) for _, f in reference_files(args.data, args.modality)
+        prepare_volume(read_ras(f), shape) for _, f in reference_files(args.data, args.modality)
     ]
-    ref = [prepare_volume(_read_ras(f), shape) for _, f in reference_files(args.ref, args.modality)]
+    refs = reference_files(args.ref, args.modality)
+    ref = [prepare_volume(read_ras(f), shape) for _, f in refs]
     rng = np.random.default_rng(args.seed)
     variants = {"real": real, "striped": striped(real, rng), "blurred": blurred(real, args.blur)}
     variants["blur+striped"] = striped(variants["blurred"], rng)
     print(f"| encoder | plane | {' | '.join(variants)} | real<striped | blurred<blur+striped |")
     print("|---|---|" + "---:|" * (len(variants) + 2))
     for i, path in enumerate(args.eval_encoder):
-        if not path.exists():
-            seed = args.encoder_seeds[i % len(args.encoder_seeds)]
-            base = train_eval_encoder(ref, seed=seed)
-            identity = {
-                "name": "SliceEncoder-masked-ae",
-                "objective": "masked",
-                "widths": list(base.widths),
-                "pool": base.pool,
-                "descriptor": "meanstd",
-                "seed": seed,
-                "steps": 150,
-                "trained_on": str(args.ref.resolve()),
-                "eval_shape": list(shape),
-                "weights_sha256": weights_sha256(base),
-            }
-            save_eval_encoder(base, identity, path)
-        enc, identity = load_eval_encoder(path)
+        enc, identity = eval_encoder_for(
+            ref,
+            ref_dir=args.ref,
+            refs=refs,
+            eval_shape=shape,
+            eval_encoder=path,
+            seed=args.encoder_seeds[i % len(args.encoder_seeds)],
+        )
         for plane in PLANES:
             rf, _ = plane_features(enc, ref, plane)
-            mu = rf.mean(0)
-            scale = float(np.sqrt(((rf - mu) ** 2).mean())) + 1e-12
             kid = {}
             for name, vols in variants.items():
                 gf, _ = plane_features(enc, vols, plane)
-                kid[name] = kid_from_features((gf - mu) / scale, (rf - mu) / scale)[0]
+                scaled_rf, scaled_gf = reference_scaled(rf, gf)
+                kid[name] = kid_from_features(scaled_gf, scaled_rf)[0]
             if plane == "axial":  # axial slices are real slices in every variant
                 ok1 = ok2 = "n/a"
             else:

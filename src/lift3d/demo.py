@@ -303,7 +303,7 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
 
 
 def _print_comparison(title: str, a: Path, b: Path, label_a: str, label_b: str) -> None:
-    from lift3d.inference.evaluate import compare_summaries
+    from lift3d.evaluation import compare_summaries
 
     summary_a = json.loads(a.read_text())
     summary_b = json.loads(b.read_text())

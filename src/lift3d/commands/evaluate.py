@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from lift3d.constants import EVALUATE_TASKS
+from lift3d.errors import InputError
 
 HELP = (
     "Score a folder of predictions against a reference dataset: SynthRAD2023 MAE/PSNR/SSIM "
@@ -17,7 +22,7 @@ EXAMPLE = "lift3d evaluate --task mr2ct --pred runs/sct --ref data/SynthRAD2023 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--task",
-        choices=("mr2ct", "missing", "generate"),
+        choices=EVALUATE_TASKS,
         help="mr2ct: PRED/<case>/sct.nii.gz vs a SynthRAD dataset; missing: "
         "PRED/<case>/<case>-<mod>.nii.gz vs a BraTS dataset; generate: generated volumes vs "
         "held-out real ones",
@@ -60,11 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_json(path: str) -> dict:
-    import json
-    from pathlib import Path
-
-    from lift3d.errors import InputError
-
+    """An evaluate JSON file (one with a ``summary``), or InputError."""
     p = Path(path)
     if not p.is_file():
         raise InputError("evaluation JSON not found", p)
@@ -78,10 +79,7 @@ def _load_json(path: str) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lift3d.errors import InputError
-    from lift3d.inference import evaluate as ev
+    from lift3d import evaluation as ev  # torch and the data stack: loaded only when run
     from lift3d.utils import check_output_path
 
     if args.compare:
@@ -122,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(f"wrote {path}")
     if args.out:
-        from lift3d.report.html import write_run_report
+        from lift3d.report.html import write_run_report  # matplotlib: only when a report is due
 
         report = write_run_report(args.out)
         if report is not None:

@@ -3,9 +3,9 @@
 A 2D slice model can match every axial slice and still flicker from slice to slice; that shows in
 the coronal and sagittal reformats and in the slice-to-slice differences. Definitions (DATA.md):
 
-- Slice axis: the volume's axial world axis. Arrays are reoriented to RAS first
-  (:func:`lift3d.data.volume.reorient`, lossless), so array axis 0 = R (sagittal slices),
-  1 = A (coronal slices), 2 = S (axial slices) whatever the file's affine.
+- Slice axis: the volume's axial world axis. The arrays are RAS-ordered (callers reorient
+  them first, losslessly, e.g. :func:`lift3d.evaluation.paired.ras_coherence_metrics`), so array
+  axis 0 = R (sagittal slices), 1 = A (coronal slices), 2 = S (axial slices).
 - Per-plane PSNR / SSIM: for each plane, the mean over the 2D slices along that plane's axis of
   the slice-wise PSNR / SSIM inside the mask; slices with no mask voxels are skipped. Slice PSNR
   uses the MSE over the slice's mask voxels; slice SSIM is the 2D SSIM map (scikit-image defaults,
@@ -26,18 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from lift3d.constants import RAS_PLANE_AXIS
 from lift3d.metrics.image import psnr_from_mse, ssim_map
 
-# plane name -> RAS array axis the slices are stacked along
-PLANE_AXES = {"axial": 2, "coronal": 1, "sagittal": 0}
-AXIAL_AXIS = PLANE_AXES["axial"]
-
-
-def to_ras(arrays: list[np.ndarray], affine: np.ndarray) -> list[np.ndarray]:
-    """Reorient arrays sharing one (4, 4) affine to RAS (lossless permute/flip)."""
-    from lift3d.data.volume import Volume, reorient
-
-    return [reorient(Volume(np.asarray(a), affine), "RAS").array for a in arrays]
+AXIAL_AXIS = RAS_PLANE_AXIS["axial"]  # the slice axis of a RAS-ordered array
 
 
 def _per_slice_mean(values: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
@@ -107,9 +99,9 @@ def plane_metrics(
 ) -> dict[str, float]:
     """``psnr_<plane>`` and ``ssim_<plane>`` for axial, coronal, sagittal (RAS-ordered arrays)."""
     out: dict[str, float] = {}
-    for plane, axis in PLANE_AXES.items():
+    for plane, axis in RAS_PLANE_AXIS.items():
         out[f"psnr_{plane}"] = plane_psnr(pred, target, mask, data_range, axis)
-    for plane, axis in PLANE_AXES.items():
+    for plane, axis in RAS_PLANE_AXIS.items():
         out[f"ssim_{plane}"] = plane_ssim(pred, target, mask, data_range, axis, crop)
     return out
 
@@ -151,25 +143,20 @@ def coherence_metrics(
     mask: np.ndarray,
     data_range: float,
     *,
-    affine: np.ndarray | None = None,
     crop: int = 0,
 ) -> tuple[dict[str, float], np.ndarray]:
     """All coherence metrics of one prepared pair, plus the axial error profile.
 
     Args:
-        pred, target: (I, J, K) prepared images in file order.
-        mask: (I, J, K) region.
+        pred, target: (R, A, S) prepared images, RAS-ordered.
+        mask: (R, A, S) region.
         data_range: intensity range for PSNR / SSIM.
-        affine: (4, 4) voxel -> RAS mm of the grid; arrays are reoriented to RAS first. None means
-            the arrays are already RAS-ordered.
         crop: in-plane border crop for the per-slice SSIM.
 
     Returns:
         (metrics, profile): the 8 ``psnr_/ssim_<plane>``, ``zgrad_error``, ``zgrad_ratio`` values
         and the (K,) per-axial-slice mean absolute error, inferior to superior.
     """
-    if affine is not None:
-        pred, target, mask = to_ras([pred, target, np.asarray(mask) > 0], affine)
     metrics = plane_metrics(pred, target, mask, data_range, crop)
     metrics.update(zgrad_metrics(pred, target, mask, AXIAL_AXIS))
     return metrics, z_error_profile(pred, target, mask, AXIAL_AXIS)

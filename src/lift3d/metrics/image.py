@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import numpy as np
 
-HU_MIN = -1024.0
-HU_MAX = 3000.0
+from lift3d.constants import HU_MAX, HU_MIN, MR_PERCENTILES
+
 HU_RANGE = HU_MAX - HU_MIN  # 4024, the SynthRAD data range
 SSIM_WIN = 7  # scikit-image default window
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 SYNTHRAD_SSIM_CROP = 3  # voxels cropped from every border before averaging (SynthRAD)
-MR_PERCENTILES = (0.5, 99.5)
 
 
 def _as_mask(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:

@@ -35,11 +35,11 @@ from lift3d.data.discovery import discover_cases
 from lift3d.data.preprocess import restore_sample
 from lift3d.data.volume import read_volume
 from lift3d.errors import InputError
+from lift3d.evaluation import EvalDescriptor, distribution_metrics, train_eval_encoder
 from lift3d.inference import detail
 from lift3d.inference.detail import ESTIMATORS
 from lift3d.losses.drifting import drifting_loss_sets
 from lift3d.losses.triplanar import triplanar_drifting_loss
-from lift3d.metrics.distribution import EvalDescriptor, distribution_metrics, train_eval_encoder
 from lift3d.model_folder import WEIGHTS_FILE, save_model, update_run_json
 from lift3d.models.registry import generation_model_from_config
 from lift3d.report.figures import preview_png

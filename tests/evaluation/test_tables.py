@@ -1,10 +1,10 @@
-"""Which side a comparison table calls better (lift3d.inference.evaluate)."""
+"""Which side a comparison table calls better (lift3d.evaluation.tables)."""
 
 from __future__ import annotations
 
 import pytest
 
-from lift3d.inference.evaluate import comparison_rows
+from lift3d.evaluation.tables import comparison_rows
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,291 @@
+"""Unconditional generation (``lift3d evaluate --task generate``): generated vs held-out volumes.
+
+Both sides are put on a common evaluation grid (:func:`prepare_volume`: reoriented to RAS, in
+model space D=S, H=A, W=R, normalised by the 0.5/99.5 percentiles of their non-zero voxels,
+resampled to ``eval_shape``), cut into slices along each plane and described by the evaluation
+encoder (:mod:`lift3d.evaluation.encoder`). The distances are those of
+:mod:`lift3d.metrics.distribution` (lower is better):
+
+- ``fid_<plane>``, ``kid_<plane>``: Frechet distance and KID of slice features; ``kid_*_std`` is
+  the std over KID subsets, ``fid_*_std`` the std over bootstrap resamples of the generated
+  volumes;
+- ``increment_distance_<plane>``: Frechet distance of feature increments along the plane's axis,
+  scale-free; ``increment_distance`` is the mean over planes;
+- ``histogram_distance``: Wasserstein-1 distance of the foreground intensity histograms.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lift3d.constants import DHW_PLANE_AXIS, PLANES
+from lift3d.data.discovery import discover_cases
+from lift3d.data.preprocess import to_model_space
+from lift3d.data.volume import read_volume, reorient
+from lift3d.errors import InputError
+from lift3d.evaluation.common import image_files
+from lift3d.evaluation.encoder import EVAL_ENCODER_SEED, EVAL_ENCODER_STEPS, eval_encoder_for
+from lift3d.metrics.distribution import histogram_distance, plane_distances
+from lift3d.metrics.image import normalise_mr
+
+EVAL_GRID_CAP = 64  # default grid: the first reference's shape, each axis capped here
+
+
+# ------------------------------------------------------------------ volumes on the evaluation grid
+
+
+def read_ras(path: Path) -> np.ndarray:
+    """The image at `path` as a RAS-ordered (R, A, S) array."""
+    return reorient(read_volume(path), "RAS").array
+
+
+def prepare_volume(array_ras: np.ndarray, eval_shape: Sequence[int]) -> np.ndarray:
+    """RAS (X, Y, Z) array -> (D=S, H=A, W=R) float32 in [0, 1] on `eval_shape`."""
+    arr = np.ascontiguousarray(to_model_space(np.asarray(array_ras, dtype=np.float32), "axial"))
+    arr = normalise_mr(arr, arr != 0).astype(np.float32)
+    t = torch.from_numpy(arr)[None, None]
+    if tuple(arr.shape) != tuple(eval_shape):
+        t = F.interpolate(
+            t, size=tuple(int(s) for s in eval_shape), mode="trilinear", align_corners=False
+        )
+    return t[0, 0].numpy()
+
+
+def generated_files(pred_dir: Path) -> tuple[list[Path], str | None]:
+    """The generated volumes of `pred_dir` (first modality when several were generated).
+
+    Reads ``generation.json`` (written by `lift3d generate`) when present.
+
+    Returns:
+        (files, modality or None).
+    """
+    meta_path = pred_dir / "generation.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        modality = meta.get("modalities", [None])[0]
+        files = [pred_dir / s["files"][modality] for s in meta.get("samples", [])]
+        return [f for f in files if f.is_file()], modality
+    return image_files(pred_dir), None
+
+
+def generation_info(pred_dir: Path) -> dict[str, Any] | None:
+    """How `lift3d generate` made the volumes of `pred_dir` (None without generation.json):
+    model, seed, mapper flag and output detail, so a summary says which arm it scored."""
+    meta_path = Path(pred_dir) / "generation.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    detail = meta.get("detail") or {}
+    return {
+        "model": meta.get("model"),
+        "seed": meta.get("seed"),
+        "use_mapper": meta.get("use_mapper"),
+        "n": meta.get("n"),
+        "detail": bool(detail.get("applied")),
+        "detail_sigma": detail.get("sigma"),
+    }
+
+
+def reference_files(ref_dir: Path, modality: str | None) -> list[tuple[str, Path]]:
+    """(case id, file) of the reference volumes: a BraTS/SynthRAD/manifest dataset (its
+    `modality`, default t1n / mr) or a plain folder of image files.
+
+    Raises:
+        InputError: a dataset case lacks the modality.
+    """
+    files = image_files(ref_dir)
+    if files:
+        return [(f.name.split(".")[0], f) for f in files]
+    cases = discover_cases(ref_dir, validate="header", required=())
+    out = []
+    for case in cases:
+        mod = (
+            modality
+            if modality in case.paths
+            else next((m for m in ("t1n", "mr") if m in case.paths), None)
+        )
+        if mod is None:
+            raise InputError(
+                f"reference case {case.case_id} has no {modality or 't1n/mr'} image", case.root
+            )
+        out.append((case.case_id, case.paths[mod]))
+    return out
+
+
+# ------------------------------------------------------------------ features and metrics
+
+
+@torch.no_grad()
+def plane_features(
+    enc: torch.nn.Module, vols: Sequence[np.ndarray], plane: str, max_slices: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Slice features and increments along one plane.
+
+    Args:
+        enc: evaluation encoder (``embed``: (N, 1, h, w) -> (N, F)).
+        vols: (D, H, W) volumes in [0, 1].
+        plane: axial | coronal | sagittal.
+        max_slices: evenly spaced cut positions per volume (each with its +1 neighbour).
+
+    Returns:
+        (features (V * M, F), increments (V * M, F)), volume-major.
+    """
+    feats, incs = [], []
+    for v in vols:
+        t = torch.from_numpy(np.ascontiguousarray(v)).movedim(DHW_PLANE_AXIS[plane], 0)[:, None]
+        n = t.shape[0]  # t: (S, 1, h, w)
+        pos = np.unique(np.linspace(0, n - 2, min(max_slices, n - 1)).round().astype(int))
+        f = enc.embed(t[pos]).numpy()
+        f_next = enc.embed(t[pos + 1]).numpy()
+        feats.append(f)
+        incs.append(f_next - f)
+    return np.concatenate(feats), np.concatenate(incs)
+
+
+def distribution_metrics(
+    gen: Sequence[np.ndarray],
+    ref: Sequence[np.ndarray],
+    enc: torch.nn.Module,
+    *,
+    max_slices: int = 32,
+    kid_subsets: int = 20,
+    kid_subset_size: int = 200,
+    bootstrap: int = 10,
+    seed: int = 0,
+    kid_by_volume: bool = True,
+) -> dict[str, float]:
+    """All generation metrics between generated and reference volumes on one grid.
+
+    Args:
+        gen: (D, H, W) generated volumes in [0, 1].
+        ref: (D, H, W) reference volumes in [0, 1].
+        enc: evaluation encoder (``embed``), e.g. an `EvalDescriptor`.
+        max_slices: cuts per volume and plane.
+        kid_subsets, kid_subset_size, bootstrap, kid_by_volume: see
+            :func:`lift3d.metrics.distribution.plane_distances`.
+        seed: RNG seed of KID subsets and bootstrap.
+
+    Returns:
+        {"fid_<plane>", "fid_<plane>_std", "kid_<plane>", "kid_<plane>_std",
+        "increment_distance_<plane>", "increment_distance", "histogram_distance"}.
+
+    Raises:
+        InputError: fewer than 2 volumes on either side.
+    """
+    if len(gen) < 2 or len(ref) < 2:
+        raise InputError(
+            f"need at least 2 generated and 2 reference volumes, got {len(gen)} and {len(ref)}"
+        )
+    out: dict[str, float] = {}
+    rng = np.random.default_rng(seed)
+    for plane in PLANES:
+        gf, gi = plane_features(enc, gen, plane, max_slices)
+        rf, ri = plane_features(enc, ref, plane, max_slices)
+        dist = plane_distances(
+            gf,
+            rf,
+            gi,
+            ri,
+            n_gen=len(gen),
+            n_ref=len(ref),
+            rng=rng,
+            kid_subsets=kid_subsets,
+            kid_subset_size=kid_subset_size,
+            bootstrap=bootstrap,
+            seed=seed,
+            kid_by_volume=kid_by_volume,
+        )
+        out[f"fid_{plane}"], out[f"fid_{plane}_std"] = dist["fid"], dist["fid_std"]
+        out[f"kid_{plane}"], out[f"kid_{plane}_std"] = dist["kid"], dist["kid_std"]
+        out[f"increment_distance_{plane}"] = dist["increment_distance"]
+    out["increment_distance"] = float(np.mean([out[f"increment_distance_{p}"] for p in PLANES]))
+    out["histogram_distance"] = histogram_distance(gen, ref)
+    return out
+
+
+def evaluate_generation(
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    *,
+    eval_shape: Sequence[int] | None = None,
+    encoder_path: str | Path | None = None,
+    encoder_seed: int = EVAL_ENCODER_SEED,
+    encoder_steps: int = EVAL_ENCODER_STEPS,
+    save_encoder: str | Path | None = None,
+    eval_encoder: str | Path | None = None,
+    max_slices: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score generated volumes against held-out real ones (``lift3d evaluate --task generate``).
+
+    Args:
+        pred_dir: folder of generated volumes (``lift3d generate`` output).
+        ref_dir: held-out reference dataset (BraTS/SynthRAD/manifest) or folder of images.
+        eval_shape: common evaluation grid (D, H, W); None: the first reference volume's
+            (S, A, R) shape, each axis capped at 64.
+        encoder_path: a saved evaluation encoder; None trains one on the reference volumes.
+        encoder_seed: seed of a freshly trained evaluation encoder.
+        encoder_steps: its training steps.
+        save_encoder: write the trained evaluation encoder here (reuse via `encoder_path`).
+        eval_encoder: load the evaluation encoder from this file when it exists, else train
+            one and save it there (``lift3d evaluate --eval-encoder``); so several evaluations
+            share one feature space.
+        max_slices: cuts per volume and plane.
+        seed: RNG seed of KID subsets and bootstrap.
+
+    Returns:
+        ``{"cases": {sample: {"pred", "ref", "mask", "source", "mean_abs_dz"}}, "summary": {...
+        metrics, "n_cases", "eval_encoder": identity}, "eval_encoder": identity}``.
+
+    Raises:
+        InputError: missing or empty folders, fewer than 2 volumes on either side.
+    """
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    for folder, what in ((pred_dir, "generated"), (ref_dir, "reference")):
+        if not folder.is_dir():
+            raise InputError(f"{what} folder not found", folder)
+    files, modality = generated_files(pred_dir)
+    if not files:
+        raise InputError("no generated volumes (.nii.gz, .nii, .mha) found", pred_dir)
+    refs = reference_files(ref_dir, modality)
+    if eval_shape is None:
+        first = to_model_space(read_ras(refs[0][1]), "axial").shape
+        eval_shape = tuple(min(int(s), EVAL_GRID_CAP) for s in first)
+    gen = [prepare_volume(read_ras(f), eval_shape) for f in files]
+    ref = [prepare_volume(read_ras(f), eval_shape) for _, f in refs]
+    enc, identity = eval_encoder_for(
+        ref,
+        ref_dir=ref_dir,
+        refs=refs,
+        eval_shape=eval_shape,
+        encoder_path=encoder_path,
+        save_encoder=save_encoder,
+        eval_encoder=eval_encoder,
+        seed=encoder_seed,
+        steps=encoder_steps,
+    )
+    summary: dict[str, Any] = distribution_metrics(gen, ref, enc, max_slices=max_slices, seed=seed)
+    summary["n_cases"] = len(gen)
+    summary["n_reference"] = len(ref)
+    summary["eval_encoder"] = identity
+    info = generation_info(pred_dir)
+    if info is not None:  # (a None would read as a missing metric in the tables)
+        summary["generation"] = info
+    cases = {
+        f.name.split(".")[0]: {
+            "pred": str(f.resolve()),
+            "ref": None,
+            "mask": None,
+            "source": None,
+            "mean_abs_dz": float(np.abs(np.diff(v, axis=0)).mean()),
+        }
+        for f, v in zip(files, gen)
+    }
+    return {"cases": cases, "summary": summary, "eval_encoder": identity}
