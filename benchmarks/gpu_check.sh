@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# GPU checks and GPU timings for a lent CUDA machine, as one short script (run from the repo root).
+# GPU checks and GPU timings on a CUDA machine, as one short script (run from the repo root).
 #
 #   OUT=gpu_out bash benchmarks/gpu_check.sh            # on a CUDA machine
-#   DEVICE=cpu QUICK=1 OUT=/tmp/g bash benchmarks/gpu_check.sh   # dry run of the script itself
+#   DEVICE=cpu QUICK=1 OUT=gpu_dry bash benchmarks/gpu_check.sh   # dry run of the script itself
 #
 # Uses the machine's own python3/torch; packages it lacks can sit as wheels in .whl/ (installed
-# to /tmp/site). Each step has its own time limit; logs and JSON go to $OUT. Steps:
+# to a scratch folder, see gpu_env.sh). Each step has its own time limit; logs and JSON go to $OUT. Steps:
 #   1. machine facts; 2. the `gpu`-marked tests and the default suite on this torch build;
 #   3. generation cost (benchmarks/bench_generate.py) with and without the mapper;
 #   4. `lift3d bench --size brats` (LiFT vs the cWDM-configured reference);

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Train the unconditional demo pipeline (E -> G -> mapper) for several seeds on a lent GPU and
+# Train the unconditional demo pipeline (E -> G -> mapper) for several seeds on a GPU and
 # pack the model folders, to sample and score them elsewhere (benchmarks/README.md, "seed runs").
 #
 #   OUT=out SEEDS="1 2 3 4" bash benchmarks/gpu_seed_runs.sh
-#   DEVICE=cpu CONFIG=generate_tiny SEEDS="1" OUT=/tmp/s bash benchmarks/gpu_seed_runs.sh  # dry run
+#   DEVICE=cpu CONFIG=generate_tiny SEEDS="1" OUT=seed_dry bash benchmarks/gpu_seed_runs.sh  # dry run
 #   SETS="data.shape=[32,32,32] data.spacing_mm=[2,2,2]" ... # extra --set overrides for every run
 #
 # Training data: the demo's (`lift3d phantom --cases 16 --shape 64 64 64 --seed 2`). Writes
