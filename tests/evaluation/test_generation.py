@@ -64,7 +64,8 @@ def write_nifti(array: np.ndarray, path) -> None:
     nib.save(nib.Nifti1Image(array.astype(np.float32), np.diag([1.0, 1.0, 1.0, 1.0])), str(path))
 
 
-def test_evaluate_generation_folders_and_encoder_identity(tmp_path):
+def generated_and_reference(tmp_path):
+    """Folders of 3 generated and 4 reference volumes (NIfTI, identity affine)."""
     pred, ref = tmp_path / "pred", tmp_path / "ref"
     pred.mkdir()
     ref.mkdir()
@@ -72,6 +73,11 @@ def test_evaluate_generation_folders_and_encoder_identity(tmp_path):
         write_nifti(v * 500, pred / f"sample_{i:04d}.nii.gz")
     for i, v in enumerate(smooth_volumes(4, 0)):
         write_nifti(v * 800, ref / f"case_{i}.nii.gz")
+    return pred, ref
+
+
+def test_evaluate_generation_folders_and_encoder_identity(tmp_path):
+    pred, ref = generated_and_reference(tmp_path)
     enc_path = tmp_path / "evalenc.safetensors"
     result = evaluate_generation(
         pred, ref, eval_shape=(16, 16, 16), encoder_steps=3, save_encoder=enc_path
@@ -119,13 +125,7 @@ def test_reformat_kid_tells_cross_subject_stripes_from_real():
 
 
 def test_eval_encoder_file_is_trained_once_then_reused(tmp_path):
-    pred, ref = tmp_path / "pred", tmp_path / "ref"
-    pred.mkdir()
-    ref.mkdir()
-    for i, v in enumerate(smooth_volumes(3, 1)):
-        write_nifti(v * 500, pred / f"sample_{i:04d}.nii.gz")
-    for i, v in enumerate(smooth_volumes(4, 0)):
-        write_nifti(v * 800, ref / f"case_{i}.nii.gz")
+    pred, ref = generated_and_reference(tmp_path)
     path = tmp_path / "enc" / "evalenc.safetensors"
     kw = {"eval_shape": (16, 16, 16), "encoder_steps": 3, "eval_encoder": path}
     first = evaluate_generation(pred, ref, **kw)["summary"]

@@ -22,6 +22,7 @@ The SSIM map is computed here with SciPy's ``uniform_filter`` (the same operatio
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import uniform_filter
 
 from lift3d.constants import HU_MAX, HU_MIN, MR_PERCENTILES
 
@@ -67,8 +68,6 @@ def ssim_map(
     Returns:
         float64 array of x's shape: the local SSIM at every voxel.
     """
-    from scipy.ndimage import uniform_filter
-
     _check_pair(x, y)
     axes = tuple(range(x.ndim)) if axes is None else tuple(a % x.ndim for a in axes)
     for a in axes:
