@@ -23,6 +23,9 @@ import time
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lift3d.models.registry import build_generation_model
 
 DEFAULT_CASES = [("small", (64, 64, 64)), ("small", (155, 240, 240)), ("base", (155, 240, 240))]
 
@@ -30,10 +33,6 @@ DEFAULT_CASES = [("small", (64, 64, 64)), ("small", (155, 240, 240)), ("base", (
 def bench_one(
     size: str, shape: tuple[int, int, int], repeats: int, use_mapper: bool, device: str
 ) -> dict[str, Any]:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from lift3d.models.registry import build_generation_model
-
     model = build_generation_model(size, 1, shape).to(device).eval()
     gen = torch.Generator().manual_seed(0)
     model.sample(1, gen, use_mapper=use_mapper)  # warm-up

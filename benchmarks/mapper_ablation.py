@@ -1,6 +1,6 @@
 """LiFT vs the no-mapper ablation, with the mapper stage retrained over several seeds.
 
-Protocol of BENCHMARKS.md ("Generation", third session): the encoder E and the slice generator G
+Protocol of BENCHMARKS.md ("Unconditional generation"): the encoder E and the slice generator G
 of one finished `lift3d train generate` run are kept; only the mapper stage is retrained (a copy
 of the run without its mapper checkpoints, `lift3d train generate --resume` with `--set`
 overrides and ``train.seed`` = each seed). Every model (and the no-mapper ablation of the same
@@ -14,7 +14,7 @@ own calibration (printed; the mapper runs' training splits differ with their see
 levels differ slightly between runs).
 
     python benchmarks/mapper_ablation.py --base RUN --data TRAIN_DIR --config CFG \\
-        --ref F=held_out_a --ref C=held_out_b --work /tmp/abl --tag cos800 --seeds 0 1 2 \\
+        --ref F=held_out_a --ref C=held_out_b --work abl --tag cos800 --seeds 0 1 2 \\
         --grid 32 32 32 -- mapper.steps=800 mapper.lr_schedule=cosine
 
 With ``--runs RUN ...`` instead of ``--base``, nothing is trained: each finished run (e.g. the
@@ -37,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-PLANES = ("axial", "coronal", "sagittal")  # lift3d.metrics.distribution.PLANES (torch-free here)
+from lift3d.constants import PLANES
+
 KEYS = (*(f"kid_{p}" for p in PLANES), "increment_distance")
 # Reported with their spread over models (mean +- sd of the models' encoder-averaged values).
 SPREAD_KEYS = (

@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import yaml
 
@@ -112,14 +112,20 @@ class TranslateConfig:
 
 # ------------------------------------------------------------------ unconditional generation
 
+# Values the shipped generation configs rely on, fixed since their options went (the options'
+# stored names are accepted with these values: `RETIRED` below).
+MAPPER_LR_FINAL_RATIO = 0.05  # end of mapper.lr_schedule=cosine, as a share of mapper.lr
+GENERATOR_DEPTH_WEIGHT = 4.0  # weight of the depth channel in G's drifting features
+
 
 @dataclass
 class GenModelConfig:
-    """Which model: size name, modalities (channels), encoder objective."""
+    """Which model: size name and modalities (channels)."""
 
     size: str = "small"  # tiny | small | base (lift3d.models.generation.GENERATION_SIZES)
     modalities: list[str] = field(default_factory=lambda: ["t1n"])  # all four: joint C=4
-    encoder_objective: str = "denoise"  # denoise | masked (the evaluation encoder uses the other)
+
+    RETIRED: ClassVar[dict[str, Any]] = {"encoder_objective": "denoise"}
 
 
 @dataclass
@@ -137,74 +143,61 @@ class MapperConfig:
 
     steps: int = 300
     lr: float = 1e-3
-    # "constant", or "cosine": the learning rate decays to lr_final_ratio * lr over the stage
-    # (the drift from a few volumes per step is noisy; a decaying step size lets T settle).
+    # "constant", or "cosine": the learning rate decays to MAPPER_LR_FINAL_RATIO * lr over the
+    # stage (lower seed spread than a constant lr: BENCHMARKS.md, "Generation options").
     lr_schedule: str = "constant"
-    lr_final_ratio: float = 0.05
     batch_size: int = 8  # real volumes per step
     gen_batch: int = 8  # generated volumes per step
     num_positions: int = 8  # cuts per plane
-    loss_size: list[int] | None = (
-        None  # (D, H, W) the loss volume is resampled to; None = model grid
-    )
-    checkpoint: bool = False  # gradient checkpointing over the encoder passes
-    weight_slice: float = 1.0
-    weight_incr: float = 1.0
-    weight_traj: float = 1.0
-    flip_augment: bool = True  # mirror real volumes left-right (W axis) at random
+    # (D, H, W) the loss volume is resampled to; None = model grid.
+    loss_size: list[int] | None = None
     # T's base trajectory (models/trajectory.py): per-slice codes, each N(0, I), smoothed along
     # depth by a Gaussian of this width in normalised depth (0 = one constant code swept through
     # depth, too smooth along z), and the share of the code common to the whole volume.
-    # BENCHMARKS.md, Generation: 0.02 / 0.25 vs 0 on the held-out ablation.
     path_sigma: float = 0.02
     path_mix: float = 0.25
     # Train path_sigma / path_mix with T (TrajectoryMapper.learn_base_path): the loss then sets
-    # how smooth the codes are along depth (BENCHMARKS.md, Generation: increment distance -78 %
-    # vs -62 % with the fixed path, reformat KIDs lower too, on held-out phantoms).
+    # how smooth the codes are along depth (lower increment distance: "Generation options").
     learn_path: bool = True
-    # ... and with path_per_component, per latent component in a learned basis: each direction
-    # of G's latent gets its own smoothness and volume share (TrajectoryMapper docstring).
-    path_per_component: bool = False
-    # Keep T's codes distributed like G's prior: prior_weight x (mean over latent components of
-    # mean^2 + (variance - 1)^2 of the step's codes, pooled over volumes and depth). 0 = off.
-    prior_weight: float = 0.0
-    # Exponential moving average of T's weights (the engine's ema_decay; 0 = off): the final
-    # mapper is the average, which damps the step-to-step swings of drifting training.
-    ema_decay: float = 0.0
-    # What E-features the tri-planar loss compares: "embed" (one pooled vector per slice, all
-    # scales in one kernel) or "multiscale" (one kernel per encoder scale, each pooled to
-    # tokens x tokens cells, plus a thumbnail x thumbnail intensity image; 0 = no thumbnail).
-    features: str = "embed"
-    tokens: int = 2
-    thumbnail: int = 16
-    # Model selection of T (engine `select`): every select_every steps, select_samples volumes
-    # are scored by the mean per-plane KID against the training volumes in the feature space of
-    # a *selection encoder* (masked autoencoder trained on the training volumes with
-    # select_seed; neither E nor any evaluation encoder); the best step's weights are kept.
-    select: bool = False
-    select_every: int = 25
-    select_samples: int = 16
-    select_seed: int = 4321
-    select_encoder_steps: int = 150
+
+    # Options that did not help (BENCHMARKS.md, "Generation options") or that no config
+    # set: stored configs may still name them with the value now fixed (None: any value).
+    RETIRED: ClassVar[dict[str, Any]] = {
+        "lr_final_ratio": MAPPER_LR_FINAL_RATIO,
+        "checkpoint": False,
+        "weight_slice": 1.0,
+        "weight_incr": 1.0,
+        "weight_traj": 1.0,
+        "flip_augment": True,
+        "path_per_component": False,
+        "prior_weight": 0.0,
+        "ema_decay": 0.0,
+        "features": "embed",
+        "tokens": None,
+        "thumbnail": None,
+        "select": False,
+        "select_every": None,
+        "select_samples": None,
+        "select_seed": None,
+        "select_encoder_steps": None,
+    }
 
 
 @dataclass
 class DetailConfig:
     """Output detail (`lift3d.inference.detail`): noise calibrated on the training data.
 
-    At the end of training, the noise level of ``cases`` training volumes and of ``samples``
+    After training, the wavelet noise estimate of ``cases`` training volumes and of ``samples``
     no-mapper samples of G, both on the reference grid, fixes the level of white noise that
-    ``lift3d generate --detail`` adds to every sample (off unless asked for).
+    ``lift3d generate --detail`` adds to every sample (a diagnostic, off unless asked for).
     """
 
     enabled: bool = True
-    # "noise": wavelet (HHH, median) noise estimate; "highpass": high-pass energy, which also
-    # counts edges and asks for more noise (lift3d.inference.detail).
-    estimator: str = "noise"
-    filter_sigma: float = 1.0  # high-pass width in reference-grid voxels (highpass only)
     cases: int = 16  # training volumes measured (the first ones of the training split)
     samples: int = 16  # G samples measured
     seed: int = 0  # noise seed of those samples (not train.seed: same G and data, same level)
+
+    RETIRED: ClassVar[dict[str, Any]] = {"estimator": "noise", "filter_sigma": None}
 
 
 @dataclass
@@ -218,18 +211,16 @@ class GenerateConfig:
     generator: StageConfig = field(default_factory=lambda: StageConfig(steps=500, lr=5e-4))
     mapper: MapperConfig = field(default_factory=MapperConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
-    depth_weight: float = 4.0  # weight of the depth feature in the generator's drifting loss
     # G's drifting features: encoder maps average-pooled to tokens x tokens cells, and a
     # thumbnail x thumbnail intensity image (finer = more structure seen by the loss).
     generator_tokens: int = 2
     generator_thumbnail: int = 8
-    # How G's drifting batches are formed. "slices": random slices, depth appended to every
-    # feature (depth_weight) so the kernel pairs slices at nearby depth. "depth": each batch item
-    # is one depth with every training subject's slice there (and its mirror image) as
-    # positives and generator_group generated slices at that depth, the drift computed within
-    # the depth (like class-conditional drifting); generator.batch_size is then depths per step.
-    generator_batches: str = "slices"
-    generator_group: int = 16
+
+    RETIRED: ClassVar[dict[str, Any]] = {
+        "depth_weight": GENERATOR_DEPTH_WEIGHT,
+        "generator_batches": "slices",
+        "generator_group": None,
+    }
 
 
 # ------------------------------------------------------------------ loading and saving
@@ -297,11 +288,24 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _check_retired(key: str, value: Any, fixed: Any) -> None:
+    """A removed option in a stored config: fine at the value lift3d now always uses."""
+    if fixed is not None and value != fixed:
+        raise InputError(
+            f"config key {key!r} was removed; lift3d now always uses {fixed!r} (got {value!r}): "
+            "delete the key"
+        )
+
+
 def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
+    retired = getattr(cls, "RETIRED", {})
     for key, value in data.items():
+        if key in retired and key not in names:
+            _check_retired(prefix + key, value, retired[key])
+            continue
         if key not in names:
             valid = ", ".join(sorted(names))
             raise InputError(f"unknown config key {prefix + key!r} (valid keys here: {valid})")

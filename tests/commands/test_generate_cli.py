@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
 from lift3d.cli import main
+from lift3d.inference import detail
+from lift3d.training import generate
 
 
 @pytest.fixture(scope="module")
@@ -223,8 +227,6 @@ def test_generate_output_detail_is_calibrated_and_the_same_for_both_arms(cli_run
 
 def test_generate_model_without_detail_calibration(cli_run, tmp_path):
     """Model folders written before the output detail generate as before, and say so."""
-    import shutil
-
     old = tmp_path / "old"
     shutil.copytree(cli_run, old)
     ref = json.loads((old / "reference.json").read_text())
@@ -240,3 +242,28 @@ def test_generate_model_without_detail_calibration(cli_run, tmp_path):
     assert main(argv) == 0
     a = nib.load(str(out / "sample_0000.nii.gz")).get_fdata()
     assert np.array_equal(a, nib.load(str(plain / "sample_0000.nii.gz")).get_fdata())
+
+
+def test_train_generate_calibrates_detail_unless_switched_off(
+    cli_run, phantom_brats_dir, tmp_path, monkeypatch
+):
+    """`lift3d train generate` runs the detail calibration on the written folder after
+    training (the trained run of this module stands in for the training here)."""
+
+    def fake_training(cfg, run_dir, resume=False):
+        run_dir = Path(run_dir)
+        shutil.copytree(cli_run, run_dir, dirs_exist_ok=True)
+        ref = json.loads((run_dir / "reference.json").read_text())
+        ref["detail"] = None
+        (run_dir / "reference.json").write_text(json.dumps(ref))
+        return run_dir
+
+    calls = []
+    monkeypatch.setattr(generate, "train_generation", fake_training)
+    monkeypatch.setattr(detail, "calibrate_model_folder", lambda *a, **k: calls.append(a))
+    argv = ["train", "generate", "--data", str(phantom_brats_dir), "--config", "generate_tiny"]
+    assert main([*argv, "--out", str(tmp_path / "on")]) == 0
+    assert calls == [(tmp_path / "on", str(phantom_brats_dir))]
+    assert main([*argv, "--out", str(tmp_path / "off"), "--set", "detail.enabled=false"]) == 0
+    assert len(calls) == 1
+    assert json.loads((tmp_path / "off" / "reference.json").read_text())["detail"] is None

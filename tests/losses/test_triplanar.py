@@ -67,58 +67,14 @@ def test_loss_gradients_reach_only_generated_volumes():
     }
 
 
-def two_kind_embed(x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """A toy multi-kind encoder: 2x2 means and a 3x3 thumbnail."""
-    return {
-        "coarse": mean_embed(x),
-        "pixels": torch.nn.functional.adaptive_avg_pool2d(x, 3).flatten(1),
-    }
-
-
-def test_dict_embed_gives_one_set_per_kind_with_set_weights():
-    vol = torch.rand(3, 1, 8, 8, 8)
-    pos = torch.tensor([0, 2, 4, 6])
-    sets = plane_feature_sets(vol, two_kind_embed, "sagittal", pos, segments=2)
-    assert set(sets) == {
-        f"{s}_{k}" for s in ("slice", "incr", "traj") for k in ("coarse", "pixels")
-    }
-    assert sets["slice_pixels"].shape == (3, 4, 9) and sets["traj_coarse"].shape == (3, 1, 8)
-    # The same kind through a single-tensor embed gives the same numbers.
-    plain = plane_feature_sets(vol, mean_embed, "sagittal", pos, segments=2)
-    for s in ("slice", "incr", "traj"):
-        assert torch.equal(sets[f"{s}_coarse"], plain[s])
-    gen = torch.rand(4, 1, 8, 8, 8, requires_grad=True)
-    real = torch.rand(5, 1, 8, 8, 8)
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    full, logs = triplanar_drifting_loss(gen, real, two_kind_embed, num_positions=3, generator=g())
-    assert len(logs) == 3 * 3 * 2 and "coronal_incr_pixels" in logs
-    # Set weights apply to every kind of a set: only "slice" left -> a third of the sets.
-    only, _ = triplanar_drifting_loss(
-        gen,
-        real,
-        two_kind_embed,
-        num_positions=3,
-        generator=g(),
-        set_weights={"incr": 0.0, "traj": 0.0},
-    )
-    assert 0 < only.item() < full.item()
-    only.backward()
-    assert gen.grad.abs().sum() > 0
-
-
-def test_loss_downsampled_and_checkpointed_matches_plain_gradient_direction():
+def test_loss_downsampled_and_shape_checked():
     torch.manual_seed(0)
     gen = torch.rand(4, 1, 8, 8, 8, requires_grad=True)
     real = torch.rand(4, 1, 8, 8, 8)
-    grads = []
-    for ckpt in (False, True):
-        g = torch.Generator().manual_seed(1)
-        loss, _ = triplanar_drifting_loss(gen, real, mean_embed, use_checkpoint=ckpt, generator=g)
-        (grad,) = torch.autograd.grad(loss, gen)
-        grads.append(grad)
-    assert torch.allclose(grads[0], grads[1], atol=1e-6)
     small, _ = triplanar_drifting_loss(gen, real, mean_embed, loss_size=(4, 4, 4))
     assert torch.isfinite(small)
+    (grad,) = torch.autograd.grad(small, gen)
+    assert grad.abs().sum() > 0
     with pytest.raises(ValueError):
         triplanar_drifting_loss(gen, torch.rand(4, 1, 8, 8, 6), mean_embed)
 

@@ -138,44 +138,6 @@ def test_mapper_learns_base_path_width_and_mix():
         TrajectoryMapper(8, 5, path_sigma=0.0).learn_base_path(True)
 
 
-def test_per_component_base_path_starts_at_shared_path_and_keeps_unit_marginals():
-    """Zero offsets = the shared path exactly; with any offsets and rotation every code is
-    still N(0, I), but components differ in how much the volume shares; all get gradients."""
-    d = 17
-    mapper = TrajectoryMapper(4, d, hidden=8, layers=1, slice_noise_dim=2, path_sigma=0.05)
-    eps, per_slice = mapper.sample_noise(4000, generator=torch.Generator().manual_seed(0))
-    path = per_slice[..., 2:]
-    shared = mapper.base_trajectory(eps, path)
-    mapper.learn_base_path(True, per_component=True)
-    assert mapper.per_component
-    assert torch.equal(mapper.base_trajectory(eps, path), shared)
-    with torch.no_grad():
-        mapper.path_mix_logit.copy_(torch.tensor([4.0, -4.0, 0.0, 0.0]))
-        mapper.path_log_sigma.copy_(torch.tensor([0.0, 0.0, 2.0, -2.0]))
-    codes = mapper.base_trajectory(eps, path).detach()
-    var = codes.var(dim=0)  # (D, L)
-    assert torch.allclose(var, torch.ones_like(var), atol=0.1)
-    far = (codes[:, 0] * codes[:, -1]).mean(dim=0)  # first vs last slice, per component
-    assert far[0] > 0.9 and abs(float(far[1])) < 0.1  # mix 0.98 vs 0.02
-    near = (codes[:, 8] * codes[:, 9]).mean(dim=0)
-    assert near[2] > near[3] + 0.3  # wider smoothing = more similar neighbours
-    with torch.no_grad():
-        mapper.path_rotation.normal_(generator=torch.Generator().manual_seed(1))
-    rotated = mapper.base_trajectory(eps, path)
-    flat = rotated.detach().reshape(-1, 4)
-    cov = flat.T.cov()
-    assert torch.allclose(cov, torch.eye(4), atol=0.1)
-    assert not torch.allclose(rotated, codes)
-    rotated.diff(dim=1).pow(2).mean().backward()
-    for p in (mapper.path_log_sigma, mapper.path_mix_logit, mapper.path_rotation):
-        assert p.grad is not None and p.grad.abs().sum() > 0
-    # Saved and restored with the model.
-    state = mapper.state_dict()
-    fresh = TrajectoryMapper(4, d, hidden=8, layers=1, slice_noise_dim=2, path_sigma=0.05)
-    fresh.load_state_dict(state)
-    assert torch.allclose(fresh.base_trajectory(eps, path), rotated.detach(), atol=1e-6)
-
-
 def test_generation_model_sample_and_ablation():
     model = build_generation("tiny", 2, (6, 16, 16)).eval()
     torch.nn.init.normal_(model.mapper.out.weight, std=0.1)

@@ -1,4 +1,4 @@
-"""train_generation on tiny phantoms: stages, run folder, resume, reference grid, bad input."""
+"""Generation training on tiny phantoms: each stage alone, the whole run, resume, bad input."""
 
 from __future__ import annotations
 
@@ -10,14 +10,21 @@ import numpy as np
 import pytest
 import torch
 
-from lift3d.config import load_config
+from lift3d.config import MAPPER_LR_FINAL_RATIO, DetailConfig, GenerateConfig, load_config
 from lift3d.errors import InputError
+from lift3d.inference.detail import calibrate_model_folder
+from lift3d.models.registry import generation_model_from_config
+from lift3d.training.engine import Engine
 from lift3d.training.generate import (
-    GenerateConfig,
+    Previews,
     check_same_grid,
-    code_prior_penalty,
     cosine_factor,
+    load_training_data,
+    slice_feature_sets,
+    train_encoder,
     train_generation,
+    train_generator,
+    train_mapper,
 )
 
 TINY = ["train.device=cpu", "train.ckpt_every=2"]
@@ -133,81 +140,22 @@ def test_no_data_root_is_bad_input(tmp_path):
         train_generation(cfg, tmp_path / "run")
 
 
-def test_mapper_feature_kinds():
-    from lift3d.models.encoder import SliceEncoder
-    from lift3d.training.generate import mapper_feature_fn
-
-    enc = SliceEncoder(1, (4, 8, 16))
-    x = torch.rand(5, 1, 32, 24)
-    assert mapper_feature_fn(enc, "embed") == enc.embed
-    feats = mapper_feature_fn(enc, "multiscale", tokens=3, thumbnail=8)(x)
-    assert set(feats) == {"scale0", "scale1", "scale2", "pixels"}
-    assert feats["scale1"].shape == (5, 8 * 9) and feats["pixels"].shape == (5, 64)
-    assert "pixels" not in mapper_feature_fn(enc, "multiscale", thumbnail=0)(x)
-    with pytest.raises(InputError, match="mapper.features"):
-        mapper_feature_fn(enc, "pixels")
-
-
-def test_multiscale_mapper_with_weight_average_trains(phantom_brats_dir, tmp_path):
-    run, last = train_tiny(
-        phantom_brats_dir,
-        tmp_path / "run",
-        "mapper.features=multiscale",
-        "mapper.thumbnail=8",
-        "mapper.ema_decay=0.9",
-    )
-    assert "ed_coronal_incr_pixels" in last["mapper"] and "ed_axial_slice_scale2" in last["mapper"]
-    from lift3d.training import checkpoint as ckpt
-
-    _, tensors = ckpt.load_checkpoint(ckpt.list_checkpoints(run / "checkpoints/mapper")[-1][1])
-    assert any(k.startswith("ema.") for k in tensors)
-
-
-def test_depth_grouped_generator_batches(phantom_brats_dir, tmp_path):
-    from lift3d.data.datasets import SliceDataset, VolumeDataset
-    from lift3d.data.discovery import discover_cases
-    from lift3d.training.generate import DepthGroups, slice_feature_sets
-
-    cases = list(discover_cases(phantom_brats_dir, "auto", required=("t1n",)))
-    slices = SliceDataset(VolumeDataset(cases, ["t1n"], (32, 32, 32), "axial", cache=True))
-    groups = DepthGroups(slices)
-    assert len(groups) == 32
-    item = groups[5]
-    assert item["t1n"].shape == (len(cases), 1, 32, 32)
-    assert item["depth"] == pytest.approx(5 / 31)
-    for j in range(len(cases)):  # subject j's slice at depth index 5
-        assert torch.equal(item["t1n"][j], slices[j * 32 + 5]["t1n"])
-
+def test_generator_feature_sets_shapes():
     from lift3d.models.encoder import SliceEncoder
 
     enc = SliceEncoder(1, (4, 8, 16))
     sets = slice_feature_sets(enc, torch.rand(6, 1, 32, 32), tokens=2, thumbnail=4)
     assert set(sets) == {"scale0", "scale1", "scale2", "pixels"}
     assert sets["scale0"].shape == (6, 4, 4) and sets["pixels"].shape == (6, 1, 16)
-
-    _, last = train_tiny(
-        phantom_brats_dir,
-        tmp_path / "run",
-        "generator_batches=depth",
-        "generator.batch_size=2",
-        "generator_group=4",
-    )
-    assert "ed_scale1" in last["generator"] and np.isfinite(last["generator"]["loss"])
+    assert "pixels" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32), thumbnail=0)
 
 
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("generator_batches=rows", "generator_batches"),
-        ("mapper.features=pixels", "mapper.features"),
-        ("mapper.ema_decay=1.0", "ema_decay"),
         ("mapper.path_mix=1.5", "path_mix"),
         ("mapper.lr_schedule=step", "lr_schedule"),
-        ("mapper.lr_final_ratio=2", "lr_final_ratio"),
-        ("detail.filter_sigma=0", "detail"),
         ("detail.samples=0", "detail"),
-        ("detail.estimator=fft", "detail.estimator"),
-        ("mapper.prior_weight=-1", "prior_weight"),
     ],
 )
 def test_bad_generate_options_fail_before_training(phantom_brats_dir, tmp_path, override, message):
@@ -220,23 +168,6 @@ def test_learn_path_needs_a_moving_base_path(phantom_brats_dir, tmp_path):
     cfg = tiny_config(phantom_brats_dir, "mapper.learn_path=true", "mapper.path_sigma=0")
     with pytest.raises(InputError, match="learn_path"):
         train_generation(cfg, tmp_path / "run")
-
-
-def test_mapper_selection_keeps_best_validated_step(phantom_brats_dir, tmp_path):
-    cfg = tiny_config(
-        phantom_brats_dir,
-        "mapper.select=true",
-        "mapper.select_every=2",
-        "mapper.select_samples=3",
-        "mapper.select_encoder_steps=3",
-    )
-    run = train_generation(cfg, tmp_path / "run")
-    val = [json.loads(x) for x in (run / "logs/mapper_val.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in val] == [2, 4]
-    best = min(val, key=lambda r: r["select_kid"])
-    ref = json.loads((run / "reference.json").read_text())
-    assert ref["mapper_selection"]["selected"]["step"] == best["step"] == val[-1]["best_step"]
-    assert all(np.isfinite(r["select_kid_coronal"]) for r in val)
 
 
 def test_cosine_factor_endpoints():
@@ -252,35 +183,111 @@ def test_mapper_cosine_schedule_decays_the_logged_lr(phantom_brats_dir, tmp_path
     cfg = tiny_config(
         phantom_brats_dir,
         "mapper.lr_schedule=cosine",
-        "mapper.lr_final_ratio=0.1",
         "train.log_every=1",
     )
     run = train_generation(cfg, tmp_path / "run")
     rows = [json.loads(line) for line in (run / "logs" / "mapper.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, cfg.mapper.steps + 1))
+    final = MAPPER_LR_FINAL_RATIO
     for r in rows:  # the lr after step n's update is the factor at n
-        expected = cfg.mapper.lr * cosine_factor(r["step"], cfg.mapper.steps, 0.1)
+        expected = cfg.mapper.lr * cosine_factor(r["step"], cfg.mapper.steps, final)
         assert r["lr"] == pytest.approx(expected, rel=1e-6)
-    assert rows[-1]["lr"] == pytest.approx(0.1 * cfg.mapper.lr)
+    assert rows[-1]["lr"] == pytest.approx(final * cfg.mapper.lr)
 
 
-def test_detail_calibration_can_be_switched_off(phantom_brats_dir, tmp_path):
-    run = train_generation(tiny_config(phantom_brats_dir, "detail.enabled=false"), tmp_path / "run")
-    assert json.loads((run / "reference.json").read_text())["detail"] is None
+def test_detail_calibration_is_a_step_on_the_finished_folder(tiny_run, phantom_brats_dir, tmp_path):
+    """train_generation leaves reference.json["detail"] empty; calibrate_model_folder measures
+    the folder's model and training cases and records the result there."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ref = json.loads((run / "reference.json").read_text())
+    assert ref["detail"] is None
+    record = calibrate_model_folder(run, phantom_brats_dir, DetailConfig(cases=2, samples=3))
+    t1n = record["modalities"]["t1n"]
+    assert t1n["n_real"] == 2 and t1n["n_generated"] == 3 and t1n["estimator"] == "noise"
+    assert t1n["level_real_rel"] > t1n["level_generated_rel"] and t1n["sigma_rel"] > 0
+    after = json.loads((run / "reference.json").read_text())
+    assert after["detail"] == record
+    assert {k: v for k, v in after.items() if k != "detail"} == {
+        k: v for k, v in ref.items() if k != "detail"
+    }
+    # The same settings measure the same level (own noise seed, the split's first cases).
+    again = calibrate_model_folder(run, settings=DetailConfig(cases=2, samples=3))
+    assert again == record
 
 
-def test_code_prior_penalty_measures_distance_from_the_prior():
-    g = torch.Generator().manual_seed(0)
-    prior = torch.randn(64, 32, 16, generator=g)
-    assert code_prior_penalty(prior) < 0.01
-    assert code_prior_penalty(1.4 * prior) > 0.5  # variance ~2
-    assert code_prior_penalty(prior + 1.0) > 0.9  # mean ~1
-    shifted = (1.4 * prior).requires_grad_(True)
-    code_prior_penalty(shifted).backward()
-    # The gradient shrinks codes that are too spread out.
-    assert (shifted.grad * shifted).sum() > 0
+def test_retired_options_load_at_their_fixed_value_only(tmp_path):
+    """Configs written before options were removed still load when they hold the value the
+    code now always uses; another value is refused, naming the key."""
+    cfg = load_config(
+        GenerateConfig,
+        "configs/generate_tiny.yaml",
+        [
+            "mapper.ema_decay=0.0",
+            "mapper.tokens=3",
+            "depth_weight=4",
+            "model.encoder_objective=denoise",
+        ],
+    )
+    assert cfg == load_config(GenerateConfig, "configs/generate_tiny.yaml")
+    for override in ("mapper.select=true", "mapper.path_per_component=true", "depth_weight=2"):
+        with pytest.raises(InputError, match="was removed"):
+            load_config(GenerateConfig, "configs/generate_tiny.yaml", [override])
 
 
-def test_mapper_prior_weight_trains_and_logs(phantom_brats_dir, tmp_path):
-    _, last = train_tiny(phantom_brats_dir, tmp_path / "run", "mapper.prior_weight=1.0")
-    assert np.isfinite(last["mapper"]["code_prior"]) and last["mapper"]["code_prior"] >= 0
+# ------------------------------------------------------------------ each stage alone
+
+
+def _stage_setup(root, run_dir, *overrides: str):
+    cfg = tiny_config(root, *overrides)
+    data = load_training_data(cfg)
+    engine = Engine(cfg.train, run_dir, full_config=cfg, task="generate")
+    model = generation_model_from_config(cfg)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    return cfg, data, engine, model, state
+
+
+def _changed(model, before, part: str) -> bool:
+    after = model.state_dict()
+    return any(not torch.equal(before[k], after[k]) for k in before if k.startswith(part + "."))
+
+
+def test_train_encoder_stage_alone(phantom_brats_dir, tmp_path):
+    cfg, data, engine, model, before = _stage_setup(phantom_brats_dir, tmp_path / "run")
+    encoder = train_encoder(cfg, engine, model, data.volumes)
+    assert encoder is model.encoder
+    assert _changed(model, before, "encoder")
+    assert not _changed(model, before, "generator") and not _changed(model, before, "mapper")
+    assert (tmp_path / "run/checkpoints/encoder/done").exists()
+    last = json.loads((tmp_path / "run/logs/encoder.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == cfg.encoder.steps and np.isfinite(last["loss"])
+
+
+def test_train_generator_stage_alone(phantom_brats_dir, tmp_path):
+    """G trains against a frozen E (here untrained: the stage needs none before it)."""
+    cfg, data, engine, model, before = _stage_setup(phantom_brats_dir, tmp_path / "run")
+    train_generator(cfg, engine, model, data.volumes)
+    assert _changed(model, before, "generator")
+    assert not _changed(model, before, "encoder") and not _changed(model, before, "mapper")
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    last = json.loads((tmp_path / "run/logs/generator.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == cfg.generator.steps and "ed_scale0" in last and "ed_pixels" in last
+
+
+def test_train_mapper_stage_alone_with_previews(phantom_brats_dir, tmp_path):
+    """T trains with E and G frozen, learns its base path, and previews every val_every."""
+    run = tmp_path / "run"
+    cfg, data, engine, model, before = _stage_setup(phantom_brats_dir, run, "train.val_every=2")
+    previews = Previews.for_run(run, data, engine)
+    train_mapper(cfg, engine, model, data.volumes, previews)
+    assert _changed(model, before, "mapper")
+    assert not _changed(model, before, "encoder") and not _changed(model, before, "generator")
+    assert float(model.mapper.path_sigma.detach()) != pytest.approx(cfg.mapper.path_sigma, abs=1e-7)
+    assert sorted(p.name for p in (run / "val").glob("mapper_*.png")) == [
+        "mapper_0000002.png",
+        "mapper_0000004.png",
+    ]
+    val = [json.loads(x) for x in (run / "logs/mapper_val.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in val] == [2, 4] and all(r["zgrad_ratio"] > 0 for r in val)
+    last = json.loads((run / "logs/mapper.jsonl").read_text().splitlines()[-1])
+    assert "ed_coronal_incr" in last and np.isfinite(last["loss"])

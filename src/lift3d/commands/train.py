@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from lift3d.constants import TRAIN_KINDS
 
@@ -117,9 +118,12 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"config key 'task': unknown task {cfg.task!r}; use mr2ct or missing")
         run_dir = train_translation(cfg, args.out, resume=args.resume)
     else:
+        from lift3d.inference.detail import calibrate_model_folder
         from lift3d.training.generate import train_generation
 
         run_dir = train_generation(cfg, args.out, resume=args.resume)
+        if cfg.detail.enabled and int(os.environ.get("RANK", "0")) == 0:
+            calibrate_model_folder(run_dir, args.data)  # reference.json["detail"]
     print(f"model written to {run_dir}")
     from lift3d.report.html import write_run_report
 

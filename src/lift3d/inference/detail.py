@@ -1,80 +1,52 @@
 """Output detail: scanner-like noise, calibrated on the training data, added to generated volumes.
 
-G models slices on the (coarser) model grid; its samples, written back on the reference grid,
-are smoother than any scan: they carry none of the acquisition noise that every training volume
-has, and an evaluation encoder (or a reader) tells them apart by that alone. At the end of
-``lift3d train generate`` the noise level of training volumes and of G's samples (no mapper, so
-the mapper cannot move it) is estimated, both relative to their intensity window, and the
-missing part becomes the standard deviation of white Gaussian noise that ``lift3d generate
---detail`` adds to the foreground of every sample:
+G's samples, written back on the reference grid, are smoother than any scan: they carry little
+of the acquisition noise that every training volume has, and an evaluation encoder (or a
+reader) tells them apart by that alone. After ``lift3d train generate``,
+`calibrate_model_folder` estimates the noise level of training volumes and of G's samples (no
+mapper, so the mapper cannot move it), both relative to their intensity window, and the missing
+part becomes the standard deviation of white Gaussian noise that ``lift3d generate --detail``
+adds to the foreground of every sample:
 
-    sigma_rel = sqrt(max(level_real^2 - level_generated^2, 0)) / gain
+    sigma_rel = sqrt(max(level_real^2 - level_generated^2, 0))
 
-Estimators (``detail.estimator``):
-
-- ``noise`` (default): the robust noise estimate of wavelet denoising (Donoho & Johnstone):
-  median absolute value of the finest diagonal (HHH) Haar coefficients over blocks inside the
-  foreground, / 0.6745. Edges are sparse there, so it measures noise, not structure (gain 1).
-- ``highpass``: the standard deviation of ``v - gaussian(v, filter_sigma)`` over the
-  foreground (gain: that of unit white noise). It counts edges and fine structure too, so it
-  asks for more noise than the data has (phantom: ~40 vs a noise estimate of ~23 and a true
-  Rician sigma of 20; BENCHMARKS.md, fourth session).
+The level is the robust noise estimate of wavelet denoising (Donoho & Johnstone): median
+absolute value of the finest diagonal (HHH) Haar coefficients over blocks inside the foreground,
+/ 0.6745. Edges are sparse there, so it measures noise, not structure.
 
 The noise is drawn from its own stream, seeded by the generation seed and the sample index, so
 LiFT and the ``--no-mapper`` ablation of the same seed get the very same noise and the comparison
 between them stays fair. White noise is the same in every plane: it adds no through-plane
 structure of its own.
 
-Off by default. On the phantom (BENCHMARKS.md, fourth session) it makes the mapper's gain on
-reformatted-plane KID large and uniform across seeds, but it raises both arms' KID, FID and
-histogram distance against held-out volumes: white noise is not the data's texture, and the
-evaluation encoders tell the two apart. It is a way to compare arms at equal texture, not a way
-to make samples more realistic.
+Off by default: on the phantom it raises both arms' KID, FID and histogram distance against
+held-out volumes (BENCHMARKS.md, "Generation options"). White noise is not the data's texture;
+it is a way to compare arms at equal texture, not a way to make samples more realistic.
 """
 
 from __future__ import annotations
 
-from functools import partial
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-DEFAULT_FILTER_SIGMA = 1.0
+from lift3d.config import DetailConfig
+from lift3d.data.datasets import VolumeDataset
+from lift3d.data.discovery import discover_cases
+from lift3d.data.preprocess import restore_sample
+from lift3d.data.volume import read_volume
+from lift3d.errors import InputError
+from lift3d.model_folder import REFERENCE_FILE, load_model
+from lift3d.utils import atomic_write_text
 
+log = logging.getLogger(__name__)
 
-def highpass_gain(filter_sigma: float = DEFAULT_FILTER_SIGMA) -> float:
-    """Standard deviation of ``w - gaussian(w, filter_sigma)`` for unit white noise ``w`` (3D)."""
-    from scipy.ndimage import gaussian_filter
-
-    radius = int(np.ceil(4 * filter_sigma)) + 1
-    impulse = np.zeros((2 * radius + 1,) * 3)
-    impulse[radius, radius, radius] = 1.0
-    kernel = gaussian_filter(impulse, filter_sigma)
-    return float(np.sqrt(1.0 - 2.0 * kernel[radius, radius, radius] + np.square(kernel).sum()))
-
-
-def highpass_std(
-    array: np.ndarray,
-    foreground: np.ndarray | None = None,
-    filter_sigma: float = DEFAULT_FILTER_SIGMA,
-) -> float:
-    """Standard deviation of ``array - gaussian(array, filter_sigma)`` over the foreground.
-
-    Args:
-        array: a 3D volume.
-        foreground: boolean mask of the same shape (default: ``array != 0``).
-        filter_sigma: Gaussian width in voxels.
-
-    Returns:
-        The high-pass standard deviation (0.0 for an empty foreground).
-    """
-    from scipy.ndimage import gaussian_filter
-
-    values = np.asarray(array, dtype=np.float32)
-    mask = values != 0 if foreground is None else np.asarray(foreground, dtype=bool)
-    if not mask.any():
-        return 0.0
-    return float((values - gaussian_filter(values, filter_sigma))[mask].std())
+# What `calibrate` records as its method (the wavelet noise estimate, `noise_sigma`).
+ESTIMATOR = "noise"
 
 
 def noise_sigma(array: np.ndarray) -> float:
@@ -101,14 +73,8 @@ def noise_sigma(array: np.ndarray) -> float:
     return float(np.median(np.abs(coeffs[inside])) / 0.6745)
 
 
-ESTIMATORS = ("noise", "highpass")
-
-
 def calibrate(
-    real: list[tuple[np.ndarray, float]],
-    generated: list[tuple[np.ndarray, float]],
-    filter_sigma: float = DEFAULT_FILTER_SIGMA,
-    estimator: str = "noise",
+    real: list[tuple[np.ndarray, float]], generated: list[tuple[np.ndarray, float]]
 ) -> dict[str, Any]:
     """Noise level (relative to the intensity window) that G's samples lack.
 
@@ -116,37 +82,101 @@ def calibrate(
         real: (volume on the reference grid, its intensity-window width) per training case.
         generated: (G's sample restored to the reference grid, the window width it was restored
             with) per sample.
-        filter_sigma: high-pass width in voxels (``highpass`` only).
-        estimator: ``noise`` (wavelet noise estimate) or ``highpass`` (high-pass energy).
 
     Returns:
-        ``{"sigma_rel", "estimator", "level_real_rel", "level_generated_rel", "gain",
-        "filter_sigma", "n_real", "n_generated"}`` (``level_*_rel``: mean relative level).
+        ``{"sigma_rel", "estimator", "level_real_rel", "level_generated_rel", "n_real",
+        "n_generated"}`` (``level_*_rel``: mean relative `noise_sigma`).
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     if not real or not generated:
         raise ValueError("calibrate needs at least one real and one generated volume")
-    if estimator == "noise":
-        level, gain = noise_sigma, 1.0
-    else:
-        level, gain = partial(highpass_std, filter_sigma=filter_sigma), highpass_gain(filter_sigma)
 
     def mean_rel(items: list[tuple[np.ndarray, float]]) -> float:
-        return float(np.mean([level(v) / max(w, 1e-12) for v, w in items]))
+        return float(np.mean([noise_sigma(v) / max(w, 1e-12) for v, w in items]))
 
     real_rel, gen_rel = mean_rel(real), mean_rel(generated)
-    sigma_rel = float(np.sqrt(max(real_rel**2 - gen_rel**2, 0.0)) / gain)
     return {
-        "sigma_rel": sigma_rel,
-        "estimator": estimator,
+        "sigma_rel": float(np.sqrt(max(real_rel**2 - gen_rel**2, 0.0))),
+        "estimator": ESTIMATOR,
         "level_real_rel": real_rel,
         "level_generated_rel": gen_rel,
-        "gain": gain,
-        "filter_sigma": float(filter_sigma),
         "n_real": len(real),
         "n_generated": len(generated),
     }
+
+
+def calibrate_model_folder(
+    run_dir: str | Path,
+    data_root: str | Path | None = None,
+    settings: DetailConfig | None = None,
+) -> dict[str, Any]:
+    """Measure a finished generation model's output detail and record it in reference.json.
+
+    The model comes from `lift3d.model_folder.load_model`. Real: the first ``settings.cases``
+    cases of the training split (``reference.json["train_cases"]``), each file as stored (the
+    reference grid) relative to its own intensity window. Generated: ``settings.samples``
+    no-mapper samples of G (noise seed ``settings.seed``), restored to the reference grid with
+    the reference record.
+
+    Args:
+        run_dir: model folder from `lift3d.training.generate.train_generation`.
+        data_root: the training dataset (default: ``reference.json["data_root"]``).
+        settings: sample counts and seed (default: the folder's ``detail`` config section).
+
+    Returns:
+        The record written to ``reference.json["detail"]``: ``{"kind", "modalities": {mod:
+        `calibrate` record}}``.
+
+    Raises:
+        InputError: not a generation model folder, a training case no longer in `data_root`,
+            or ``cases`` / ``samples`` below 1.
+    """
+    model, folder = load_model(run_dir, "generate")
+    cfg, ref = folder.config, folder.reference
+    dc = settings or cfg.detail
+    if dc.cases < 1 or dc.samples < 1:
+        raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
+    modalities = list(ref["modalities"])
+    root = Path(data_root or ref["data_root"])
+    found = discover_cases(
+        root,
+        cfg.data.layout,
+        required=tuple(modalities),
+        skip_bad=cfg.data.skip_bad,
+        validate="header",  # the data was validated when the model was trained
+    )
+    by_id = {case.case_id: case for case in found}
+    cases = []
+    for case_id in ref["train_cases"][: dc.cases]:
+        if case_id not in by_id:
+            raise InputError(f"training case {case_id} not found for the detail calibration", root)
+        cases.append(by_id[case_id])
+    volumes = VolumeDataset(
+        cases, modalities, ref["shape"], cfg.data.slice_axis, cfg.data.spacing_mm, cache=False
+    )
+    real: dict[str, list[tuple[np.ndarray, float]]] = {m: [] for m in modalities}
+    for i, case in enumerate(cases):
+        case_record = volumes.load_arrays(i)[1]
+        for m in modalities:
+            real[m].append((read_volume(case.paths[m]).array, window_width(case_record, m)))
+    record = ref["record"]
+    generated: dict[str, list[tuple[np.ndarray, float]]] = {m: [] for m in modalities}
+    gen = torch.Generator().manual_seed(dc.seed)
+    with torch.inference_mode():
+        for _ in range(dc.samples):
+            vol = model.sample(1, gen, use_mapper=False)[0].float().numpy()
+            for c, m in enumerate(modalities):
+                restored = restore_sample(vol[c], record, m).array
+                generated[m].append((restored, window_width(record, m)))
+    out = {m: calibrate(real[m], generated[m]) for m in modalities}
+    for m, rec in out.items():
+        log.info(
+            "output detail %s (%s): level real %.4f, G %.4f (of the window) -> noise %.4f",
+            m, ESTIMATOR, rec["level_real_rel"], rec["level_generated_rel"], rec["sigma_rel"],
+        )  # fmt: skip
+    result = {"kind": "white gaussian, foreground only", "modalities": out}
+    ref["detail"] = result
+    atomic_write_text(Path(run_dir) / REFERENCE_FILE, json.dumps(ref, indent=1))
+    return result
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:

@@ -12,7 +12,7 @@ samples on the model grid) and ``generation.json`` (model, seed, mapper flag, ou
 files, timing).
 
 Output detail (`lift3d.inference.detail`, opt-in with ``detail=True``): white noise at the
-training data's noise level (measured at the end of training), added to every sample's
+training data's noise level (measured after training), added to every sample's
 foreground on the reference grid. Its noise depends only on (seed, sample index), so LiFT and
 the no-mapper ablation get the same noise.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -66,8 +67,6 @@ def generate_volumes(
     Returns:
         The written volume files.
     """
-    import sys
-
     from tqdm.auto import tqdm
 
     if n <= 0:

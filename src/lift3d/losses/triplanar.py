@@ -10,10 +10,9 @@ encode each slice with the frozen encoder E, and form three feature sets per vol
 - ``traj``: a trajectory descriptor of the ordered sequence: the slice features averaged over
   ``segments`` consecutive runs of positions and concatenated in order, (B, 1, segments * F).
 
-The drifting loss (`lift3d.losses.drifting`) runs on each set; the total is the weighted sum over
-sets and planes. Gradients flow through the frozen E (and G) into whatever made the generated
-volumes. Memory is bounded by a downsampled loss volume (`loss_size`) and optional gradient
-checkpointing of the encoder passes.
+The drifting loss (`lift3d.losses.drifting`) runs on each set; the total is the sum over sets
+and planes. Gradients flow through the frozen E (and G) into whatever made the generated
+volumes. Memory is bounded by a downsampled loss volume (`loss_size`).
 
 Plane names follow the model axes of a ``(B, C, D, H, W)`` tensor with the default axial slice
 axis: axial cuts along D, coronal along H, sagittal along W.
@@ -27,13 +26,11 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
 
+from lift3d.constants import DHW_PLANE_AXIS, PLANES
 from lift3d.losses.drifting import DEFAULT_TEMPERATURES, drifting_loss_sets
 
-PLANES: tuple[str, ...] = ("axial", "coronal", "sagittal")
-FEATURE_SETS: tuple[str, ...] = ("slice", "incr", "traj")
-_AXIS = {"axial": 2, "coronal": 3, "sagittal": 4}  # dim of (B, C, D, H, W)
+_AXIS = {plane: 2 + axis for plane, axis in DHW_PLANE_AXIS.items()}  # dim of (B, C, D, H, W)
 
 
 def cut_slices(vol: Tensor, plane: str, positions: Tensor) -> Tensor:
@@ -69,20 +66,14 @@ def sample_positions(size: int, num: int, generator: torch.Generator | None = No
     return offset + stride * torch.arange(num)
 
 
-Embed = Callable[[Tensor], "Tensor | dict[str, Tensor]"]
+Embed = Callable[[Tensor], Tensor]
 
 
-def _encode(embed: Embed, slices: Tensor, use_checkpoint: bool) -> dict[str, Tensor]:
-    """(B, M, C, h, w) -> {name: (B, M, F_name)} ("" for an embed returning one tensor)."""
+def _encode(embed: Embed, slices: Tensor) -> Tensor:
+    """(B, M, C, h, w) -> (B, M, F)."""
     b, m = slices.shape[:2]
-    flat = rearrange(slices, "b m c h w -> (b m) c h w")
-    if use_checkpoint and flat.requires_grad:
-        feats = checkpoint(embed, flat, use_reentrant=False)
-    else:
-        feats = embed(flat)
-    if not isinstance(feats, dict):
-        feats = {"": feats}
-    return {k: rearrange(v, "(b m) f -> b m f", b=b, m=m) for k, v in feats.items()}
+    feats = embed(rearrange(slices, "b m c h w -> (b m) c h w"))
+    return rearrange(feats, "(b m) f -> b m f", b=b, m=m)
 
 
 def plane_feature_sets(
@@ -91,37 +82,28 @@ def plane_feature_sets(
     plane: str,
     positions: Tensor,
     segments: int = 4,
-    use_checkpoint: bool = False,
 ) -> dict[str, Tensor]:
     """The three feature sets of one plane.
 
     Args:
         vol: (B, C, D, H, W).
-        embed: slice encoder, (N, C, h, w) -> (N, F), or -> {name: (N, F_name)} for several
-            feature kinds (e.g. per-scale encoder features and an intensity thumbnail), each
-            then getting its own sets ``"<set>_<name>"`` (its own drifting kernel).
+        embed: slice encoder, (N, C, h, w) -> (N, F).
         plane: axial | coronal | sagittal.
         positions: (M,) cut positions (each with a neighbour at +1).
         segments: runs of positions averaged for the trajectory descriptor.
-        use_checkpoint: recompute encoder activations in backward (memory).
 
     Returns:
-        {"slice": (B, M, F), "incr": (B, M, F), "traj": (B, 1, S * F)}; with a dict-valued
-        `embed`, those three per feature name, keyed ``"slice_<name>"`` etc.
+        {"slice": (B, M, F), "incr": (B, M, F), "traj": (B, 1, S * F)}.
     """
     size = vol.shape[_AXIS[plane]]
     nxt = (positions + 1).clamp(max=size - 1)
     both = torch.cat([positions, nxt])
-    encoded = _encode(embed, cut_slices(vol, plane, both), use_checkpoint)  # (B, 2M, F) each
+    feats = _encode(embed, cut_slices(vol, plane, both))  # (B, 2M, F)
     m = positions.numel()
-    out: dict[str, Tensor] = {}
-    for name, feats in encoded.items():
-        f, f_next = feats[:, :m], feats[:, m:]
-        segs = torch.tensor_split(f, min(segments, m), dim=1)
-        traj = torch.cat([s.mean(dim=1) for s in segs], dim=1)[:, None]  # (B, 1, S * F)
-        suffix = f"_{name}" if name else ""
-        out.update({"slice" + suffix: f, "incr" + suffix: f_next - f, "traj" + suffix: traj})
-    return out
+    f, f_next = feats[:, :m], feats[:, m:]
+    segs = torch.tensor_split(f, min(segments, m), dim=1)
+    traj = torch.cat([s.mean(dim=1) for s in segs], dim=1)[:, None]  # (B, 1, S * F)
+    return {"slice": f, "incr": f_next - f, "traj": traj}
 
 
 def triplanar_drifting_loss(
@@ -131,11 +113,8 @@ def triplanar_drifting_loss(
     *,
     planes: Sequence[str] = PLANES,
     num_positions: int = 8,
-    set_weights: dict[str, float] | None = None,
-    plane_weights: dict[str, float] | None = None,
     loss_size: Sequence[int] | None = None,
     segments: int = 4,
-    use_checkpoint: bool = False,
     temperatures: Sequence[float] = DEFAULT_TEMPERATURES,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
@@ -144,15 +123,11 @@ def triplanar_drifting_loss(
     Args:
         gen: (N, C, D, H, W) generated volumes (carry the graph to the trainable model).
         real: (M, C, D, H, W) real volumes (no gradient).
-        embed: frozen slice encoder, (n, C, h, w) -> (n, F) or {name: (n, F_name)}
-            (`plane_feature_sets`).
+        embed: frozen slice encoder, (n, C, h, w) -> (n, F).
         planes: planes to use.
         num_positions: cuts per plane (shared by real and generated).
-        set_weights: weights of "slice", "incr", "traj" (default 1 each).
-        plane_weights: weights per plane (default 1 each).
         loss_size: (D, H, W) to resample both batches to before cutting (memory), or None.
         segments: runs averaged in the trajectory descriptor.
-        use_checkpoint: gradient checkpointing over the encoder passes.
         temperatures: drifting temperatures.
         generator: RNG for the cut positions.
 
@@ -163,8 +138,6 @@ def triplanar_drifting_loss(
         raise ValueError(
             f"gen {tuple(gen.shape)} and real {tuple(real.shape)} must be (B, C, D, H, W) alike"
         )
-    set_weights = {**dict.fromkeys(FEATURE_SETS, 1.0), **(set_weights or {})}
-    plane_weights = {**dict.fromkeys(PLANES, 1.0), **(plane_weights or {})}
     real = real.detach()
     if loss_size is not None:
         size = tuple(int(s) for s in loss_size)
@@ -175,11 +148,10 @@ def triplanar_drifting_loss(
     logs: dict[str, float] = {}
     for plane in planes:
         positions = sample_positions(gen.shape[_AXIS[plane]], num_positions, generator)
-        g_sets = plane_feature_sets(gen, embed, plane, positions, segments, use_checkpoint)
+        g_sets = plane_feature_sets(gen, embed, plane, positions, segments)
         with torch.no_grad():
             r_sets = plane_feature_sets(real, embed, plane, positions, segments)
-        weights = {k: set_weights[k.split("_")[0]] * plane_weights[plane] for k in g_sets}
-        loss, parts = drifting_loss_sets(g_sets, r_sets, weights, temperatures)
+        loss, parts = drifting_loss_sets(g_sets, r_sets, temperatures=temperatures)
         logs.update({f"{plane}_{k}": v for k, v in parts.items()})
         total = loss if total is None else total + loss
     assert total is not None, "no planes given"

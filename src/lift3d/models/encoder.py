@@ -3,9 +3,10 @@
 No pretrained weights can be downloaded at run time, so the default encoder is a small 2D
 convolutional autoencoder trained self-supervised on the dataset's own slices and then frozen:
 either a *denoising* autoencoder (reconstruct the clean slice from a noisy one) or a *masked*
-autoencoder (reconstruct the slice from one with random patches hidden). The evaluation encoder
-of `lift3d.metrics.distribution` is the same class trained with the other objective and another
-seed, so the loss and the metric never share a feature space.
+autoencoder (reconstruct the slice from one with random patches hidden). The generation model's
+E is a denoising one; the evaluation encoder (`lift3d.evaluation.encoder`) is the same class
+trained as a masked one with another seed, so the loss and the metric never share a feature
+space.
 
 Interface (any local pretrained encoder fits it, see `TorchScriptEncoder`):
 ``features(x) -> list[(N, C_s, H_s, W_s)]`` multi-scale maps and ``embed(x) -> (N, feat_dim)``.

@@ -107,29 +107,19 @@ class GenerationModel(nn.Module):
         return rearrange(slices, "(b d) c h w -> b c d h w", b=b, d=d)
 
     def trajectories(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        use_mapper: bool = True,
-        mapper: nn.Module | None = None,
+        self, n: int, generator: torch.Generator | None = None, use_mapper: bool = True
     ) -> Tensor:
-        """(n, D, latent) codes: from T (or `mapper`), or independent per slice (no-mapper
-        ablation)."""
+        """(n, D, latent) codes: from T, or independent per slice (no-mapper ablation)."""
         device = next(self.parameters()).device
         if not use_mapper:
             codes = independent_latents(n, self.num_slices, self.generator.latent_dim, generator)
             return codes.to(device)
-        mapper = self.mapper if mapper is None else mapper
-        eps, per_slice = mapper.sample_noise(n, self.num_slices, generator, device)
-        return mapper(eps, per_slice)
+        eps, per_slice = self.mapper.sample_noise(n, self.num_slices, generator, device)
+        return self.mapper(eps, per_slice)
 
     @torch.inference_mode()
     def sample(
-        self,
-        n: int,
-        generator: torch.Generator | None = None,
-        use_mapper: bool = True,
-        mapper: nn.Module | None = None,
+        self, n: int, generator: torch.Generator | None = None, use_mapper: bool = True
     ) -> Tensor:
         """Sample n volumes, one at a time.
 
@@ -137,13 +127,11 @@ class GenerationModel(nn.Module):
             n: number of volumes.
             generator: CPU RNG for the noise (reproducible across devices).
             use_mapper: False gives the no-mapper ablation.
-            mapper: another trajectory mapper to use instead of ``self.mapper`` (e.g. a
-                weight average during training).
 
         Returns:
             (n, C, D, H, W) volumes in [0, 1].
         """
-        vols = [self.decode(self.trajectories(1, generator, use_mapper, mapper)) for _ in range(n)]
+        vols = [self.decode(self.trajectories(1, generator, use_mapper)) for _ in range(n)]
         return torch.cat(vols, dim=0)
 
 

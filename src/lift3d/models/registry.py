@@ -136,5 +136,4 @@ def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
         cfg.model.size,
         len(cfg.model.modalities),
         tuple(int(s) for s in cfg.data.shape),
-        encoder_objective=cfg.model.encoder_objective,
     )

@@ -7,7 +7,7 @@ zero-initialised residual head on top of a *base trajectory*. Zero init means tr
 exactly at the base trajectory; the tri-planar drifting loss then shapes how the code moves
 along z. The no-mapper ablation (`independent_latents`) draws every ``w_k`` independently.
 
-Base trajectory. With ``path_sigma = 0`` (legacy) it is the constant code ``w_k = eps``: one code
+Base trajectory. With ``path_sigma = 0`` it is the constant code ``w_k = eps``: one code
 swept through depth, which gives volumes far smoother along z than real ones. With
 ``path_sigma > 0`` it is ``w_k = sqrt(mix) eps + sqrt(1 - mix) p_k``, where ``p`` is white noise
 smoothed along depth by a Gaussian of width ``path_sigma`` (in normalised depth, so the same
@@ -18,15 +18,6 @@ by the whole volume. Both are stored in the model file, so a saved model samples
 They are parameters that can be trained with the rest of T (`learn_base_path`): the drifting
 loss then sets how smooth the trajectory is along depth, which the residual head alone hardly
 changes (its updates act mostly as a shift of the codes).
-
-Per-component base path (`learn_base_path(per_component=True)`). One width and one mix for
-every latent component treat G's latent directions alike, but some of them (say, the head's
-size or position) should be shared by the whole volume and others should change from slice to
-slice. Three zero-initialised parameters give each component its own trajectory in a learned
-basis: ``sigma_j = sigma * exp(a_j)``, ``mix_j = sigmoid(logit(mix) + b_j)``, and the codes are
-rotated by ``Q = matrix_exp(R - R^T)``. Every code stays exactly N(0, I) for any values (a
-rotation of independent unit-variance components), so per-slice realism is kept; at zero the
-path is exactly the shared one.
 """
 
 from __future__ import annotations
@@ -48,7 +39,7 @@ class TrajectoryMapper(nn.Module):
         slice_noise_dim: per-slice noise size (0 disables per-slice noise).
         depth_dim: depth-embedding size.
         path_sigma: width of the base trajectory's depth smoothing, in normalised depth
-            (0: constant base code, the legacy behaviour).
+            (0: constant base code).
         path_mix: share of the base code's variance that comes from the volume noise.
     """
 
@@ -77,10 +68,6 @@ class TrajectoryMapper(nn.Module):
         # Parameters (frozen unless `learn_base_path`), so an optimiser over T can train them.
         self.path_sigma = nn.Parameter(torch.tensor(float(path_sigma)), requires_grad=False)
         self.path_mix = nn.Parameter(torch.tensor(float(path_mix)), requires_grad=False)
-        # Per-component offsets and basis rotation (zero = the shared path; module docstring).
-        self.path_log_sigma = nn.Parameter(torch.zeros(latent_dim), requires_grad=False)
-        self.path_mix_logit = nn.Parameter(torch.zeros(latent_dim), requires_grad=False)
-        self.path_rotation = nn.Parameter(torch.zeros(latent_dim, latent_dim), requires_grad=False)
         self.set_base_path(path_sigma, path_mix)
 
     def set_base_path(self, sigma: float, mix: float) -> None:
@@ -91,26 +78,16 @@ class TrajectoryMapper(nn.Module):
             self.path_sigma.fill_(float(sigma))
             self.path_mix.fill_(float(mix))
 
-    def learn_base_path(self, flag: bool = True, per_component: bool = False) -> None:
+    def learn_base_path(self, flag: bool = True) -> None:
         """Train (or freeze) the base path's width and mix together with T's other weights.
 
         Needs a moving base path (``path_sigma > 0``); the values are clamped to
-        ``sigma >= 1e-3`` and ``0 <= mix <= 1`` where they are used. With `per_component`
-        each latent component also gets its own width and mix in a learned basis (module
-        docstring).
+        ``sigma >= 1e-3`` and ``0 <= mix <= 1`` where they are used.
         """
         if flag and not self.uses_path:
             raise ValueError("learning the base path needs path_sigma > 0")
         self.path_sigma.requires_grad_(flag)
         self.path_mix.requires_grad_(flag)
-        for p in (self.path_log_sigma, self.path_mix_logit, self.path_rotation):
-            p.requires_grad_(flag and per_component)
-
-    @property
-    def per_component(self) -> bool:
-        """True when the per-component offsets or rotation are trained or non-zero."""
-        params = (self.path_log_sigma, self.path_mix_logit, self.path_rotation)
-        return any(p.requires_grad or bool(p.detach().abs().max() > 0) for p in params)
 
     @property
     def uses_path(self) -> bool:
@@ -126,25 +103,12 @@ class TrajectoryMapper(nn.Module):
         k = torch.arange(d, device=eps.device, dtype=eps.dtype)
         sigma = self.path_sigma.to(eps.dtype).clamp(min=1e-3) * max(d - 1, 1)
         mix = self.path_mix.to(eps.dtype).clamp(0.0, 1.0)
-        if not self.per_component:
-            kern = torch.exp(-0.5 * ((k[:, None] - k[None, :]) / sigma) ** 2)
-            kern = kern / kern.pow(2).sum(dim=1, keepdim=True).sqrt()  # unit rows: N(0, I)
-            path = torch.einsum("kj,bjl->bkl", kern, path_noise)
-            if mix.requires_grad:  # d sqrt(mix) / d mix is infinite at 0
-                mix = mix.clamp(min=1e-6)
-            return mix.sqrt() * eps[:, None, :] + (1 - mix).sqrt() * path
-        # Per component l: its own width and mix, then a rotation of the whole code.
-        sig = sigma * self.path_log_sigma.to(eps.dtype).clamp(-4.0, 4.0).exp()  # (L,)
-        diff = (k[:, None] - k[None, :])[None]  # (1, D, D)
-        kern = torch.exp(-0.5 * (diff / sig[:, None, None]) ** 2)  # (L, D, D)
-        kern = kern / kern.pow(2).sum(dim=2, keepdim=True).sqrt()
-        path = torch.einsum("lkj,bjl->bkl", kern, path_noise)
-        m = mix.clamp(1e-4, 1 - 1e-4)
-        m = torch.sigmoid(torch.log(m / (1 - m)) + self.path_mix_logit.to(eps.dtype))  # (L,)
-        codes = m.sqrt() * eps[:, None, :] + (1 - m).sqrt() * path
-        r = self.path_rotation.to(eps.dtype)
-        q = torch.linalg.matrix_exp(r - r.T)  # orthogonal: codes stay N(0, I)
-        return codes @ q.T
+        kern = torch.exp(-0.5 * ((k[:, None] - k[None, :]) / sigma) ** 2)
+        kern = kern / kern.pow(2).sum(dim=1, keepdim=True).sqrt()  # unit rows: N(0, I)
+        path = torch.einsum("kj,bjl->bkl", kern, path_noise)
+        if mix.requires_grad:  # d sqrt(mix) / d mix is infinite at 0
+            mix = mix.clamp(min=1e-6)
+        return mix.sqrt() * eps[:, None, :] + (1 - mix).sqrt() * path
 
     def sample_noise(
         self,

@@ -163,37 +163,6 @@ class _Position:
     seconds: float = 0.0  # training wall time, summed over sessions
 
 
-@dataclass
-class _Best:
-    """The best validated weights so far (model selection on a validation metric)."""
-
-    metric: str
-    mode: str  # "min" | "max"
-    step: int = -1
-    value: float = math.nan
-    weights: dict[str, torch.Tensor] | None = None
-
-    def better(self, value: float) -> bool:
-        if not math.isfinite(value):
-            return False
-        if self.weights is None:
-            return True
-        return value < self.value if self.mode == "min" else value > self.value
-
-
-def _make_ema(model: nn.Module, decay: float) -> Any:
-    """An exponential moving average of `model` (torch's AveragedModel; buffers copied)."""
-    from torch.optim.swa_utils import AveragedModel
-
-    def avg(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        if not averaged.is_floating_point():
-            return current
-        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        return averaged + (current - averaged) * (1.0 - d)
-
-    return AveragedModel(model, avg_fn=avg, use_buffers=True)
-
-
 def get_rng_state() -> dict[str, Any]:
     """Python, NumPy, torch CPU (and CUDA, when initialised) RNG states."""
     cuda = None
@@ -442,9 +411,6 @@ class Engine:
         *,
         stop_after: int | None = None,
         num_workers: int = 0,
-        ema_decay: float = 0.0,
-        select: tuple[str, str] | None = None,
-        val_every: int | None = None,
     ) -> nn.Module:
         """Train `model` for one stage, resuming from the stage's newest checkpoint if any.
 
@@ -466,16 +432,6 @@ class Engine:
             stop_after: stop after this step without finishing the stage (a checkpoint is
                 written); a later `fit` resumes. For time-limited jobs and tests.
             num_workers: DataLoader worker processes.
-            ema_decay: keep an exponential moving average of the weights with this decay
-                (0 = off; warm-up ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates).
-                With it on, validation sees the averaged weights, checkpoints store them
-                (resume is still exact) and the stage's final weights *are* the average.
-            select: ``(metric, "min" | "max")``: model selection. At every validation the
-                weights validated (the average with `ema_decay`) are kept when `validate_fn`'s
-                `metric` is the best so far; the stage's final weights are the best ones (kept
-                in checkpoints, so resume is still exact). Needs `validate_fn` and
-                ``train.val_every > 0``.
-            val_every: this stage's validation interval (default ``train.val_every``).
 
         Returns:
             The (unwrapped) trained model. For a stage already finished (``done`` marker), its
@@ -487,16 +443,6 @@ class Engine:
             raise InputError(f"stage {stage!r}: max_steps must be >= 1, got {max_steps}")
         if batch_size < 1:
             raise InputError(f"stage {stage!r}: batch size must be >= 1, got {batch_size}")
-        if not 0.0 <= ema_decay < 1.0:
-            raise InputError(f"stage {stage!r}: ema_decay must be in [0, 1), got {ema_decay}")
-        val_every = self.cfg.val_every if val_every is None else int(val_every)
-        if select is not None and (
-            select[1] not in ("min", "max") or validate_fn is None or val_every <= 0
-        ):
-            raise InputError(
-                f"stage {stage!r}: model selection needs a validate_fn, val_every > 0 "
-                f"and mode 'min' or 'max' (got {select!r})"
-            )
         stage_dir = self.run_dir / "checkpoints" / stage
         with self._logging():
             if (stage_dir / ckpt.DONE_MARKER).exists():
@@ -519,9 +465,6 @@ class Engine:
                 scheduler,
                 stop_after,
                 num_workers,
-                ema_decay,
-                select,
-                val_every,
             )
             if finished:
                 # The RNG state after a stage does not depend on whether it was trained or
@@ -544,9 +487,6 @@ class Engine:
         scheduler: Any,
         stop_after: int | None,
         num_workers: int,
-        ema_decay: float = 0.0,
-        select: tuple[str, str] | None = None,
-        val_every: int = 0,
     ) -> bool:
         num_samples = len(dataset)  # type: ignore[arg-type]
         if num_samples == 0:
@@ -555,11 +495,8 @@ class Engine:
         fmodule, fopt = self.fabric.setup(_StepModule(model, step_fn), optimizer)
         sampler = EpochSampler(num_samples, cfg.seed, self.rank, self.world_size)
         pos = _Position()
-        ema = _make_ema(model, ema_decay) if ema_decay > 0 else None
-        best = _Best(*select) if select is not None else None
-        if self._resume(
-            stage, stage_dir, model, optimizer, scheduler, pos, batch_size, sampler, ema, best
-        ):
+        val_every = cfg.val_every
+        if self._resume(stage, stage_dir, model, optimizer, scheduler, pos, batch_size, sampler):
             self._truncate_logs(stage, pos.step)
         else:
             seed_everything(mix_seed(cfg.seed, "train", stage, self.rank))
@@ -596,8 +533,6 @@ class Engine:
                 )
                 for batch in loader:
                     scalars = self._train_step(stage, fmodule, fopt, scheduler, batch, pos.step)
-                    if ema is not None:
-                        ema.update_parameters(model)
                     pos.step += 1
                     pos.batch_in_epoch += 1
                     session_steps += 1
@@ -622,21 +557,9 @@ class Engine:
                         (val_every > 0 and pos.step % val_every == 0)
                         or (pos.step == max_steps and val_every > 0)
                     ):
-                        self._validate(
-                            stage, model if ema is None else ema.module, validate_fn, pos, best
-                        )
+                        self._validate(stage, model, validate_fn, pos)
                     if (cfg.ckpt_every > 0 and pos.step % cfg.ckpt_every == 0) or last:
-                        self._save(
-                            stage,
-                            stage_dir,
-                            model,
-                            optimizer,
-                            scheduler,
-                            pos,
-                            batch_size,
-                            ema,
-                            best,
-                        )
+                        self._save(stage, stage_dir, model, optimizer, scheduler, pos, batch_size)
                     if pos.step >= target:
                         break
                 else:
@@ -647,23 +570,7 @@ class Engine:
         if pos.step < max_steps:
             logger.info("stage %s stopped at step %d of %d", stage, pos.step, max_steps)
             return False
-        if ema is not None:  # the stage's result is the averaged model
-            model.load_state_dict(ema.module.state_dict())
-        selected = None
-        if best is not None:
-            if self.world_size > 1:  # rank 0 validated; every rank ends with its choice
-                best = self.fabric.broadcast(best, src=0)
-            if best.weights is not None:
-                model.load_state_dict(best.weights)
-                selected = {"metric": best.metric, "step": best.step, "value": best.value}
-                logger.info(
-                    "stage %s: keeping the weights of step %d (%s %.5g, the best validation)",
-                    stage,
-                    best.step,
-                    best.metric,
-                    best.value,
-                )
-        self._finish(stage, stage_dir, model, pos, selected)
+        self._finish(stage, stage_dir, model, pos)
         return True
 
     def _train_step(
@@ -731,7 +638,6 @@ class Engine:
         model: nn.Module,
         validate_fn: ValidateFn,
         pos: _Position,
-        best: _Best | None = None,
     ) -> None:
         if not self.is_main:
             return
@@ -752,14 +658,6 @@ class Engine:
             num = _scalar(value)
             record[key] = num if num is not None else value
         record["seconds"] = round(time.perf_counter() - start, 3)
-        if best is not None:
-            value = _scalar(metrics.get(best.metric))
-            if value is None:
-                raise KeyError(f"stage {stage!r}: validation returned no {best.metric!r}")
-            if best.better(value):
-                best.step, best.value = pos.step, value
-                best.weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            record["best_step"] = best.step
         self._append_jsonl(f"{stage}_val.jsonl", record)
         shown = " ".join(
             f"{k} {v:.5g}" for k, v in record.items() if k != "step" and isinstance(v, float)
@@ -784,16 +682,10 @@ class Engine:
         scheduler: Any,
         pos: _Position,
         batch_size: int,
-        ema: Any = None,
-        best: _Best | None = None,
     ) -> None:
         rngs = self._gather(get_rng_state())  # collective: every rank takes part
         if self.is_main:
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-            if ema is not None:
-                tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-            if best is not None and best.weights is not None:
-                tensors.update({f"best.{k}": v for k, v in best.weights.items()})
             meta: dict[str, Any] = {
                 "format": "lift3d-checkpoint",
                 "lift3d_version": lift3d.__version__,
@@ -819,9 +711,6 @@ class Engine:
                 "precision": ckpt.encode_state(
                     self.fabric.strategy.precision.state_dict(), "precision", tensors
                 ),
-                "best": None
-                if best is None or best.weights is None
-                else {"metric": best.metric, "step": best.step, "value": best.value},
             }
             path = ckpt.save_checkpoint(stage_dir, pos.step, tensors, meta)
             removed = ckpt.prune_checkpoints(stage_dir, self.cfg.keep_last)
@@ -842,8 +731,6 @@ class Engine:
         pos: _Position,
         batch_size: int,
         sampler: EpochSampler,
-        ema: Any = None,
-        best: _Best | None = None,
     ) -> bool:
         if self.is_main:
             for path in ckpt.clean_incomplete(stage_dir):
@@ -863,24 +750,6 @@ class Engine:
                 f"checkpoint does not fit this model/optimiser ({str(exc).splitlines()[0]})",
                 json_path,
             ) from None
-        if ema is not None:
-            averaged = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
-            if averaged:
-                try:
-                    ema.load_state_dict(averaged, strict=True)
-                except RuntimeError as exc:
-                    raise InputError(
-                        f"checkpoint's weight average does not fit ({str(exc).splitlines()[0]})",
-                        json_path,
-                    ) from None
-            else:  # checkpoint written without EMA: start the average at the resumed weights
-                logger.warning("stage %s: checkpoint has no weight average; starting one", stage)
-                ema.module.load_state_dict(model.state_dict())
-        if best is not None and meta.get("best") and meta["best"]["metric"] == best.metric:
-            best.step, best.value = int(meta["best"]["step"]), float(meta["best"]["value"])
-            best.weights = {
-                k[len("best.") :]: v for k, v in tensors.items() if k.startswith("best.")
-            }
         if meta.get("precision"):
             self.fabric.strategy.precision.load_state_dict(
                 ckpt.decode_state(meta["precision"], tensors)
@@ -921,7 +790,6 @@ class Engine:
         stage_dir: Path,
         model: nn.Module,
         pos: _Position,
-        selected: dict[str, Any] | None = None,
     ) -> None:
         if self.is_main:
             info = {
@@ -934,8 +802,6 @@ class Engine:
                 "seconds": round(pos.seconds, 3),
                 "config": self.config_dict(),
             }
-            if selected is not None:
-                info["selected"] = selected
             final = stage_dir / f"{ckpt.FINAL_NAME}.safetensors"
             save_weights(model, final, {k: info[k] for k in ("stage", "step", "task")})
             atomic_write_text(final.with_suffix(".json"), json.dumps(info, indent=1))
