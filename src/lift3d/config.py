@@ -21,6 +21,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from lift3d.errors import InputError
+from lift3d.utils import atomic_write_text
 
 C = TypeVar("C")
 
@@ -404,6 +405,5 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config(cfg: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
-    from lift3d.utils import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

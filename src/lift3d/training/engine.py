@@ -42,12 +42,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-import lift3d
 from lift3d.config import TrainConfig, config_to_dict, save_config
 from lift3d.errors import InputError
 from lift3d.models.weights import load_weights, save_weights
 from lift3d.training import checkpoint as ckpt
 from lift3d.utils import atomic_write_text, resolve_device, seed_everything
+from lift3d.version import __version__
 
 logger = logging.getLogger(__name__)
 _progress_logger = logging.getLogger("lift3d.training.progress")
@@ -314,7 +314,7 @@ class Engine:
             info.setdefault("resumed", []).append(session)
         else:
             info = {
-                "lift3d_version": lift3d.__version__,
+                "lift3d_version": __version__,
                 "torch_version": torch.__version__,
                 "python_version": sys.version.split()[0],
                 "task": self.task,
@@ -688,7 +688,7 @@ class Engine:
             tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
             meta: dict[str, Any] = {
                 "format": "lift3d-checkpoint",
-                "lift3d_version": lift3d.__version__,
+                "lift3d_version": __version__,
                 "torch_version": torch.__version__,
                 "task": self.task,
                 "stage": stage,
@@ -796,7 +796,7 @@ class Engine:
                 "stage": stage,
                 "step": pos.step,
                 "task": self.task,
-                "lift3d_version": lift3d.__version__,
+                "lift3d_version": __version__,
                 "torch_version": torch.__version__,
                 "time": _now(),
                 "seconds": round(pos.seconds, 3),
