@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from lift3d.constants import BRATS_MODALITIES
 from lift3d.data import discovery
 from lift3d.data.datasets import (
     SliceDataset,
@@ -18,7 +19,8 @@ from lift3d.data.datasets import (
     collate_volumes,
     split_cases,
 )
-from lift3d.data.discovery import BRATS_MODALITIES, Case, discover_cases
+from lift3d.data.discovery import discover_cases
+from lift3d.data.layouts import Case
 from lift3d.data.preprocess import PreprocessRecord, restore_volume
 from lift3d.data.volume import read_volume
 from lift3d.errors import InputError

@@ -10,15 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from lift3d.constants import BRATS_MODALITIES
 from lift3d.data import discovery
-from lift3d.data.discovery import (
-    BRATS_MODALITIES,
-    check_case,
-    detect_layout,
-    discover_cases,
-    load_case,
-    validate_case,
-)
+from lift3d.data.discovery import check_case, discover_cases, load_case, validate_case
+from lift3d.data.layouts import detect_layout
 from lift3d.data.volume import Volume, write_volume
 from lift3d.errors import InputError
 

@@ -88,7 +88,8 @@ def inspect_dataset(
     """
     from tqdm import tqdm
 
-    from lift3d.data.discovery import check_case, default_required, list_cases
+    from lift3d.data.discovery import check_case
+    from lift3d.data.layouts import default_required, list_cases
     from lift3d.data.synthetic import PHANTOM_NOTE, is_phantom_dataset
 
     root = Path(root)

@@ -25,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lift3d.data.discovery import BRATS_MODALITIES, list_cases
+    from lift3d.constants import BRATS_MODALITIES
+    from lift3d.data.layouts import list_cases
     from lift3d.data.volume import write_volume
     from lift3d.errors import InputError
     from lift3d.inference.translate import (

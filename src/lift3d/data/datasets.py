@@ -33,7 +33,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lift3d.data import preprocess
-from lift3d.data.discovery import LABEL_MODALITIES, MASK_MODALITIES, Case, load_case
+from lift3d.data.discovery import load_case
+from lift3d.data.layouts import LABEL_MODALITIES, MASK_MODALITIES, Case
 from lift3d.data.preprocess import MODEL_AXES
 from lift3d.data.volume import Volume
 from lift3d.errors import InputError

@@ -25,7 +25,8 @@ import torch
 
 from lift3d.constants import BRATS_MODALITIES, SCT_FILE
 from lift3d.data.datasets import default_kind
-from lift3d.data.discovery import discover_cases, list_cases, load_case
+from lift3d.data.discovery import discover_cases, load_case
+from lift3d.data.layouts import list_cases
 from lift3d.data.preprocess import CT_WINDOW_HU, preprocess_case, restore_volume, to_model_space
 from lift3d.data.volume import Volume, image_suffix, read_volume, write_volume
 from lift3d.errors import InputError

@@ -36,7 +36,8 @@ from torch.utils.data import ConcatDataset
 
 from lift3d.config import GENERATOR_DEPTH_WEIGHT, MAPPER_LR_FINAL_RATIO, GenerateConfig
 from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
-from lift3d.data.discovery import Case, discover_cases
+from lift3d.data.discovery import discover_cases
+from lift3d.data.layouts import Case
 from lift3d.data.volume import read_volume
 from lift3d.errors import InputError
 from lift3d.losses.drifting import drifting_loss_sets
