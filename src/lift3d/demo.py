@@ -63,8 +63,8 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     n_train, n_test, shape = ("4", "2", ["32", "32", "32"]) if quick else ("16", "4", ["64"] * 3)
     # Generation: held-out phantoms and samples per arm (KID from a handful of volumes is
     # mostly noise), and the model grid of the generate config (also an evaluation grid).
-    # 96 samples per arm: KID from 32 moved by tens of percent between sample sets (BENCHMARKS.md,
-    # Generation); sampling and scoring them costs seconds.
+    # 96 samples per arm: KID from 32 moved by tens of percent between sample sets (docs/journal/
+    # 2026-11-26-generation-32-seeds-and-detail.md); sampling and scoring them costs seconds.
     n_gen_test, n_samples = ("2", "3") if quick else ("12", "96")
     data = out / "data"
     tr_cfg = _config("translate_tiny.yaml" if quick else "translate_demo.yaml")
@@ -281,8 +281,8 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
             "reformatted slices (cuts across the generated slices) with the held-out phantoms, "
             "where independently sampled slices show as stripes. This is one short run scored "
             "with one evaluation encoder on 12 phantoms, and its numbers move with the seed. "
-            f"Compare the montages in {out / 'generated'} and see BENCHMARKS.md (Generation) for "
-            "results over seeds, encoders and held-out sets."
+            f"Compare the montages in {out / 'generated'} and see BENCHMARKS.md, 'Unconditional "
+            "generation', for results over seeds, encoders and held-out sets."
         )
         _run(
             "report (generate)",

@@ -15,7 +15,7 @@ Training length: 600 steps by default (``EVAL_ENCODER_STEPS``). Longer training 
 cross-subject-striped volumes from real ones far more clearly than 150 steps. Known bias, not
 removed: for volumes whose slices are *blurrier* than the reference, stripes can hide the blur
 with some encoder seeds. Use several encoder seeds and check with
-`benchmarks/metric_sanity_generate.py` (BENCHMARKS.md, "Generation").
+`benchmarks/metric_sanity_generate.py` (docs/journal/2026-11-25-generation-32-evaluator.md).
 """
 
 from __future__ import annotations

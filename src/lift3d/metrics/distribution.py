@@ -17,7 +17,7 @@ Feature scale (:func:`reference_scaled`): features are centred on the reference 
 by ONE global scale (the RMS of the centred reference features), so the polynomial kernel sees
 O(1) values whatever the encoder's magnitude while the encoder's own weighting of feature
 dimensions is kept; z-scoring every dimension instead lets low-variance dimensions' sampling noise
-dominate KID (BENCHMARKS.md, "Generation").
+dominate KID (docs/journal/2026-11-25-generation-32-evaluator.md).
 """
 
 from __future__ import annotations
