@@ -6,24 +6,83 @@ defaults, applies the YAML file, then the overrides, checking every key against
 ``dataclasses.fields`` and every value against the field's type. An unknown key or a wrong type
 raises `InputError` naming the dotted key. The resolved config is stored in every run folder and
 checkpoint, so a run can be rebuilt with no flags.
+
+Values are checked too, before anything is created: every number must be finite, and a
+section's ``CHECKS`` (declared next to its fields) gives the range or the choices of a field,
+e.g. ``"lr": POSITIVE`` or ``"size": one_of(*TRANSLATION_SIZE_NAMES)``. `validate_config`
+runs the same checks on a config changed after loading (command-line flags).
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import yaml
 
+from lift3d.constants import (
+    GENERATION_SIZE_NAMES,
+    PLANES,
+    TRANSLATE_TASKS,
+    TRANSLATION_SIZE_NAMES,
+)
 from lift3d.errors import InputError
 from lift3d.utils import atomic_write_text
 
 C = TypeVar("C")
+
+
+# ------------------------------------------------------------------ value checks
+
+
+@dataclass(frozen=True)
+class Check:
+    """A rule for one config value: `test(value)` is true for a valid value; `rule` says what
+    a valid value is (in the error message). None values (optional fields) are not checked."""
+
+    rule: str
+    test: Callable[[Any], bool]
+
+
+def at_least(low: float) -> Check:
+    return Check(f"at least {low}", lambda v: v >= low)
+
+
+def fraction(closed: bool = False) -> Check:
+    """In [0, 1) (or [0, 1] when `closed`)."""
+    if closed:
+        return Check("in [0, 1]", lambda v: 0 <= v <= 1)
+    return Check("in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def one_of(*choices: str) -> Check:
+    return Check(f"one of {', '.join(choices)}", lambda v: v in choices)
+
+
+def _grid(v: Any) -> bool:
+    return len(v) == 3 and all(isinstance(s, int | float) and s > 0 for s in v)
+
+
+POSITIVE = Check("greater than 0", lambda v: v > 0)
+NON_NEGATIVE = at_least(0)
+COUNT = at_least(1)
+GRID = Check("three positive sizes [D, H, W]", lambda v: _grid(v) and all(int(s) == s for s in v))
+SPACING = Check("three positive spacings in mm", _grid)
+NON_EMPTY = Check("a non-empty list", lambda v: len(v) > 0)
+DEVICE = Check(
+    "auto, cpu, cuda or cuda:N", lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None
+)
+PRECISION = one_of(
+    "auto", "32", "64", "16", "bf16", "32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"
+)
 
 
 @dataclass
@@ -39,6 +98,15 @@ class DataConfig:
     num_workers: int = 0
     cache: bool = True  # keep decoded volumes in memory after the first epoch
     skip_bad: bool = False  # skip invalid cases with a warning instead of failing
+
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "layout": one_of("auto", "brats", "synthrad", "manifest"),
+        "slice_axis": one_of(*PLANES),
+        "shape": GRID,
+        "spacing_mm": SPACING,
+        "val_fraction": fraction(),
+        "num_workers": NON_NEGATIVE,
+    }
 
 
 @dataclass
@@ -59,6 +127,21 @@ class TrainConfig:
     keep_last: int = 3  # checkpoints kept per stage
     num_threads: int = 0  # torch CPU threads; 0 leaves torch's default
 
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "device": DEVICE,
+        "precision": PRECISION,
+        "batch_size": COUNT,
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "max_steps": NON_NEGATIVE,
+        "grad_clip": NON_NEGATIVE,
+        "log_every": NON_NEGATIVE,
+        "val_every": NON_NEGATIVE,
+        "ckpt_every": NON_NEGATIVE,
+        "keep_last": NON_NEGATIVE,
+        "num_threads": NON_NEGATIVE,
+    }
+
 
 # ------------------------------------------------------------------ paired translation
 
@@ -74,6 +157,15 @@ class TranslateModelConfig:
     mixer_hidden: float | None = None
     chunk_size: int = 32  # z-chunk (output slices) for validation and inference
 
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "size": one_of(*TRANSLATION_SIZE_NAMES),
+        "mixer_levels": COUNT,
+        "mixer_depth": COUNT,
+        "z_context": COUNT,
+        "mixer_hidden": POSITIVE,
+        "chunk_size": NON_NEGATIVE,
+    }
+
 
 @dataclass
 class TranslatorStageConfig:
@@ -83,6 +175,13 @@ class TranslatorStageConfig:
     lr: float = 1e-3
     batch_size: int = 16
     ssim_weight: float = 0.0
+
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "steps": NON_NEGATIVE,
+        "lr": POSITIVE,
+        "batch_size": COUNT,
+        "ssim_weight": fraction(closed=True),
+    }
 
 
 @dataclass
@@ -97,6 +196,15 @@ class MixerStageConfig:
     freeze_translator: bool = True
     translator_lr: float = 1e-5  # used only when freeze_translator is false
 
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "steps": NON_NEGATIVE,
+        "lr": POSITIVE,
+        "batch_size": COUNT,
+        "z_chunk": NON_NEGATIVE,
+        "zgrad_weight": NON_NEGATIVE,
+        "translator_lr": POSITIVE,
+    }
+
 
 @dataclass
 class TranslateConfig:
@@ -109,6 +217,11 @@ class TranslateConfig:
     translator: TranslatorStageConfig = field(default_factory=TranslatorStageConfig)
     mixer: MixerStageConfig = field(default_factory=MixerStageConfig)
     val_cases: int = 4  # held-out cases scored at each validation (0 = all)
+
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "task": one_of(*TRANSLATE_TASKS),
+        "val_cases": NON_NEGATIVE,
+    }
 
 
 # ------------------------------------------------------------------ unconditional generation
@@ -127,6 +240,10 @@ class GenModelConfig:
     modalities: list[str] = field(default_factory=lambda: ["t1n"])  # all four: joint C=4
 
     RETIRED: ClassVar[dict[str, Any]] = {"encoder_objective": "denoise"}
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "size": one_of(*GENERATION_SIZE_NAMES),
+        "modalities": NON_EMPTY,
+    }
 
 
 @dataclass
@@ -136,6 +253,12 @@ class StageConfig:
     steps: int = 500
     lr: float = 1e-3
     batch_size: int = 64
+
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "steps": NON_NEGATIVE,
+        "lr": POSITIVE,
+        "batch_size": COUNT,
+    }
 
 
 @dataclass
@@ -160,6 +283,18 @@ class MapperConfig:
     # Train path_sigma / path_mix with T (TrajectoryMapper.learn_base_path): the loss then sets
     # how smooth the codes are along depth (lower increment distance: "Generation options").
     learn_path: bool = True
+
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "steps": NON_NEGATIVE,
+        "lr": POSITIVE,
+        "lr_schedule": one_of("constant", "cosine"),
+        "batch_size": COUNT,
+        "gen_batch": COUNT,
+        "num_positions": COUNT,
+        "loss_size": GRID,
+        "path_sigma": NON_NEGATIVE,
+        "path_mix": fraction(closed=True),
+    }
 
     # Options that did not help (BENCHMARKS.md, "Generation options") or that no config
     # set: stored configs may still name them with the value now fixed (None: any value).
@@ -199,6 +334,7 @@ class DetailConfig:
     seed: int = 0  # noise seed of those samples (not train.seed: same G and data, same level)
 
     RETIRED: ClassVar[dict[str, Any]] = {"estimator": "noise", "filter_sigma": None}
+    CHECKS: ClassVar[dict[str, Check]] = {"cases": COUNT, "samples": COUNT}
 
 
 @dataclass
@@ -217,6 +353,7 @@ class GenerateConfig:
     generator_tokens: int = 2
     generator_thumbnail: int = 8
 
+    CHECKS: ClassVar[dict[str, Check]] = {"generator_tokens": COUNT, "generator_thumbnail": COUNT}
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,
         "generator_batches": "slices",
@@ -298,6 +435,49 @@ def _check_retired(key: str, value: Any, fixed: Any) -> None:
         )
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def _check_values(obj: Any, prefix: str = "") -> None:
+    """Check the values of one config section (not its subsections): finite numbers, and the
+    section's ``CHECKS``. Raise InputError naming the dotted key."""
+    checks: dict[str, Check] = getattr(type(obj), "CHECKS", {})
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = prefix + f.name
+        if not _finite(value):
+            raise InputError(f"config key {key!r}: must be a finite number, got {value!r}")
+        check = checks.get(f.name)
+        if check is None or value is None:
+            continue
+        try:
+            ok = bool(check.test(value))
+        except TypeError:
+            ok = False
+        if not ok:
+            raise InputError(f"config key {key!r}: must be {check.rule}, got {value!r}")
+
+
+def validate_config(cfg: Any, prefix: str = "") -> None:
+    """Check every value of a config and its sections (what `load_config` checks on load).
+
+    For a config changed after loading, e.g. by command-line flags.
+
+    Raises:
+        InputError: naming the first dotted key with a value out of range.
+    """
+    _check_values(cfg, prefix)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate_config(value, f"{prefix}{f.name}.")
+
+
 def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -317,7 +497,9 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
             kwargs[f.name] = getattr(base, f.name)
         elif dataclasses.is_dataclass(hints[f.name]) and isinstance(kwargs[f.name], dict):
             kwargs[f.name] = _build(hints[f.name], kwargs[f.name], prefix=f"{prefix}{f.name}.")
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    _check_values(obj, prefix)  # subsections were checked when they were built
+    return obj
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -373,7 +555,8 @@ def load_config(
         base: optional dict applied before the file (e.g. from a checkpoint).
 
     Raises:
-        InputError: unreadable file, unknown key or wrong type (the key is named).
+        InputError: unreadable file, unknown key, wrong type or a value out of range (the key
+            is named).
     """
     data: dict[str, Any] = copy.deepcopy(dict(base or {}))  # overrides must not edit `base`
     if path is not None:

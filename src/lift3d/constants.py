@@ -39,3 +39,9 @@ SCT_STEM = "sct"
 SCT_FILE = f"{SCT_STEM}.nii.gz"
 
 PHANTOM_NOTE = "PHANTOM data (synthetic; shows a mechanism works, not clinical quality)"
+
+# ------------------------------------------------------------------ model sizes
+# Size names of the model registries (lift3d.models.registry / .generation), so a config can be
+# checked before anything is built.
+TRANSLATION_SIZE_NAMES: tuple[str, ...] = ("tiny", "small", "base")
+GENERATION_SIZE_NAMES: tuple[str, ...] = ("tiny", "small", "base")

@@ -271,6 +271,59 @@ def test_kill_while_writing_checkpoint(straight, tmp_path, monkeypatch):
     assert "removed incomplete checkpoint file" in log and "resumed from step_0000003.json" in log
 
 
+def flip_last_byte(path: Path) -> None:
+    """One flipped bit in the tensor data (the end of a safetensors file)."""
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_resume_falls_back_to_newest_intact_checkpoint(straight, tmp_path):
+    _, reference = straight
+    run(make_cfg(), tmp_path, stop_after=6)  # checkpoints at steps 3 and 6
+    stage_dir = tmp_path / "checkpoints/toy"
+    flip_last_byte(stage_dir / "step_0000006.safetensors")
+    scramble_rng()
+    resumed = run(make_cfg(), tmp_path)
+    assert_same_weights(resumed, reference)  # exact resume from step 3
+    log = (tmp_path / "log.txt").read_text()
+    assert "skipping damaged checkpoint" in log and "checksum" in log
+    assert "resumed from step_0000003.json (step 3), the newest intact checkpoint" in log
+
+
+def test_resume_with_no_intact_checkpoint_fails_cleanly(tmp_path):
+    run(make_cfg(), tmp_path, stop_after=3)  # one checkpoint, at step 3
+    flip_last_byte(tmp_path / "checkpoints/toy/step_0000003.safetensors")
+    with pytest.raises(InputError, match="no intact checkpoint to resume from"):
+        run(make_cfg(), tmp_path)
+
+
+def test_diverging_loss_names_step_and_last_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def diverging_step(model, batch):
+        calls["n"] += 1
+        out = noisy_step(model, batch)
+        if calls["n"] == 5:
+            out["loss"] = out["loss"] * float("inf")
+        return out
+
+    with pytest.raises(InputError) as exc:
+        run(make_cfg(), tmp_path, step_fn=diverging_step)
+    message = str(exc.value)
+    assert "loss is inf at step 5, training diverged" in message
+    assert str(tmp_path / "checkpoints/toy/step_0000003.safetensors") in message
+    assert len(message.splitlines()) == 1
+
+
+def test_zero_step_stage_leaves_the_model(tmp_path):
+    engine, model, opt, _ = build(make_cfg(), tmp_path)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    out = engine.fit("none", model, opt, ToyDataset(), noisy_step, max_steps=0)
+    assert all(torch.equal(before[k], v) for k, v in out.state_dict().items())
+    assert not (tmp_path / "checkpoints/none").exists()
+
+
 def test_done_stage_is_skipped_and_rng_matches(straight, tmp_path):
     run_dir, reference = straight
 
@@ -320,7 +373,7 @@ def test_bad_step_outputs(tmp_path):
     with pytest.raises(TypeError, match="'loss'"):
         engine.fit("a", model, opt, ToyDataset(), lambda m, b: m(b["x"]).mean(), max_steps=2)
     nan_step = lambda m, b: {"loss": m(b["x"]).mean() * float("nan")}  # noqa: E731
-    with pytest.raises(FloatingPointError, match="step 1"):
+    with pytest.raises(InputError, match="at step 1, training diverged; no checkpoint"):
         engine.fit("b", model, opt, ToyDataset(), nan_step, max_steps=2)
     with pytest.raises(InputError, match="empty"):
         engine.fit("c", model, opt, ToyDataset(0), noisy_step, max_steps=2)

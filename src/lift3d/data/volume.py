@@ -9,6 +9,7 @@ and back on write, so any supported file round-trips: voxels exactly, affine to 
 from __future__ import annotations
 
 import copy
+import errno
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 
 from lift3d.constants import LPS_TO_RAS
 from lift3d.errors import InputError
-from lift3d.utils import atomic_path
+from lift3d.utils import atomic_dir, atomic_path, commit_path, exists_error, write_error
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 METAIMAGE_SUFFIXES = (".mha", ".mhd")
@@ -278,36 +279,66 @@ def _write_metaimage(volume: Volume, path: Path) -> None:
     img.SetSpacing([float(s) for s in spacing])
     img.SetDirection([float(d) for d in direction.ravel()])
     img.SetOrigin([float(o) for o in lps[:3, 3]])
-    sitk.WriteImage(img, str(path), useCompression=True)
-
-
-def _write_mhd(volume: Volume, path: Path) -> None:
-    """Write a ``.mhd`` + ``.zraw`` pair: both into a temporary folder, data file moved first."""
-    import os
-    import shutil
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", dir=path.parent))
     try:
-        _write_metaimage(volume, tmp_dir / path.name)
-        header = tmp_dir / path.name
-        for part in sorted(tmp_dir.iterdir()):
-            if part != header:
-                os.replace(part, path.parent / part.name)
-        os.replace(header, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        sitk.WriteImage(img, str(path), useCompression=True)
+    except RuntimeError as exc:  # SimpleITK reports I/O failures (full disk ...) this way
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        reason = lines[-1][:200] if lines else str(exc)
+        raise OSError(errno.EIO, f"image writer failed: {reason}") from None
 
 
-def write_volume(volume: Volume, path: str | Path) -> Path:
+def _write_mhd(volume: Volume, path: Path, overwrite: bool | None) -> None:
+    """Write a ``.mhd`` + ``.zraw`` pair: both into a temporary folder, data file moved first."""
+    with atomic_dir(path) as tmp_dir:
+        try:
+            _write_metaimage(volume, tmp_dir / path.name)
+            header = tmp_dir / path.name
+            for part in sorted(tmp_dir.iterdir()):
+                if part != header:
+                    commit_path(part, path.parent / part.name, overwrite)
+            commit_path(header, path, overwrite)
+        except OSError as exc:
+            raise write_error(exc, path) from None
+
+
+def check_finite_output(volume: Volume, path: str | Path) -> None:
+    """Raise InputError if a volume about to be written as a result has NaN or Inf voxels."""
+    array = volume.array
+    if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise InputError(
+            f"the result has {bad} NaN or Inf voxels (damaged model weights, or an input far "
+            "outside the training range); nothing was written",
+            path,
+        )
+
+
+def write_volume(
+    volume: Volume,
+    path: str | Path,
+    *,
+    overwrite: bool | None = None,
+    require_finite: bool = False,
+) -> Path:
     """Write `volume` to `path` (format from the extension), atomically.
 
-    The file appears only once complete (temporary name, then rename). A ``.mhd`` writes its
-    ``.raw``/``.zraw`` companion beside it.
+    The file appears only once complete (temporary name, then rename), with the permissions
+    the process umask gives. A ``.mhd`` writes its ``.raw``/``.zraw`` companion beside it.
+
+    Args:
+        volume: the volume.
+        path: output file.
+        overwrite: as in `lift3d.utils.atomic_path`: None replaces an existing file, False
+            creates the file exclusively (an existing one is an error), True replaces it and
+            says so.
+        require_finite: refuse NaN/Inf voxels (results of a model must never hold them).
 
     Returns:
         The written path.
+
+    Raises:
+        InputError: unsupported suffix, the file exists (``overwrite=False``), non-finite voxels
+            (``require_finite``), or the file cannot be written (permission, full disk ...).
     """
 
     path = Path(path)
@@ -316,10 +347,14 @@ def write_volume(volume: Volume, path: str | Path) -> Path:
         raise InputError(
             f"unsupported output type (expected one of {', '.join(SUPPORTED_SUFFIXES)})", path
         )
+    if require_finite:
+        check_finite_output(volume, path)
+    if overwrite is False and path.exists():
+        raise exists_error(path)
     if suffix == ".mhd":  # header + data file pair: SimpleITK names the data file itself
-        _write_mhd(volume, path)
+        _write_mhd(volume, path, overwrite)
         return path
-    with atomic_path(path) as tmp:
+    with atomic_path(path, overwrite=overwrite) as tmp:
         if suffix in NIFTI_SUFFIXES:
             _write_nifti(volume, tmp)
         else:

@@ -3,21 +3,31 @@
 `save_weights` writes ``state_dict`` plus JSON metadata in the file header; `load_weights` fills
 a module built with the same shapes and returns the metadata. The training engine's step
 checkpoints (`lift3d.training.checkpoint`) reuse `save_tensors` / `load_tensors`.
+
+Every file carries the SHA-256 of its tensors (names, dtypes, shapes and bytes, in name order)
+in the header metadata (``sha256``); `load_tensors` recomputes it, so a damaged file (a flipped
+bit, a truncated copy) is refused with a one-line `InputError` instead of loading wrong weights.
+Files written before the checksum existed load without the check.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
 from lift3d.errors import InputError
 from lift3d.utils import atomic_path
+
+CHECKSUM_KEY = "sha256"
 
 
 def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -34,17 +44,68 @@ def _unshared(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write named tensors and string metadata to a safetensors file (temp name, then rename)."""
-    with atomic_path(path) as tmp:
-        save_file(_unshared(tensors), str(tmp), metadata=metadata)
+def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of named tensors: names, dtypes, shapes and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def _save_error(exc: SafetensorError) -> OSError:
+    """safetensors reports I/O failures (a full disk ...) as its own error type."""
+    text = str(exc)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):
+        if f"code: {code}," in text:
+            return OSError(code, os.strerror(code))
+    return OSError(errno.EIO, f"safetensors could not write the file ({text[:200]})")
+
+
+def save_tensors(
+    tensors: dict[str, torch.Tensor],
+    path: Path,
+    metadata: dict[str, str],
+    *,
+    overwrite: bool | None = None,
+) -> str:
+    """Write named tensors and string metadata to a safetensors file (temp name, then rename).
+
+    The metadata gets the tensors' checksum (`tensors_checksum`) under ``sha256``.
+
+    Args:
+        tensors: name -> tensor.
+        path: output file.
+        metadata: string values stored in the header.
+        overwrite: as in `lift3d.utils.atomic_path`.
+
+    Returns:
+        The checksum.
+
+    Raises:
+        InputError: the file cannot be written (permission, read-only, full disk), or exists
+            and `overwrite` is False.
+    """
+    tensors = _unshared(tensors)
+    checksum = tensors_checksum(tensors)
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata={**metadata, CHECKSUM_KEY: checksum})
+        except SafetensorError as exc:
+            raise _save_error(exc) from None
+    return checksum
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Named tensors (on the CPU) and the raw string metadata of a safetensors file.
 
+    The stored checksum, when the file has one, is verified.
+
     Raises:
-        InputError: the file is missing or not a readable safetensors file.
+        InputError: the file is missing, not a readable safetensors file, or damaged (its
+            tensors do not match the stored checksum).
     """
     if not path.is_file():
         raise InputError("weights file not found", path)
@@ -53,7 +114,15 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open API)
     except Exception as exc:  # safetensors raises its own error types for corrupt files
-        raise InputError(f"not a readable safetensors file ({exc})", path) from None
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"not a readable safetensors file ({reason})", path) from None
+    expected = metadata.get(CHECKSUM_KEY)
+    if expected is not None and tensors_checksum(tensors) != expected:
+        raise InputError(
+            "weights file is damaged: its tensors do not match the stored checksum "
+            "(copy it again or retrain)",
+            path,
+        )
     return tensors, metadata
 
 
@@ -73,6 +142,8 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 def _decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in raw.items():
+        if k == CHECKSUM_KEY:
+            continue
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
@@ -81,21 +152,26 @@ def _decode_metadata(raw: dict[str, str]) -> dict[str, Any]:
 
 
 def save_weights(
-    module: nn.Module, path: str | Path, metadata: dict[str, Any] | None = None
+    module: nn.Module,
+    path: str | Path,
+    metadata: dict[str, Any] | None = None,
+    *,
+    overwrite: bool | None = None,
 ) -> Path:
-    """Write a module's ``state_dict`` to a safetensors file (atomically).
+    """Write a module's ``state_dict`` to a safetensors file (atomically, with a checksum).
 
     Args:
         module: the model (unwrapped).
         path: output ``.safetensors`` file.
         metadata: JSON-able values stored (JSON-encoded) in the file header.
+        overwrite: as in `lift3d.utils.atomic_path`.
 
     Returns:
         `path` as a Path.
     """
     path = Path(path)
     meta = {str(k): json.dumps(v) for k, v in (metadata or {}).items()}
-    save_tensors(dict(module.state_dict()), path, meta)
+    save_tensors(dict(module.state_dict()), path, meta, overwrite=overwrite)
     return path
 
 
@@ -110,7 +186,8 @@ def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
         The metadata stored with the weights (JSON values decoded).
 
     Raises:
-        InputError: missing or unreadable file, missing or unexpected keys, shape mismatch.
+        InputError: missing, unreadable or damaged file (checksum), missing or unexpected keys,
+            shape mismatch.
     """
     path = Path(path)
     tensors, raw_meta = load_tensors(path)

@@ -10,7 +10,10 @@ A checkpoint of stage ``S`` at step ``k`` is a pair of files in ``run_dir/checkp
 
 Both are written through a temporary name and a rename, the JSON last, so a pair counts as a
 checkpoint only when its JSON exists: a run killed mid-write leaves at most an orphan weight file
-that `list_checkpoints` ignores and `clean_incomplete` removes.
+that `list_checkpoints` ignores and `clean_incomplete` removes. The weight file carries the
+checksum of its tensors (`lift3d.models.weights`), repeated in the JSON (``weights_sha256``);
+`load_checkpoint` verifies both, so a damaged pair is refused and `--resume` falls back to the
+previous intact checkpoint.
 
 Final weights alone (``final.safetensors``, ``model.safetensors``) are written with
 `lift3d.models.weights.save_weights`.
@@ -28,7 +31,7 @@ import numpy as np
 import torch
 
 from lift3d.errors import InputError
-from lift3d.models.weights import load_tensors, save_tensors
+from lift3d.models.weights import CHECKSUM_KEY, load_tensors, save_tensors
 from lift3d.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -125,9 +128,13 @@ def save_checkpoint(
     """
     ckpt_dir = Path(ckpt_dir)
     stem = step_name(step)
-    save_tensors(tensors, ckpt_dir / f"{stem}.safetensors", {"format": "lift3d-checkpoint"})
+    weights = ckpt_dir / f"{stem}.safetensors"
+    checksum = save_tensors(tensors, weights, {"format": "lift3d-checkpoint"})
     json_path = ckpt_dir / f"{stem}.json"
-    _write_json(json_path, {**meta, "step": step, "weights": f"{stem}.safetensors"})
+    _write_json(
+        json_path,
+        {**meta, "step": step, "weights": weights.name, "weights_sha256": checksum},
+    )
     return json_path
 
 
@@ -145,13 +152,24 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def load_checkpoint(json_path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Read a checkpoint pair: ``(meta, tensors)``."""
+    """Read and verify a checkpoint pair: ``(meta, tensors)``.
+
+    Raises:
+        InputError: unreadable JSON, a missing, unreadable or damaged weight file, or a weight
+            file that is not the one the JSON was written with.
+    """
     json_path = Path(json_path)
     try:
         meta = json.loads(json_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"unreadable checkpoint metadata ({exc})", json_path) from None
-    tensors, _ = load_tensors(json_path.with_suffix(".safetensors"))
+    if not isinstance(meta, dict) or "step" not in meta:
+        raise InputError("checkpoint metadata has no step", json_path)
+    weights = json_path.with_suffix(".safetensors")
+    tensors, raw = load_tensors(weights)
+    expected = meta.get("weights_sha256")
+    if expected is not None and raw.get(CHECKSUM_KEY) != expected:
+        raise InputError("weight file does not belong to its checkpoint metadata", weights)
     return meta, tensors
 
 

@@ -155,6 +155,15 @@ class _StepModule(nn.Module):
         return self.step_fn(self.model, batch)
 
 
+class _Diverged(Exception):
+    """A non-finite loss at `step` (turned into a one-line `InputError` by `Engine._train`)."""
+
+    def __init__(self, step: int, value: float) -> None:
+        super().__init__(f"loss {value} at step {step}")
+        self.step = step
+        self.value = value
+
+
 @dataclass
 class _Position:
     step: int = 0  # optimiser steps done
@@ -421,7 +430,8 @@ class Engine:
             dataset: map-style dataset; the engine builds the DataLoader (seeded order).
             step_fn: ``step_fn(model, batch) -> {"loss": scalar tensor, ...}``; the batch is on
                 the engine's device; other scalar entries are logged.
-            max_steps: optimiser steps of the stage (default ``train.max_steps``).
+            max_steps: optimiser steps of the stage (default ``train.max_steps``); 0 leaves
+                the model as it is.
             batch_size: per-process batch size (default ``train.batch_size``).
             collate_fn: DataLoader collate function (default: torch's).
             validate_fn: ``validate_fn(model, step) -> {"metric": value} | None``, run on rank 0
@@ -439,12 +449,16 @@ class Engine:
         """
         max_steps = self.cfg.max_steps if max_steps is None else int(max_steps)
         batch_size = self.cfg.batch_size if batch_size is None else int(batch_size)
-        if max_steps < 1:
-            raise InputError(f"stage {stage!r}: max_steps must be >= 1, got {max_steps}")
+        if max_steps < 0:
+            raise InputError(f"stage {stage!r}: steps must be >= 0, got {max_steps}")
         if batch_size < 1:
             raise InputError(f"stage {stage!r}: batch size must be >= 1, got {batch_size}")
         stage_dir = self.run_dir / "checkpoints" / stage
         with self._logging():
+            if max_steps == 0:
+                logger.info("stage %s: 0 steps, nothing to train", stage)
+                seed_everything(mix_seed(self.cfg.seed, "after", stage))
+                return model
             if (stage_dir / ckpt.DONE_MARKER).exists():
                 load_weights(model, stage_dir / f"{ckpt.FINAL_NAME}.safetensors")
                 model.to(self.fabric.device)
@@ -565,6 +579,19 @@ class Engine:
                 else:
                     pos.epoch += 1
                     pos.batch_in_epoch = 0
+        except _Diverged as exc:
+            found = ckpt.list_checkpoints(stage_dir)
+            last = (
+                f"last good checkpoint {found[-1][1].with_suffix('.safetensors')} "
+                f"(step {found[-1][0]}); lower the learning rate and run again with --resume"
+                if found
+                else "no checkpoint was written before it; lower the learning rate"
+            )
+            raise InputError(
+                f"stage {stage!r}: loss is {exc.value} at step {exc.step}, training diverged; "
+                f"{last} (or check the data)",
+                self.run_dir,
+            ) from None
         finally:
             bar.close()
         if pos.step < max_steps:
@@ -589,10 +616,7 @@ class Engine:
             raise TypeError("step_fn must return a dict with a scalar 'loss' tensor")
         loss = out["loss"]
         if not torch.isfinite(loss.detach()).all():
-            raise FloatingPointError(
-                f"stage {stage!r}: loss is {loss.detach().float().item()} at step {step + 1}; "
-                "training diverged (lower train.lr or check the data)"
-            )
+            raise _Diverged(step + 1, loss.detach().float().item())
         fopt.zero_grad(set_to_none=True)
         self.fabric.backward(loss)
         scalars: dict[str, torch.Tensor] = {}
@@ -739,8 +763,22 @@ class Engine:
         found = ckpt.list_checkpoints(stage_dir)
         if not found:
             return False
-        step, json_path = found[-1]
-        meta, tensors = ckpt.load_checkpoint(json_path)
+        damaged: list[InputError] = []
+        for candidate in reversed(found):  # the newest intact checkpoint
+            step, json_path = candidate
+            try:
+                meta, tensors = ckpt.load_checkpoint(json_path)
+            except InputError as exc:
+                logger.warning("stage %s: skipping damaged checkpoint %s", stage, exc)
+                damaged.append(exc)
+                continue
+            break
+        else:
+            raise InputError(
+                f"stage {stage!r}: no intact checkpoint to resume from ({len(found)} damaged; "
+                f"newest: {damaged[0].problem}); delete the stage folder to restart the stage",
+                stage_dir,
+            )
         weights = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         try:
             model.load_state_dict(weights, strict=True)
@@ -781,7 +819,15 @@ class Engine:
             seed_everything(mix_seed(self.cfg.seed, "resume", stage, pos.step, self.rank))
         if meta.get("config") != self.config_dict():
             logger.warning("stage %s: config differs from the one in %s", stage, json_path.name)
-        logger.info("stage %s: resumed from %s (step %d)", stage, json_path.name, step)
+        if damaged:
+            logger.warning(
+                "stage %s: resumed from %s (step %d), the newest intact checkpoint",
+                stage,
+                json_path.name,
+                step,
+            )
+        else:
+            logger.info("stage %s: resumed from %s (step %d)", stage, json_path.name, step)
         return True
 
     def _finish(
