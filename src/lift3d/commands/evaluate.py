@@ -12,7 +12,9 @@ from lift3d.errors import InputError
 HELP = (
     "Score a folder of predictions against a reference dataset: SynthRAD2023 MAE/PSNR/SSIM "
     "(--task mr2ct), BraSyn PSNR/SSIM/MSE (--task missing), FID/KID and increment statistics "
-    "(--task generate), plus through-plane coherence (per-plane PSNR/SSIM, z-gradient error). "
+    "(--task generate) with MS-SSIM diversity and, given the weights files, MedicalNet 3D FID "
+    "and RadImageNet 2.5D FID (--medicalnet, --radimagenet), plus through-plane coherence "
+    "(per-plane PSNR/SSIM, z-gradient error). "
     "Writes a per-case CSV and a summary JSON and prints mean ± std per metric. "
     "--compare A.json B.json prints two evaluations side by side instead."
 )
@@ -59,6 +61,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "to before scoring (default: the first reference volume's, each axis capped at 64). "
         "Use the model's own grid to compare models at their resolution (e.g. 32 32 32 for the "
         "demo config); an --eval-encoder file is tied to the grid it was trained on",
+    )
+    parser.add_argument(
+        "--medicalnet",
+        metavar="PATH",
+        help="--task generate: MedicalNet ResNet-50 weights (resnet_50_23dataset.pth) for the 3D "
+        "FID / MMD of WDM-style tables; nothing is downloaded",
+    )
+    parser.add_argument(
+        "--radimagenet",
+        metavar="PATH",
+        help="--task generate: RadImageNet ResNet-50 weights (RadImageNet-ResNet50_notop.pth) "
+        "for MAISI's 2.5D FID / MMD; nothing is downloaded",
+    )
+    parser.add_argument(
+        "--diversity-pairs",
+        type=int,
+        metavar="N",
+        help="--task generate: score at most N pairs per set for MS-SSIM / SSIM diversity "
+        "(seeded random subset; default 100)",
     )
     parser.add_argument("--labels", nargs=2, metavar=("A", "B"), help="column names for --compare")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -107,6 +128,18 @@ def run(args: argparse.Namespace) -> int:
         if min(args.eval_shape) < 8:
             raise InputError(f"--eval-shape sizes must be at least 8, got {args.eval_shape}")
         options = {**(options or {}), "eval_shape": tuple(args.eval_shape)}
+    for name in ("medicalnet", "radimagenet", "diversity_pairs"):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if args.task != "generate":
+            raise InputError(f"{flag} only applies to --task generate")
+        if name == "diversity_pairs" and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+        if name != "diversity_pairs" and not Path(value).is_file():
+            raise InputError(f"{flag} weights file not found", value)
+        options = {**(options or {}), name: value}
     result = ev.evaluate_folder(
         args.task,
         args.pred,

@@ -12,6 +12,24 @@ encoder (:mod:`lift3d.evaluation.encoder`). The distances are those of
 - ``increment_distance_<plane>``: Frechet distance of feature increments along the plane's axis,
   scale-free; ``increment_distance`` is the mean over planes;
 - ``histogram_distance``: Wasserstein-1 distance of the foreground intensity histograms.
+
+Beside them, the scores of published 3D-generation tables (README, "Comparing with published
+numbers"):
+
+- ``msssim_diversity``: mean pairwise 3D MS-SSIM among the generated volumes (7x7x7 window,
+  :mod:`lift3d.metrics.diversity`; lower = more diverse), ``msssim_diversity_reference`` the
+  same among the reference volumes and ``msssim_diversity_gap`` their difference (generated -
+  reference; 0 = as diverse as real data); ``ssim_diversity[_reference]`` the same with SSIM.
+  ``summary["msssim"]`` records the window, scales, weights and pairs scored (at most
+  ``diversity_pairs`` per set, seeded);
+- ``fid_medicalnet``, ``mmd_medicalnet``, ``fid_radimagenet[_<plane>]``,
+  ``mmd_radimagenet[_<plane>]``: FID / MMD on pretrained features
+  (:mod:`lift3d.evaluation.extractors`), or ``"needs --medicalnet PATH"`` /
+  ``"needs --radimagenet PATH"`` without the weights file.
+
+``summary["feature_extractors"]`` names the feature space of every score: the evaluation
+encoder (SHA-256 of its weights), the pretrained networks (SHA-256 of their files) and the
+voxel-space scores.
 """
 
 from __future__ import annotations
@@ -32,7 +50,14 @@ from lift3d.data.volume import read_volume, reorient
 from lift3d.errors import InputError
 from lift3d.evaluation.common import image_files
 from lift3d.evaluation.encoder import EVAL_ENCODER_SEED, EVAL_ENCODER_STEPS, eval_encoder_for
+from lift3d.evaluation.extractors import load_extractors, pretrained_scores
 from lift3d.metrics.distribution import histogram_distance, plane_distances
+from lift3d.metrics.diversity import (
+    DIVERSITY_MAX_PAIRS,
+    DIVERSITY_SIGMA,
+    DIVERSITY_WINDOW,
+    diversity,
+)
 from lift3d.metrics.image import normalise_mr
 
 EVAL_GRID_CAP = 64  # default grid: the first reference's shape, each axis capped here
@@ -210,6 +235,94 @@ def distribution_metrics(
     return out
 
 
+def diversity_metrics(
+    gen: Sequence[np.ndarray],
+    ref: Sequence[np.ndarray],
+    *,
+    max_pairs: int = DIVERSITY_MAX_PAIRS,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """MS-SSIM and SSIM diversity of the generated and of the reference volumes.
+
+    Args:
+        gen: (D, H, W) generated volumes in [0, 1] on the evaluation grid.
+        ref: (D, H, W) reference volumes on the same grid.
+        max_pairs: pairs scored per set at most (seeded random subset).
+        seed: pair RNG seed.
+
+    Returns:
+        (scores, settings): ``msssim_diversity`` (+ ``_std`` over pairs),
+        ``msssim_diversity_reference`` (+ ``_std``), ``msssim_diversity_gap``,
+        ``ssim_diversity`` (+ ``_std``), ``ssim_diversity_reference`` (+ ``_std``); settings:
+        window, sigma, scales, weights, data range, pairs scored and in all per set, seed.
+        On a grid smaller than the window every score reads ``"needs --eval-shape ..."``.
+    """
+    grid = [int(s) for s in np.asarray(gen[0]).shape]
+    if min(grid) < DIVERSITY_WINDOW:  # tiny grids: no window fits
+        needs = f"needs --eval-shape of at least {DIVERSITY_WINDOW} per axis"
+        names = ("msssim_diversity", "msssim_diversity_reference", "msssim_diversity_gap")
+        names += ("ssim_diversity", "ssim_diversity_reference")
+        return dict.fromkeys(names, needs), {"grid": grid, "status": needs}
+    g = diversity(gen, max_pairs=max_pairs, seed=seed)
+    r = diversity(ref, max_pairs=max_pairs, seed=seed)
+    scores = {
+        "msssim_diversity": g["msssim"],
+        "msssim_diversity_std": g["msssim_std"],
+        "msssim_diversity_reference": r["msssim"],
+        "msssim_diversity_reference_std": r["msssim_std"],
+        "msssim_diversity_gap": g["msssim"] - r["msssim"],
+        "ssim_diversity": g["ssim"],
+        "ssim_diversity_std": g["ssim_std"],
+        "ssim_diversity_reference": r["ssim"],
+        "ssim_diversity_reference_std": r["ssim_std"],
+    }
+    settings = {
+        "implementation": "monai.metrics.MultiScaleSSIMMetric / SSIMMetric, 3D",
+        "window": [DIVERSITY_WINDOW] * 3,
+        "kernel": "gaussian",
+        "sigma": DIVERSITY_SIGMA,
+        "data_range": 1.0,
+        "scales": g["scales"],
+        "weights": g["weights"],
+        "grid": grid,
+        "max_pairs": int(max_pairs),
+        "pairs": g["pairs"],
+        "pairs_total": g["pairs_total"],
+        "reference_pairs": r["pairs"],
+        "reference_pairs_total": r["pairs_total"],
+        "seed": seed,
+    }
+    return scores, settings
+
+
+def feature_extractors(
+    encoder_identity: dict[str, Any], pretrained: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """The feature space of every score: ``{"eval_encoder", "voxels", "medicalnet",
+    "radimagenet"}``, each with a ``name`` and the ``scores`` it made (files: ``file_sha256``;
+    the evaluation encoder: ``weights_sha256``)."""
+    planes = [f"{m}_{p}" for m in ("fid", "kid", "increment_distance") for p in PLANES]
+    return {
+        "eval_encoder": {
+            "name": encoder_identity.get("name", "evaluation encoder"),
+            "weights_sha256": encoder_identity.get("weights_sha256"),
+            "scores": [*planes, "increment_distance"],
+        },
+        "voxels": {
+            "name": "none (voxel intensities on the evaluation grid)",
+            "scores": [
+                "histogram_distance",
+                "msssim_diversity",
+                "msssim_diversity_reference",
+                "msssim_diversity_gap",
+                "ssim_diversity",
+                "ssim_diversity_reference",
+            ],
+        },
+        **pretrained,
+    }
+
+
 def evaluate_generation(
     pred_dir: str | Path,
     ref_dir: str | Path,
@@ -222,6 +335,9 @@ def evaluate_generation(
     eval_encoder: str | Path | None = None,
     max_slices: int = 32,
     seed: int = 0,
+    medicalnet: str | Path | None = None,
+    radimagenet: str | Path | None = None,
+    diversity_pairs: int = DIVERSITY_MAX_PAIRS,
 ) -> dict[str, Any]:
     """Score generated volumes against held-out real ones (``lift3d evaluate --task generate``).
 
@@ -238,19 +354,26 @@ def evaluate_generation(
             one and save it there (``lift3d evaluate --eval-encoder``); so several evaluations
             share one feature space.
         max_slices: cuts per volume and plane.
-        seed: RNG seed of KID subsets and bootstrap.
+        seed: RNG seed of KID subsets, bootstrap, MMD subsets and diversity pairs.
+        medicalnet: MedicalNet ResNet-50 weights file (``resnet_50_23dataset.pth``): adds
+            ``fid_medicalnet`` / ``mmd_medicalnet``.
+        radimagenet: RadImageNet ResNet-50 weights file: adds the 2.5D FID / MMD.
+        diversity_pairs: MS-SSIM / SSIM pairs scored per set at most.
 
     Returns:
         ``{"cases": {sample: {"pred", "ref", "mask", "source", "mean_abs_dz"}}, "summary": {...
-        metrics, "n_cases", "eval_encoder": identity}, "eval_encoder": identity}``.
+        metrics, "n_cases", "eval_encoder": identity, "msssim": settings,
+        "feature_extractors": {...}}, "eval_encoder": identity, "feature_extractors": {...}}``.
 
     Raises:
-        InputError: missing or empty folders, fewer than 2 volumes on either side.
+        InputError: missing or empty folders, fewer than 2 volumes on either side, a weights
+            file that is unreadable or of another network.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     for folder, what in ((pred_dir, "generated"), (ref_dir, "reference")):
         if not folder.is_dir():
             raise InputError(f"{what} folder not found", folder)
+    extractors = load_extractors(medicalnet, radimagenet)  # a bad file fails before any work
     files, modality = generated_files(pred_dir)
     if not files:
         raise InputError("no generated volumes (.nii.gz, .nii, .mha) found", pred_dir)
@@ -272,9 +395,16 @@ def evaluate_generation(
         steps=encoder_steps,
     )
     summary: dict[str, Any] = distribution_metrics(gen, ref, enc, max_slices=max_slices, seed=seed)
+    div, div_settings = diversity_metrics(gen, ref, max_pairs=diversity_pairs, seed=seed)
+    summary.update(div)
+    scores, pretrained = pretrained_scores(gen, ref, extractors, seed=seed)
+    summary.update(scores)
     summary["n_cases"] = len(gen)
     summary["n_reference"] = len(ref)
     summary["eval_encoder"] = identity
+    summary["msssim"] = div_settings
+    extractor_ids = feature_extractors(identity, pretrained)
+    summary["feature_extractors"] = extractor_ids
     info = generation_info(pred_dir)
     if info is not None:  # (a None would read as a missing metric in the tables)
         summary["generation"] = info
@@ -288,4 +418,9 @@ def evaluate_generation(
         }
         for f, v in zip(files, gen)
     }
-    return {"cases": cases, "summary": summary, "eval_encoder": identity}
+    return {
+        "cases": cases,
+        "summary": summary,
+        "eval_encoder": identity,
+        "feature_extractors": extractor_ids,
+    }

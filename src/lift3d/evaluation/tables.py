@@ -11,6 +11,14 @@ from lift3d.evaluation.common import finite
 
 LOWER_IS_BETTER = ("mae", "mse", "zgrad_error", "histogram_distance", "increment_distance")
 TARGET_ONE = ("zgrad_ratio",)  # best at 1.0
+TARGET_ZERO = ("msssim_diversity_gap",)  # best at 0 (as diverse as the reference)
+# Read against the reference, not better one way: diversity of one set, and the reference's own.
+NO_BETTER = ("msssim_diversity", "ssim_diversity")
+NEEDS = "needs "  # a score that needs an input it did not get, e.g. "needs --medicalnet PATH"
+
+
+def _needs(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(NEEDS)
 
 
 def _metric_names(summary: dict[str, Any]) -> list[str]:
@@ -19,7 +27,7 @@ def _metric_names(summary: dict[str, Any]) -> list[str]:
         for k, v in summary.items()
         if not k.endswith("_std")
         and not k.startswith("n_")  # counts (n_cases, n_reference), not metrics
-        and (v is None or isinstance(v, int | float))
+        and (v is None or isinstance(v, int | float) or _needs(v))
         and not isinstance(v, bool)
     ]
 
@@ -27,6 +35,8 @@ def _metric_names(summary: dict[str, Any]) -> list[str]:
 def _fmt(value: Any) -> str:
     if value is None:
         return "n/a"
+    if _needs(value):
+        return value
     value = float(value)
     if not math.isfinite(value):
         return str(value)
@@ -62,14 +72,17 @@ def format_summary(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _better(name: str, a: float, b: float) -> int:
-    """-1 if a is better, 1 if b is better, 0 if equal/unknown."""
+def _better(name: str, a: float, b: float) -> int | None:
+    """-1 if a is better, 1 if b is better, 0 if equal/unknown, None if neither way is better."""
+    if name in NO_BETTER or name.endswith("_reference"):
+        return None
     if a == b:
         return 0
-    if name in TARGET_ONE:
-        da, db = abs(a - 1.0), abs(b - 1.0)
+    if name in TARGET_ONE + TARGET_ZERO:
+        target = 1.0 if name in TARGET_ONE else 0.0
+        da, db = abs(a - target), abs(b - target)
         return 0 if da == db else (-1 if da < db else 1)
-    lower = name.startswith(LOWER_IS_BETTER + ("kid_", "fid_"))
+    lower = name.startswith(LOWER_IS_BETTER + ("kid_", "fid_", "mmd_"))
     return (-1 if a < b else 1) if lower else (-1 if a > b else 1)
 
 
@@ -77,6 +90,9 @@ def comparison_rows(
     a: dict[str, Any], b: dict[str, Any], labels: Sequence[str] = ("A", "B")
 ) -> list[dict[str, Any]]:
     """Per metric: means, stds, difference b - a, relative change (%) and the better label.
+
+    A score that needs an input (``"needs --medicalnet PATH"``) keeps its text and has no
+    difference; diversity scores have no better side (they are read against the reference).
 
     Args:
         a, b: evaluate JSON dicts (or just their ``summary``).
@@ -88,12 +104,15 @@ def comparison_rows(
     for name in _metric_names(sa):
         if name not in sb:
             continue
-        ma, mb = finite(sa.get(name)), finite(sb.get(name))
-        diff = None if ma is None or mb is None else mb - ma
+        va, vb = sa.get(name), sb.get(name)
+        ma = va if _needs(va) else finite(va)
+        mb = vb if _needs(vb) else finite(vb)
+        numbers = not (_needs(ma) or _needs(mb) or ma is None or mb is None)
+        diff = mb - ma if numbers else None
         rel = None if diff is None or ma == 0 else 100.0 * diff / abs(ma)
         better = None
         if diff is not None:
-            better = {-1: labels[0], 1: labels[1], 0: "="}[_better(name, ma, mb)]
+            better = {-1: labels[0], 1: labels[1], 0: "=", None: None}[_better(name, ma, mb)]
         rows.append(
             {
                 "metric": name,
@@ -130,7 +149,8 @@ def compare_summaries(
     rows = []
     for r in comparison_rows(a, b, labels):
         rel = "" if r["rel_percent"] is None else f"{r['rel_percent']:+.1f}%"
-        diff = "n/a" if r["diff"] is None else f"{r['diff']:+.4g}"
+        needs = _needs(r[la]) or _needs(r[lb])
+        diff = ("" if needs else "n/a") if r["diff"] is None else f"{r['diff']:+.4g}"
         rows.append(
             [
                 r["metric"],

@@ -5,7 +5,8 @@ the HTML) and shows what exists in the folder, skipping what does not:
 
 - provenance: data (PHANTOM label when it is), encoder, machine, lift3d version of each number;
 - metric tables from every ``summary.json`` found (``lift3d evaluate``), side by side, so
-  variants such as mixer vs no-mixer or mapper vs no-mapper sit in neighbouring columns;
+  variants such as mixer vs no-mixer or mapper vs no-mapper sit in neighbouring columns, and
+  for generation the feature extractor (file SHA-256) of every score;
 - tri-planar views (axial / coronal / sagittal through the centre and through the worst-error
   slice) of input, output, target and |error| for one case per variant;
 - mean |error| per slice index along z for each variant (inter-slice flicker made visible);
@@ -320,7 +321,13 @@ def metrics_table(evaluations: Sequence[Evaluation]) -> str:
     for ev in evaluations:
         for key, value in ev.summary.items():
             numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if numeric and not key.endswith("_std") and key != "n_cases" and key not in names:
+            needs = isinstance(value, str) and value.startswith("needs ")  # a missing input
+            if (
+                (numeric or needs)
+                and not key.endswith("_std")
+                and key != "n_cases"
+                and key not in names
+            ):
                 names.append(key)
     rows = []
     for name in names + ["n_cases"]:
@@ -335,6 +342,46 @@ def metrics_table(evaluations: Sequence[Evaluation]) -> str:
                 row.append(mean)
         rows.append(row)
     return _table(["metric"] + [ev.label for ev in evaluations], rows, "metrics")
+
+
+def extractors_table(evaluations: Sequence[Evaluation]) -> str | None:
+    """The feature space of every score (``summary["feature_extractors"]``, generation): one row
+    per evaluation and extractor with its file and SHA-256, or what it needs; None without."""
+    rows = []
+    for ev in evaluations:
+        found = ev.summary.get("feature_extractors")
+        if not isinstance(found, Mapping):
+            continue
+        for kind, ident in found.items():
+            if not isinstance(ident, Mapping):
+                continue
+            sha = ident.get("file_sha256") or ident.get("weights_sha256")
+            rows.append(
+                [
+                    ev.label,
+                    ident.get("name", kind),
+                    ident.get("file") or ident.get("status") or "-",
+                    sha or "-",
+                    ", ".join(str(s) for s in ident.get("scores", [])) or "-",
+                ]
+            )
+        settings = ev.summary.get("msssim")
+        if isinstance(settings, Mapping) and "scales" in settings:
+            rows.append(
+                [
+                    ev.label,
+                    "MS-SSIM diversity settings",
+                    f"{settings.get('scales')} scales, window {settings.get('window')}, "
+                    f"grid {settings.get('grid')}",
+                    "-",
+                    f"{settings.get('pairs')} of {settings.get('pairs_total')} pairs "
+                    f"(reference {settings.get('reference_pairs')} of "
+                    f"{settings.get('reference_pairs_total')}), seed {settings.get('seed')}",
+                ]
+            )
+    if not rows:
+        return None
+    return _table(["variant", "feature extractor", "file", "SHA-256", "scores"], rows, "extractors")
 
 
 def _img(data: bytes, alt: str) -> str:
@@ -449,6 +496,9 @@ def build_report(
     # metric tables ----------------------------------------------------------------------------
     if parts.evaluations:
         sections.append("<h2>Metrics (lift3d evaluate)</h2>" + metrics_table(parts.evaluations))
+        extractors = extractors_table(parts.evaluations)
+        if extractors is not None:
+            sections.append("<h2>Feature extractor of each score</h2>" + extractors)
     if isinstance(parts.metrics, dict) and parts.metrics:
         flat = [(k, v) for k, v in parts.metrics.items() if not isinstance(v, (dict, list))]
         if flat:
