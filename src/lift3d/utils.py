@@ -246,7 +246,9 @@ def _check_writable(out: Path) -> None:
     folder = out if out.is_dir() else out.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent  # created later by the writer; the nearest existing one decides
-    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+    if not folder.is_dir():
+        raise InputError("output folder is not writable (this is a file, not a folder)", folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError("output folder is not writable (permission denied or read-only)", folder)
 
 

@@ -39,23 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_writable(out) -> None:
-    import os
-    import tempfile
-    from pathlib import Path
-
-    from lift3d.errors import InputError
-
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lift3d-write-test.", dir=out)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise InputError(f"output folder is not writable ({exc.strerror or exc})", out) from None
-
-
 def run(args: argparse.Namespace) -> int:
     from lift3d.errors import InputError
     from lift3d.inference.generate import generate_volumes
@@ -67,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
     read_model_folder(args.model, "generate")  # bad model folder: fail before touching the output
     check_output_path(args.out, inputs=[args.model], overwrite=args.overwrite)
     device = resolve_device(args.device)
-    _check_writable(args.out)
     files = generate_volumes(
         args.model,
         args.n,
@@ -76,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         use_mapper=not args.no_mapper,
         detail=args.detail,
         device=device,
+        overwrite=args.overwrite,
     )
     print(f"wrote {len(files)} volume(s) and montage.png to {args.out}")
     return 0

@@ -71,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
             f"model is a {bundle.task} model, not a missing-modality model", args.model
         )
     vol = translate_case(bundle, case, target, use_mixer=not args.no_mixer)
-    write_volume(vol, out)
+    write_volume(vol, out, overwrite=args.overwrite, require_finite=True)
     print(f"wrote {out} (synthesised {target})")
     return 0

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="missing-modality model: modality to synthesise in complete cases "
         "(t1n, t1c, t2w, t2f, or cycle: case i gets modality i mod 4)",
     )
+    parser.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="folder mode: leave out cases with bad inputs (warned, listed in translation.json) "
+        "instead of stopping",
+    )
     add_model_run_arguments(parser, "replace existing outputs", ablation="mixer")
 
 
@@ -43,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
+    from lift3d.data.discovery import read_checked
     from lift3d.data.volume import image_suffix, write_volume
     from lift3d.errors import InputError
     from lift3d.inference.translate import (
@@ -72,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("file mode: --output must be an image file (.nii.gz, .nii, .mha)", out)
         if any(p.is_dir() for p in inputs):
             raise InputError("give either one dataset folder or image files, not both")
+        if args.skip_bad:
+            raise InputError("--skip-bad applies to folder mode (a dataset folder as --input)")
     check_output_path(out, inputs=[*inputs, args.model], overwrite=args.overwrite)
     bundle = load_translation_model(args.model, args.device)
     use_mixer = not args.no_mixer
@@ -91,27 +100,20 @@ def run(args: argparse.Namespace) -> int:
             target=target,
             use_mixer=use_mixer,
             progress=sys.stderr.isatty(),
+            skip_bad=args.skip_bad,
+            overwrite=args.overwrite,
         )
         print(f"wrote {len(written)} volume(s) under {out}")
         return 0
 
     volumes = read_inputs(bundle, inputs)
-    mask = None
-    if args.mask:
-        from lift3d.data.volume import read_volume
-
-        mask = read_volume(args.mask)
-    elif bundle.target is not None:
-        beside = find_mask_beside(inputs[0])
-        if beside is not None:
-            from lift3d.data.volume import read_volume
-
-            mask = read_volume(beside)
-    if mask is not None and not mask.same_grid(next(iter(volumes.values()))):
-        raise InputError("mask is not on the input's grid", mask.path)
+    mask_path = Path(args.mask) if args.mask else None
+    if mask_path is None and bundle.target is not None:
+        mask_path = find_mask_beside(inputs[0])
+    mask = read_checked(mask_path, "mask") if mask_path is not None else None
     vol = translate_volumes(
         bundle, volumes, target if target != "cycle" else None, mask=mask, use_mixer=use_mixer
     )
-    write_volume(vol, out)
+    write_volume(vol, out, overwrite=args.overwrite, require_finite=True)
     print(f"wrote {out}")
     return 0

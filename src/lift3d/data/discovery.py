@@ -1,6 +1,9 @@
 """Find and validate the cases of a dataset (layouts: `lift3d.data.layouts`, DATA.md).
 
-`discover_cases` lists a dataset's cases and validates each; `load_case` reads one.
+`discover_cases` lists a dataset's cases and validates each; `load_case` reads one;
+`read_checked` reads one file given on the command line. All of them check voxel data with
+`check_volume_data` (finite, not constant, at least `MIN_EXTENT` voxels along each axis, a mask
+not empty), so a file is accepted or refused the same way whichever command or mode reads it.
 
 Validation is two-staged so a file is decoded once: header checks (presence, readable, 3D,
 same shape and affine across a case) need no voxel data; data checks (finite, not constant,
@@ -33,6 +36,8 @@ from lift3d.errors import InputError
 log = logging.getLogger(__name__)
 
 AFFINE_ATOL_MM = 1e-3
+# Fewest voxels along any axis of a usable volume (one slice, or a 1x1x1 "volume", is not 3D).
+MIN_EXTENT = 2
 
 
 @dataclass
@@ -176,16 +181,30 @@ def _read_header(path: Path, modality: str) -> FileInfo:
     squeezed = tuple(s for i, s in enumerate(shape) if i < 3 or s != 1)
     if len(squeezed) != 3:
         raise InputError(f"expected a 3D image, got {len(squeezed)}D with shape {shape}", path)
-    if min(squeezed) < 2:
-        raise InputError(f"expected a 3D image, got a single slice (shape {squeezed})", path)
+    _check_extent(squeezed, path)
     if not np.all(np.isfinite(affine)):
         raise InputError("image geometry (affine) is not finite", path)
     return FileInfo(modality, path, squeezed, affine, dtype)
 
 
+def _check_extent(shape: tuple[int, ...], path: Path | None) -> None:
+    if min(shape) < MIN_EXTENT:
+        what = "a single voxel" if max(shape) < MIN_EXTENT else "a single slice"
+        raise InputError(
+            f"expected a 3D image of at least {MIN_EXTENT} voxels along each axis, got {what} "
+            f"(shape {tuple(shape)})",
+            path,
+        )
+
+
 def check_volume_data(volume: Volume, modality: str, path: Path | None = None) -> None:
-    """Raise InputError if `volume` has non-finite voxels or (for images) one constant value."""
+    """Raise InputError unless `volume` is usable as `modality`.
+
+    Every volume: at least `MIN_EXTENT` voxels along each axis, no NaN or Inf voxel. Images:
+    not one constant value. Masks: not empty (all zero). Label maps: anything finite.
+    """
     path = path if path is not None else volume.path
+    _check_extent(volume.shape, path)
     array = volume.array
     if array.dtype.kind in "fc" and not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
@@ -194,9 +213,24 @@ def check_volume_data(volume: Volume, modality: str, path: Path | None = None) -
     if modality in LABEL_MODALITIES:
         return
     if lo == hi == 0:
-        raise InputError("all voxels are zero (empty image)", path)
+        what = "empty mask" if modality in MASK_MODALITIES else "empty image"
+        raise InputError(f"all voxels are zero ({what})", path)
     if lo == hi and modality not in MASK_MODALITIES:
         raise InputError(f"all voxels have the same value ({lo}); not an image", path)
+
+
+def read_checked(path: str | Path, modality: str) -> Volume:
+    """Read one volume file and check its data as `modality` (`check_volume_data`).
+
+    What a command reads from a file named on its command line goes through here, as a
+    dataset's files go through `load_case`.
+
+    Raises:
+        InputError: unreadable file, not 3D, too small, non-finite, constant or empty.
+    """
+    volume = read_volume(path)
+    check_volume_data(volume, modality, Path(path))
+    return volume
 
 
 def _data_stats(volume: Volume) -> tuple[float, float]:

@@ -94,6 +94,29 @@ class Volume:
         )
 
 
+def nifti_codes(path: str | Path) -> tuple[int, int] | None:
+    """(qform_code, sform_code) of a NIfTI file's header (voxels not read); None otherwise."""
+    import nibabel as nib
+
+    if image_suffix(path) not in NIFTI_SUFFIXES:
+        return None
+    header = nib.load(str(path)).header
+    return int(header["qform_code"]), int(header["sform_code"])
+
+
+def with_nifti_codes(volume: Volume, qform_code: int, sform_code: int) -> Volume:
+    """`volume` with a NIfTI header that makes `write_volume` store these qform/sform codes
+    (e.g. 4, MNI, as in the files a model was trained on) instead of 1 (scanner)."""
+    import nibabel as nib
+
+    header = volume.header.copy() if isinstance(volume.header, nib.Nifti1Header) else None
+    if header is None:
+        header = nib.Nifti1Header()
+        header.set_xyzt_units("mm", "sec")
+    header["qform_code"], header["sform_code"] = int(qform_code), int(sform_code)
+    return Volume(volume.array, volume.affine.copy(), header, volume.path)
+
+
 def reorient(volume: Volume, axcodes: str = "RAS") -> Volume:
     """Permute/flip array axes so they point along `axcodes`; lossless (no resampling).
 

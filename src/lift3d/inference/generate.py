@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from lift3d.data.preprocess import restore_sample
-from lift3d.data.volume import write_volume
+from lift3d.data.volume import with_nifti_codes, write_volume
 from lift3d.errors import InputError
 from lift3d.inference.detail import add_detail, sample_rng, window_width
 from lift3d.model_folder import load_model
@@ -49,6 +49,7 @@ def generate_volumes(
     detail: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Sample `n` volumes and write them (plus montage and generation.json) into `out_dir`.
 
@@ -63,6 +64,8 @@ def generate_volumes(
             `use_mapper`.
         device: torch device.
         progress: tqdm bar when stderr is a TTY.
+        overwrite: replace existing files (else each file is created exclusively: one that
+            appears meanwhile, e.g. from another run, is an error).
 
     Returns:
         The written volume files.
@@ -80,6 +83,7 @@ def generate_volumes(
         for mod in modalities
         if detail_record
     }
+    codes = ref.get("nifti_codes")  # the training files' qform/sform codes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
@@ -103,7 +107,9 @@ def generate_volumes(
                 restored.array = add_detail(
                     restored.array, sigmas[mod], rng, 0.0 if is_mr else None
                 )
-            write_volume(restored, out_dir / name)
+            if codes is not None:
+                restored = with_nifti_codes(restored, *codes)
+            write_volume(restored, out_dir / name, overwrite=overwrite, require_finite=True)
             written.append(out_dir / name)
             files[mod] = name
         samples.append({"id": f"sample_{i:04d}", "files": files})
@@ -136,6 +142,6 @@ def generate_volumes(
         "samples": samples,
         "montage": "montage.png",
     }
-    atomic_write_text(out_dir / "generation.json", json.dumps(info, indent=1))
+    atomic_write_text(out_dir / "generation.json", json.dumps(info, indent=1), overwrite=overwrite)
     log.info("wrote %d volume(s) to %s (%.2f s per volume)", n, out_dir, info["seconds_per_volume"])
     return written

@@ -10,10 +10,15 @@ restored onto the input's exact grid (`restore_volume`): same shape, same affine
 The model grid (``data.shape``) grows to the input's field of view where the input is larger, so
 nothing is cropped away. MR intensities are normalised on a foreground: the case's ``mask`` when
 there is one (SynthRAD ships ``mask.nii.gz``; training used it), else the non-zero MR voxels.
+
+Inputs are checked by `lift3d.data.discovery.check_volume_data` in file and folder mode alike
+(finite, not constant, 3D, a mask not empty); only the files inference reads are checked (a
+case's reference CT is not). A result with NaN or Inf voxels is never written.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -25,10 +30,10 @@ import torch
 
 from lift3d.constants import BRATS_MODALITIES, SCT_FILE
 from lift3d.data.datasets import default_kind
-from lift3d.data.discovery import discover_cases, load_case
-from lift3d.data.layouts import list_cases
+from lift3d.data.discovery import load_case, read_checked, validate_case
+from lift3d.data.layouts import Case, DiscoveryResult, list_cases
 from lift3d.data.preprocess import CT_WINDOW_HU, preprocess_case, restore_volume, to_model_space
-from lift3d.data.volume import Volume, image_suffix, read_volume, write_volume
+from lift3d.data.volume import Volume, image_suffix, write_volume
 from lift3d.errors import InputError
 from lift3d.model_folder import load_model, read_model_folder
 from lift3d.models.lift import make_input, task_modalities
@@ -123,7 +128,8 @@ def translate_volumes(
         input); CT in HU, a missing MR modality on the [0, 1] scale.
 
     Raises:
-        InputError: modality names or count do not match the model, grids differ, bad geometry.
+        InputError: modality names or count do not match the model, grids differ (the mask's
+            too), bad geometry.
     """
 
     cfg = bundle.cfg
@@ -149,6 +155,8 @@ def translate_volumes(
     for vol in volumes.values():
         _check_geometry(vol, vol.path)
     ref = volumes[names[0]]
+    if mask is not None and not mask.same_grid(ref):
+        raise InputError(f"mask is not on the grid of the input {ref.path}", mask.path)
     kinds = {m: default_kind(m) for m in volumes}
     inputs = dict(volumes)
     if mask is not None:
@@ -221,11 +229,12 @@ def brats_modality_of(path: Path) -> str | None:
 
 def read_inputs(bundle: TranslationBundle, paths: list[Path]) -> dict[str, Volume]:
     """Read input files and name them by modality (mr2ct: the one file is "mr"; missing: by the
-    BraTS suffix ``-t1n`` ...). InputError for a count or names the model does not take."""
+    BraTS suffix ``-t1n`` ...), each checked as a dataset's files are (`read_checked`).
+    InputError for a count or names the model does not take, or a bad volume."""
     if bundle.target is not None:
         if len(paths) != 1:
             raise InputError(f"the {bundle.task} model takes one MR volume, got {len(paths)} files")
-        return {"mr": read_volume(paths[0])}
+        return {"mr": read_checked(paths[0], "mr")}
     named: dict[str, Volume] = {}
     for p in paths:
         mod = brats_modality_of(p)
@@ -235,7 +244,7 @@ def read_inputs(bundle: TranslationBundle, paths: list[Path]) -> dict[str, Volum
             )
         if mod in named:
             raise InputError(f"modality {mod} given twice", p)
-        named[mod] = read_volume(p)
+        named[mod] = read_checked(p, mod)
     if len(named) != len(bundle.slots) - 1:
         raise InputError(
             f"the missing-modality model takes 3 of {bundle.slots}, got {sorted(named)}"
@@ -249,40 +258,59 @@ def output_name(task: str, case_id: str, target: str) -> str:
 
 
 def plan_dataset(
-    bundle: TranslationBundle, root: Path, target: str | None = None
-) -> list[tuple[Any, str]]:
-    """Cases of a dataset folder and the target each gets.
+    bundle: TranslationBundle, root: Path, target: str | None = None, skip_bad: bool = False
+) -> DiscoveryResult:
+    """Cases of a dataset folder and the target each gets (no file is opened).
 
-    mr2ct: every case with an ``mr``. missing: a case with exactly one BraTS modality absent gets
-    that one; a complete case needs `target` (a modality, or ``cycle``: case i in case-id order
-    gets modality i mod 4, the held-out evaluation setting).
+    mr2ct: every case (one without an ``mr`` fails when it is checked). missing: a case with
+    exactly one BraTS modality absent gets that one; a complete case needs `target` (a
+    modality, or ``cycle``: case i in case-id order gets modality i mod 4, the held-out
+    evaluation setting).
+
+    Args:
+        bundle: the model.
+        root: dataset folder.
+        target: missing-modality models: ``--target``.
+        skip_bad: leave out (with a warning) a case that misses more than one modality, instead
+            of failing.
+
+    Returns:
+        ``[(case, target), ...]`` in case-id order, with ``.skipped`` ``[(case_id, error)]``.
 
     Raises:
         InputError: the dataset has no usable case, a case misses more than one modality, or a
             complete case with no `target`.
     """
-
-    if bundle.target is not None:
-        cases = discover_cases(root, required=("mr",), validate="header")
-        return [(c, bundle.target) for c in cases]
     layout, cases = list_cases(root)
+    cases.sort(key=lambda c: c.case_id)
+    if bundle.target is not None:
+        plan = [(c, bundle.target) for c in cases]
+        if not plan:
+            raise InputError("no cases found", root)
+        return DiscoveryResult(plan, root=root, layout=layout)
     if layout != "brats":
         raise InputError(
             f"the missing-modality model needs a BraTS-layout dataset, found {layout}", root
         )
-    cases.sort(key=lambda c: c.case_id)
-    plan = []
+    plan, skipped = [], []
     for i, case in enumerate(cases):
         absent = [s for s in bundle.slots if s not in case.paths]
-        if len(absent) > 1:
-            raise InputError(
-                f"case lacks {len(absent)} modalities ({', '.join(absent)}); one model "
-                "input may be missing, not more",
-                case.root,
-            )
-        if absent:
-            if target not in (None, "cycle") and target != absent[0]:
+        try:
+            if len(absent) > 1:
+                raise InputError(
+                    f"case lacks {len(absent)} modalities ({', '.join(absent)}); one model "
+                    "input may be missing, not more",
+                    case.root,
+                )
+            if absent and target not in (None, "cycle") and target != absent[0]:
                 raise InputError(f"case lacks {absent[0]}, not --target {target}", case.root)
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            log.warning("skipping case %s: %s", case.case_id, exc)
+            skipped.append((case.case_id, exc))
+            continue
+        if absent:
             plan.append((case, absent[0]))
         elif target is None:
             raise InputError(
@@ -293,17 +321,49 @@ def plan_dataset(
         else:
             plan.append((case, bundle.slots[i % 4] if target == "cycle" else target))
     if not plan:
-        raise InputError("no cases found", root)
-    return plan
+        raise InputError(f"no cases to translate ({len(skipped)} skipped as bad)", root)
+    return DiscoveryResult(plan, root=root, layout=layout, skipped=skipped)
+
+
+def input_modalities(bundle: TranslationBundle, target: str) -> list[str]:
+    """The modalities the model reads to produce `target`."""
+    return ["mr"] if bundle.target is not None else [s for s in bundle.slots if s != target]
+
+
+def inference_case(bundle: TranslationBundle, case: Case, target: str) -> Case:
+    """`case` with only the files inference reads: the model's inputs and the mask.
+
+    Other files of the case (the reference CT, a segmentation) are neither checked nor read,
+    so a problem in one of them does not stop inference.
+    """
+    keep = {*input_modalities(bundle, target), "mask"}
+    return dataclasses.replace(case, paths={m: p for m, p in case.paths.items() if m in keep})
+
+
+def check_inference_case(bundle: TranslationBundle, case: Case, target: str) -> Case:
+    """Check the files inference reads from `case` (headers and voxel data, as `load_case`
+    does) and return the restricted case (`inference_case`).
+
+    Raises:
+        InputError: an input or the mask is missing, unreadable, on another grid, non-finite,
+            constant or empty.
+    """
+    used = inference_case(bundle, case, target)
+    validate_case(used, input_modalities(bundle, target))
+    return used
 
 
 def translate_case(
     bundle: TranslationBundle, case: Any, target: str, use_mixer: bool = True
 ) -> Volume:
-    """Translate one discovered `Case` (its mask, when present, is the foreground)."""
+    """Translate one discovered `Case` (its mask, when present, is the foreground).
 
-    wanted = ["mr"] if bundle.target is not None else [s for s in bundle.slots if s != target]
-    volumes = load_case(case, wanted)
+    Only the model's inputs and the mask are read (`inference_case`), each checked as in file
+    mode.
+    """
+
+    case = inference_case(bundle, case, target)
+    volumes = load_case(case, input_modalities(bundle, target))
     mask = load_case(case, ["mask"])["mask"] if "mask" in case.paths else None
     return translate_volumes(bundle, volumes, target, mask=mask, use_mixer=use_mixer)
 
@@ -316,28 +376,76 @@ def translate_dataset(
     target: str | None = None,
     use_mixer: bool = True,
     progress: bool = True,
+    skip_bad: bool = False,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Folder mode: ``OUT/<case_id>/sct.nii.gz`` or ``OUT/<case_id>/<case_id>-<mod>.nii.gz``.
 
-    Also writes ``OUT/translation.json`` (model, mixer flag, case -> file, target).
+    Every case's inputs are checked before the first one is translated, so a bad case stops
+    the run before anything is written (with `skip_bad`: it is left out, with a warning, and
+    listed under ``skipped`` in ``OUT/translation.json``). Also writes ``OUT/translation.json``
+    (model, mixer flag, case -> file, target, skipped cases).
+
+    Args:
+        bundle: the model.
+        root: dataset folder.
+        out_dir: output folder (checked by the caller with `check_output_path`).
+        target: missing-modality models: ``--target``.
+        use_mixer: False gives the no-mapper ablation.
+        progress: tqdm bar.
+        skip_bad: leave out cases whose inputs are bad instead of failing.
+        overwrite: replace existing outputs (else every output file is created exclusively:
+            one that appears meanwhile, e.g. from another run, is an error).
+
+    Returns:
+        The written volume files.
+
+    Raises:
+        InputError: a bad case (unless `skip_bad`), no case left, an output that exists, or an
+            output that cannot be written.
     """
     from tqdm.auto import tqdm
 
-    plan = plan_dataset(bundle, root, target)
+    plan = plan_dataset(bundle, root, target, skip_bad=skip_bad)
+    skipped: dict[str, str] = {cid: exc.problem for cid, exc in plan.skipped}
+    checked = []
+    for case, tgt in plan:
+        try:
+            checked.append((check_inference_case(bundle, case, tgt), tgt))
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            log.warning("skipping case %s: %s", case.case_id, exc)
+            skipped[case.case_id] = str(exc)
+    if not checked:
+        raise InputError(f"no case could be translated ({len(skipped)} skipped as bad)", root)
     written, cases = [], {}
-    for case, tgt in tqdm(plan, desc="translate", disable=not progress, unit="case"):
-        vol = translate_case(bundle, case, tgt, use_mixer)
-
+    for case, tgt in tqdm(checked, desc="translate", disable=not progress, unit="case"):
+        try:
+            vol = translate_case(bundle, case, tgt, use_mixer)
+        except InputError as exc:
+            if not skip_bad:
+                raise
+            log.warning("skipping case %s: %s", case.case_id, exc)
+            skipped[case.case_id] = str(exc)
+            continue
         path = out_dir / case.case_id / output_name(bundle.task, case.case_id, tgt)
-        write_volume(vol, path)
+        write_volume(vol, path, overwrite=overwrite, require_finite=True)
         written.append(path)
         cases[case.case_id] = {"file": str(path), "target": tgt, "source": str(case.root)}
+    if skipped:
+        log.warning(
+            "skipped %d of %d case(s) with problems (--skip-bad)",
+            len(skipped),
+            len(plan) + len(plan.skipped),
+        )
     info = {
         "model": str(bundle.model_dir),
         "task": bundle.task,
         "use_mixer": use_mixer,
         "input": str(root),
         "cases": cases,
+        "skipped": skipped,
     }
-    atomic_write_text(out_dir / "translation.json", json.dumps(info, indent=1))
+    atomic_write_text(out_dir / "translation.json", json.dumps(info, indent=1), overwrite=overwrite)
     return written

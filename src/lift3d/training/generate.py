@@ -38,7 +38,7 @@ from lift3d.config import GENERATOR_DEPTH_WEIGHT, MAPPER_LR_FINAL_RATIO, Generat
 from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
 from lift3d.data.discovery import discover_cases
 from lift3d.data.layouts import Case
-from lift3d.data.volume import read_volume
+from lift3d.data.volume import nifti_codes, read_volume
 from lift3d.errors import InputError
 from lift3d.losses.drifting import drifting_loss_sets
 from lift3d.losses.triplanar import triplanar_drifting_loss
@@ -568,6 +568,8 @@ def reference_record(cfg: GenerateConfig, data: TrainingData) -> dict[str, Any]:
         "size": cfg.model.size,
         "record": data.volumes[0]["record"],
         "reference_case": data.train_cases[0].case_id,
+        # qform/sform codes of the reference file, so samples are written with the same codes
+        "nifti_codes": nifti_codes(data.train_cases[0].paths[data.modalities[0]]),
         "train_cases": [c.case_id for c in data.train_cases],
         "val_cases": [c.case_id for c in data.val_cases],
         "detail": None,
