@@ -1,4 +1,6 @@
-"""Distribution maths: known values of FID / KID / histogram distance."""
+"""Distribution maths: known values of FID / KID / MMD / histogram distance, and parity of
+MONAI's FIDMetric and MMDMetric (behind fid_from_features / mmd_from_features) with
+independent formulas."""
 
 from __future__ import annotations
 
@@ -10,7 +12,31 @@ from lift3d.metrics.distribution import (
     frechet_distance,
     histogram_distance,
     kid_from_features,
+    mmd_from_features,
 )
+
+
+def eigh_fid(x: np.ndarray, y: np.ndarray) -> float:
+    """Independent FID: Tr((S1 S2)^(1/2)) from the eigenvalues of the symmetric PSD matrix
+    S1^(1/2) S2 S1^(1/2) (numpy eigh; the formula lift3d used before MONAI's FIDMetric)."""
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    vals, vecs = np.linalg.eigh(s1)
+    root1 = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    inner = root1 @ s2 @ root1
+    tr = np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None)).sum()
+    diff = x.mean(0) - y.mean(0)
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2 * tr)
+
+
+def linear_mmd(x: np.ndarray, y: np.ndarray) -> float:
+    """Independent unbiased MMD^2 with the linear kernel k(a, b) = a.b (Gretton et al. 2012)."""
+    n, m = len(x), len(y)
+    kxx, kyy = x @ x.T, y @ y.T
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+        + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        - 2 * (x @ y.T).mean()
+    )
 
 
 def test_frechet_distance_known_gaussians():
@@ -87,3 +113,63 @@ def test_histogram_distance_known_value():
     ref = [np.full((4, 4, 4), 0.75)]
     assert histogram_distance(gen, ref) == pytest.approx(0.5)
     assert histogram_distance(gen, gen) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("n, m, f", [(120, 80, 6), (60, 40, 48), (12, 9, 300)])
+def test_monai_fid_parity_with_eigh_formula(n, m, f):
+    """Full rank, rank-deficient, and fewer samples than features (the span basis)."""
+    rng = np.random.default_rng(f)
+    mix = rng.normal(size=(f, f)) / np.sqrt(f)
+    x = rng.normal(size=(n, f)) @ mix
+    y = 1.3 * rng.normal(size=(m, f)) @ mix + 0.2
+    assert fid_from_features(x, y) == pytest.approx(eigh_fid(x, y), rel=1e-6)
+
+
+@pytest.mark.parametrize("n, f", [(200, 5), (10, 64)])
+def test_fid_of_a_set_with_itself_is_zero_and_shifted_sets_match_the_closed_form(n, f):
+    """y = a x + d: means differ by (1 - a) mu - d, covariance a^2 S, so
+    FID = ||(1 - a) mu - d||^2 + (1 - a)^2 Tr(S) exactly; a = 1 is a shifted copy, ||d||^2."""
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(n, f)) * rng.uniform(0.5, 2.0, f) + rng.normal(size=f)
+    d = rng.normal(size=f)
+    assert fid_from_features(x, x) == pytest.approx(0.0, abs=1e-6 * f)
+    assert fid_from_features(x, x + d) == pytest.approx(d @ d, rel=1e-6)
+    a = 0.6
+    diff = (1 - a) * x.mean(0) - d
+    expected = diff @ diff + (1 - a) ** 2 * np.trace(np.cov(x, rowvar=False))
+    assert fid_from_features(x, a * x + d) == pytest.approx(expected, rel=1e-6)
+    # Two Gaussians given by their parameters: ||mu1 - mu2||^2 + sum (s1 - s2)^2 (diagonal).
+    s1, s2 = rng.uniform(0.5, 2, f), rng.uniform(0.5, 2, f)
+    mu = rng.normal(size=f)
+    closed = mu @ mu + ((s1 - s2) ** 2).sum()
+    fd = frechet_distance(np.zeros(f), np.diag(s1**2), mu, np.diag(s2**2))
+    assert fd == pytest.approx(closed, rel=1e-6)
+
+
+def test_fid_rejects_mismatched_features():
+    with pytest.raises(ValueError):
+        fid_from_features(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+def test_monai_mmd_parity_with_linear_kernel_formula():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(30, 5)), rng.normal(0.5, 1.0, size=(30, 5))
+    mean, std = mmd_from_features(x, y, subsets=7)
+    assert mean == pytest.approx(linear_mmd(x, y), rel=1e-9) and std == 0.0  # equal sizes
+    # Unequal sizes: equal-size subsets of the larger set, each the formula's value.
+    big = rng.normal(0.5, 1.0, size=(90, 5))
+    mean, std = mmd_from_features(big, y, subsets=5, seed=3)
+    pick = np.random.default_rng(3)
+    expected = []
+    for _ in range(5):
+        ix = np.sort(pick.choice(90, 30, replace=False))
+        iy = np.sort(pick.choice(30, 30, replace=False))
+        expected.append(linear_mmd(big[ix], y[iy]))
+    assert mean == pytest.approx(np.mean(expected), rel=1e-9)
+    assert std == pytest.approx(np.std(expected), rel=1e-9)
+    # Unbiased: ||mu_x - mu_y||^2 on average; near 0 for one distribution.
+    shifted = mmd_from_features(rng.normal(size=(400, 4)), rng.normal(1, 1, size=(400, 4)))[0]
+    same = mmd_from_features(rng.normal(size=(400, 4)), rng.normal(size=(400, 4)))[0]
+    assert shifted == pytest.approx(4.0, rel=0.15) and abs(same) < 0.05
+    with pytest.raises(ValueError):
+        mmd_from_features(np.zeros((1, 3)), np.zeros((5, 3)))
