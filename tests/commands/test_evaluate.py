@@ -40,26 +40,20 @@ def test_mr2ct_end_to_end(tmp_path, phantom_synthrad_dir, synthrad_cases, capsys
     for n, case in enumerate(synthrad_cases[:3]):
         write_sct(pred, case, noise=20.0 * (n + 1), seed=n)
     out, js = tmp_path / "eval", tmp_path / "extra" / "e.json"
-    code = main(
-        [
-            "evaluate",
-            "--task",
-            "mr2ct",
-            "--pred",
-            str(pred),
-            "--ref",
-            str(phantom_synthrad_dir),
-            "--out",
-            str(out),
-            "--json",
-            str(js),
-            "--label",
-            "mixer",
-        ]
-    )
-    assert code == 0
+    argv = ["evaluate", "--task", "mr2ct", "--pred", str(pred), "--ref", str(phantom_synthrad_dir)]
+    argv += ["--out", str(out), "--json", str(js), "--label", "mixer"]
+    # the fourth reference case has no prediction: an error, nothing written ...
+    absent = synthrad_cases[3].case_id
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 reference case(s) have no prediction" in err and absent in err
+    assert "--allow-missing" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() and not js.exists()
+    # ... unless asked for: the others are scored and the summary lists the missing case
+    assert main([*argv, "--allow-missing"]) == 0
     printed = capsys.readouterr().out
     assert "PHANTOM data" in printed and "mae" in printed and "±" in printed
+    assert f"1 reference case(s) without a prediction, not scored: {absent}" in printed
     # the evaluation's report is built and its path printed at the end
     assert printed.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
     assert "<img" in (out / "report.html").read_text()
@@ -100,6 +94,7 @@ def test_mr2ct_end_to_end(tmp_path, phantom_synthrad_dir, synthrad_cases, capsys
     assert maes == sorted(maes)
     summary = result["summary"]
     assert summary["n_cases"] == 3
+    assert summary["missing_predictions"] == [absent] and summary["extra_predictions"] == []
     assert summary["mae"] == pytest.approx(np.mean(maes))
     assert summary["mae_std"] == pytest.approx(np.std(maes, ddof=1))
     rows = list(csv.DictReader((out / "cases.csv").open()))
@@ -186,6 +181,7 @@ def test_prediction_off_grid(tmp_path, phantom_synthrad_dir, synthrad_cases, cap
             tmp_path / "out",
             "--json",
             tmp_path / "e.json",
+            "--allow-missing",
         ],
         capsys,
     )
@@ -205,6 +201,7 @@ def test_existing_output_needs_overwrite(tmp_path, phantom_synthrad_dir, synthra
         phantom_synthrad_dir,
         "--json",
         tmp_path / "e.json",
+        "--allow-missing",
     ]
     assert "--overwrite" in run_bad(args, capsys)
     assert main(["evaluate", *map(str, args), "--overwrite"]) == 0
@@ -265,10 +262,9 @@ def test_mask_name(tmp_path, phantom_brats_dir, brats_cases, capsys):
         ref.with_array(noisy.astype(np.float32)),
         tmp_path / "pred" / case.case_id / f"{case.case_id}-t2w.nii.gz",
     )
-    whole = ev.evaluate_folder("missing", tmp_path / "pred", phantom_brats_dir, progress=False)
-    seg = ev.evaluate_folder(
-        "missing", tmp_path / "pred", phantom_brats_dir, mask_name="seg", progress=False
-    )
+    kw = {"progress": False, "allow_missing": True}
+    whole = ev.evaluate_folder("missing", tmp_path / "pred", phantom_brats_dir, **kw)
+    seg = ev.evaluate_folder("missing", tmp_path / "pred", phantom_brats_dir, mask_name="seg", **kw)
     entry = seg["cases"][case.case_id]
     assert entry["mask"] == str(case.paths["seg"].resolve())
     assert entry["mse"] != pytest.approx(whole["cases"][case.case_id]["mse"])
@@ -282,6 +278,7 @@ def test_mask_name(tmp_path, phantom_brats_dir, brats_cases, capsys):
             phantom_brats_dir,
             "--mask-name",
             "nosuch",
+            "--allow-missing",
         ],
         capsys,
     )

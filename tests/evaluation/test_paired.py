@@ -63,8 +63,10 @@ def test_missing_modality_end_to_end(tmp_path, phantom_brats_dir, brats_cases):
         write_volume(
             ref.with_array(noisy.astype(np.float32)), pred / b.case_id / f"{b.case_id}-{mod}.nii.gz"
         )
-    result = evaluate_folder("missing", pred, phantom_brats_dir, progress=False)
+    result = evaluate_folder("missing", pred, phantom_brats_dir, progress=False, allow_missing=True)
     assert set(result["cases"]) == {a.case_id, f"{b.case_id}-t1c", f"{b.case_id}-t2f"}
+    others = sorted(c.case_id for c in brats_cases[2:])
+    assert result["summary"]["missing_predictions"] == others
     perfect = result["cases"][a.case_id]
     assert perfect["modality"] == "t1c"
     assert perfect["mse"] == pytest.approx(0.0, abs=1e-12)

@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(seeded random subset; default 100)",
     )
     parser.add_argument("--labels", nargs=2, metavar=("A", "B"), help="column names for --compare")
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="mr2ct/missing: score the predictions there are when some reference cases have "
+        "none (listed as missing_predictions in the summary); without it that is an error",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
@@ -147,9 +153,17 @@ def run(args: argparse.Namespace) -> int:
         label=args.label,
         mask_name=args.mask_name,
         generate_options=options,
+        allow_missing=args.allow_missing,
     )
-    written = ev.write_results(result, args.out, args.json)
+    written = ev.write_results(result, args.out, args.json, overwrite=args.overwrite)
     print(ev.format_summary(result))
+    for key, what in (
+        ("missing_predictions", "reference case(s) without a prediction, not scored"),
+        ("extra_predictions", "predicted case(s) without a reference, not scored"),
+    ):
+        ids = result["summary"].get(key) or []
+        if ids:
+            print(f"{len(ids)} {what}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
     for path in written:
         print(f"wrote {path}")
     if args.out:

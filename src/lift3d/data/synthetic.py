@@ -18,6 +18,7 @@ Results on phantoms show that a mechanism works, never clinical quality.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -386,10 +387,16 @@ def synthrad_case_id(index: int) -> str:
     return f"1BA{index + 1:03d}"
 
 
-def _write_case(root: Path, layout: str, index: int, phantom: dict[str, np.ndarray]) -> list[Path]:
-
+def _write_case(
+    root: Path,
+    layout: str,
+    index: int,
+    phantom: dict[str, np.ndarray],
+    written: list[Path],
+    overwrite: bool = False,
+) -> None:
+    """Write one case's files, appending each to `written` as soon as it exists."""
     shape = phantom["tissue"].shape
-    written = []
     if layout == "brats":
         # BraTS MR is skull-stripped: zero outside the intracranial mask. LPS voxel order.
         case_id = brats_case_id(index)
@@ -400,7 +407,7 @@ def _write_case(root: Path, layout: str, index: int, phantom: dict[str, np.ndarr
         for name, arr in arrays.items():
             arr = np.ascontiguousarray(arr[::-1, ::-1, :])
             path = root / case_id / f"{case_id}-{name}.nii.gz"
-            written.append(write_volume(Volume(arr, affine), path))
+            written.append(write_volume(Volume(arr, affine), path, overwrite=overwrite))
     else:
         # SynthRAD: whole-head T1 (post-contrast, as most SynthRAD brain MRs), CT in int16 HU.
         case_id = synthrad_case_id(index)
@@ -412,8 +419,22 @@ def _write_case(root: Path, layout: str, index: int, phantom: dict[str, np.ndarr
         }
         for name, arr in arrays.items():
             path = root / "Task1" / "brain" / case_id / f"{name}.nii.gz"
-            written.append(write_volume(Volume(np.ascontiguousarray(arr), affine), path))
-    return written
+            volume = Volume(np.ascontiguousarray(arr), affine)
+            written.append(write_volume(volume, path, overwrite=overwrite))
+
+
+def _remove_written(out: Path, written: list[Path]) -> None:
+    """Undo a failed run: delete the files it wrote and the folders left empty."""
+    for path in written:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        for parent in path.parents:
+            if parent == out:
+                break
+            try:
+                parent.rmdir()  # only empty folders go
+            except OSError:
+                break
 
 
 def _remove_previous(out: Path) -> None:
@@ -461,13 +482,16 @@ def write_phantom_dataset(
         seed: dataset seed.
         tumour: add gliomas (BraTS labels 1, 2, 3).
         overwrite: replace an existing dataset (files of an earlier phantom run are removed).
+            Without it every file is created exclusively: a file that appears meanwhile
+            (another run writing the same folder) is an error.
         progress: show a tqdm bar over cases.
 
     Returns:
         Paths of the written image files (marker excluded), in case order.
 
     Raises:
-        InputError: unknown layout, cases < 1, bad shape, or `out` exists and is not empty.
+        InputError: unknown layout, cases < 1, bad shape, `out` exists and is not empty, or a
+            file cannot be written (then the files this call wrote are removed again).
     """
     from tqdm.auto import tqdm
 
@@ -485,9 +509,28 @@ def write_phantom_dataset(
         _remove_previous(out)
     written: list[Path] = []
     bar = tqdm(range(int(cases)), desc=f"phantom ({layout})", unit="case", disable=not progress)
-    for index in bar:
-        phantom = make_phantom(seed, shape, (1.0, 1.0, 1.0), tumour=tumour, case=index)
-        written += _write_case(out, layout, index, phantom)
+    try:
+        for index in bar:
+            phantom = make_phantom(seed, shape, (1.0, 1.0, 1.0), tumour=tumour, case=index)
+            _write_case(out, layout, index, phantom, written, overwrite)
+        _write_marker(out, layout, cases, shape, seed, tumour, written, overwrite)
+    except BaseException:
+        _remove_written(out, written)  # no half-written dataset (full disk, Ctrl-C ...)
+        raise
+    log.debug("wrote %d phantom cases (%s layout) to %s", cases, layout, out)
+    return written
+
+
+def _write_marker(
+    out: Path,
+    layout: str,
+    cases: int,
+    shape: tuple[int, ...],
+    seed: int,
+    tumour: bool,
+    written: list[Path],
+    overwrite: bool,
+) -> None:
     marker = {
         "generator": "lift3d.data.synthetic",
         "generator_version": GENERATOR_VERSION,
@@ -501,9 +544,8 @@ def write_phantom_dataset(
         "note": PHANTOM_NOTE,
         "files": [p.relative_to(out).as_posix() for p in written],
     }
-    atomic_write_text(out / MARKER_NAME, json.dumps(marker, indent=2, sort_keys=True) + "\n")
-    log.debug("wrote %d phantom cases (%s layout) to %s", cases, layout, out)
-    return written
+    text = json.dumps(marker, indent=2, sort_keys=True) + "\n"
+    atomic_write_text(out / MARKER_NAME, text, overwrite=overwrite)
 
 
 def is_phantom_dataset(path: str | Path) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from lift3d.constants import BRATS_MODALITIES, SCT_STEM
-from lift3d.data.discovery import discover_cases
+from lift3d.data.discovery import discover_cases, read_checked
 from lift3d.data.volume import Volume, read_volume, reorient
 from lift3d.errors import InputError
 from lift3d.evaluation.common import check_folder, finite, image_files, image_stem
@@ -83,6 +83,28 @@ def find_predictions(pred_dir: Path, task: str) -> dict[str, tuple[str, str | No
             key = case_id if len(hits) == 1 else f"{case_id}-{modality}"
             entries[key] = (case_id, modality, path)
     return entries
+
+
+def prediction_coverage(
+    task: str, pred_dir: str | Path, ref_dir: str | Path
+) -> tuple[list[str], list[str]]:
+    """Which reference cases have no prediction, and which predicted cases no reference.
+
+    Returns:
+        (missing, extra): sorted case ids. `missing`: reference cases with no prediction file
+        (missing: with none for any modality); `extra`: prediction folders whose case is not
+        in the reference dataset.
+
+    Raises:
+        InputError: a folder missing or empty, no prediction in the task's layout.
+    """
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    check_folder(pred_dir, "prediction")
+    check_folder(ref_dir, "reference")
+    predicted = {cid for cid, _, _ in find_predictions(pred_dir, task).values()}
+    layout = "synthrad" if task == "mr2ct" else "brats"
+    refs = {c.case_id for c in discover_cases(ref_dir, layout=layout, validate=False)}
+    return sorted(refs - predicted), sorted(predicted - refs)
 
 
 def pair_cases(
@@ -147,7 +169,7 @@ def pair_cases(
 
 
 def _load_on_grid(path: Path, ref: Volume, what: str) -> Volume:
-    vol = read_volume(path)
+    vol = read_volume(path) if what != "mask" else read_checked(path, "mask")
     if vol.shape != ref.shape:
         raise InputError(f"{what} shape {vol.shape} differs from the reference {ref.shape}", path)
     if not vol.same_grid(ref, GRID_ATOL_MM):
@@ -196,7 +218,9 @@ def score_pair(task: str, pair: dict[str, Any]) -> tuple[dict[str, float], np.nd
         (metrics, z_profile): metric name -> value, and the per-axial-slice mean absolute error
         (HU for mr2ct, [0, 1] scale for missing; inferior to superior).
     """
-    ref = read_volume(pair["ref"])
+    # The reference is checked as training data is (finite, not constant, 3D); the region
+    # (mask) must not be empty. A prediction only needs to be finite and on the reference grid.
+    ref = read_checked(pair["ref"], "ct" if task == "mr2ct" else pair["modality"])
     pred = _load_on_grid(pair["pred"], ref, "prediction")
     mask = None
     if pair["mask"] is not None:

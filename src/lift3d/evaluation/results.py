@@ -22,7 +22,12 @@ from lift3d.data.synthetic import is_phantom_dataset
 from lift3d.errors import InputError
 from lift3d.evaluation.common import check_folder, finite
 from lift3d.evaluation.generation import evaluate_generation
-from lift3d.evaluation.paired import pair_cases, score_cases, summarise_paired
+from lift3d.evaluation.paired import (
+    pair_cases,
+    prediction_coverage,
+    score_cases,
+    summarise_paired,
+)
 from lift3d.utils import atomic_write_text
 from lift3d.version import __version__
 
@@ -55,6 +60,7 @@ def evaluate_folder(
     mask_name: str | None = None,
     progress: bool = True,
     generate_options: dict[str, Any] | None = None,
+    allow_missing: bool = False,
 ) -> dict[str, Any]:
     """Score every prediction in `pred_dir` against `ref_dir`; return the evaluate JSON dict.
 
@@ -70,13 +76,18 @@ def evaluate_folder(
         generate_options: extra keyword arguments of
             :func:`lift3d.evaluation.generation.evaluate_generation` (``--task generate``
             only), e.g. ``{"eval_encoder": path}``.
+        allow_missing: paired tasks: score the predictions there are even when some
+            reference cases have none (else that is an error). Either way the summary lists
+            ``missing_predictions`` (reference cases without one) and ``extra_predictions``
+            (predicted cases without a reference, not scored).
 
     Returns:
         The JSON of ARCHITECTURE.md ("evaluate JSON"); per case also ``modality`` (missing) and
         ``z_profile`` (per-axial-slice mean absolute error, None where a slice has no mask).
 
     Raises:
-        InputError: bad folders, no common case, a prediction (or mask) off the reference grid.
+        InputError: bad folders, no common case, reference cases without a prediction (unless
+            `allow_missing`), a prediction (or mask) off the reference grid.
     """
     if task not in EVALUATE_TASKS:
         raise InputError(f"unknown task {task!r}; use one of {', '.join(EVALUATE_TASKS)}")
@@ -93,9 +104,19 @@ def evaluate_folder(
             summary, extra = result, {}
     else:
         pairs = pair_cases(task, pred_dir, ref_dir, mask_name)
+        missing, unmatched = prediction_coverage(task, pred_dir, ref_dir)
+        if missing and not allow_missing:
+            shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise InputError(
+                f"{len(missing)} reference case(s) have no prediction ({shown}); pass "
+                "--allow-missing to score the others",
+                pred_dir,
+            )
         phantom = is_phantom_dataset(ref_dir) or is_phantom_dataset(pred_dir)
         cases = score_cases(task, pairs, progress)
         summary, extra = summarise_paired(task, cases)
+        summary["missing_predictions"] = missing
+        summary["extra_predictions"] = unmatched
     return {
         "task": task,
         "label": label or pred_dir.name,
@@ -153,18 +174,24 @@ def to_csv(result: dict[str, Any]) -> str:
 
 
 def write_results(
-    result: dict[str, Any], out_dir: str | Path | None = None, json_path: str | Path | None = None
+    result: dict[str, Any],
+    out_dir: str | Path | None = None,
+    json_path: str | Path | None = None,
+    *,
+    overwrite: bool | None = None,
 ) -> list[Path]:
-    """Write ``out_dir/cases.csv`` + ``out_dir/summary.json`` and/or `json_path`, atomically."""
+    """Write ``out_dir/cases.csv`` + ``out_dir/summary.json`` and/or `json_path`, atomically.
+
+    `overwrite` as in `lift3d.utils.atomic_path` (False: each file is created exclusively).
+    """
     written = []
     text = to_json(result)
     if out_dir is not None:
         out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out_dir / "cases.csv", to_csv(result))
-        atomic_write_text(out_dir / "summary.json", text)
+        atomic_write_text(out_dir / "cases.csv", to_csv(result), overwrite=overwrite)
+        atomic_write_text(out_dir / "summary.json", text, overwrite=overwrite)
         written += [out_dir / "cases.csv", out_dir / "summary.json"]
     if json_path is not None:
-        atomic_write_text(json_path, text)
+        atomic_write_text(json_path, text, overwrite=overwrite)
         written.append(Path(json_path))
     return written
