@@ -4,16 +4,23 @@ Each subcommand lives in ``lift3d/commands/<name>.py`` and exposes ``HELP`` (one
 ``EXAMPLE`` (shown in its ``--help``), ``add_arguments(parser)`` and ``run(args) -> int``.
 Heavy imports (torch, MONAI) happen inside ``run`` so ``lift3d --help`` stays fast.
 
-Bad input (`lift3d.errors.InputError`) prints one line and exits with code 2; ``--debug`` shows
-the traceback instead.
+Bad input (`lift3d.errors.InputError`) prints one line and exits with code 2; so does an
+`OSError` a user can fix (permission denied, read-only file system, full disk ...) that no
+writer turned into an `InputError`. ``--debug`` shows the traceback instead. Ctrl-C and SIGTERM
+stop the command through its cleanup (temporary files removed) with exit code 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from lift3d.errors import InputError
 from lift3d.version import __version__
@@ -35,6 +42,41 @@ COMMANDS: list[tuple[str, str, str]] = [
 # fmt: on
 
 EXIT_BAD_INPUT = 2
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+# OSErrors that are the user's to fix (a folder's permissions, a read-only mount, a full disk).
+USER_OS_ERRORS = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.ENAMETOOLONG,
+    }
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every cleanup (temporary files) runs on the way out."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _chosen_command(argv: list[str]) -> str | None:
@@ -96,12 +138,22 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        return int(args._run(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args._run(args) or 0)
     except InputError as exc:
         if args.debug:
             raise
         print(f"lift3d {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:
+        if args.debug or exc.errno not in USER_OS_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"lift3d {args.command}: error: {where}{exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Terminated:
+        print(f"lift3d {args.command}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"lift3d {args.command}: interrupted", file=sys.stderr)
         return 130

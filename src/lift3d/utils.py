@@ -233,6 +233,49 @@ def clean_stale_temps(folder: str | Path, recursive: bool = True) -> list[Path]:
     return removed
 
 
+LOCK_NAME = ".lift3d.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on `folder` (``folder/.lift3d.lock``) for the block.
+
+    For outputs written over a long time by one process (a training run folder): a second
+    lift3d process that asks for the same folder fails at once instead of writing into it.
+    The lock goes with the process, so a killed run leaves no lock behind.
+
+    Raises:
+        InputError: another process holds the lock; the folder cannot be written.
+    """
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    try:
+        import fcntl
+    except ImportError:  # no flock on this platform: no lock
+        yield path
+        return
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise write_error(exc, path) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                "another lift3d process is writing into this folder; wait for it to finish "
+                "or choose another output",
+                folder,
+            ) from None
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    finally:
+        os.close(fd)
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     try:
         child.resolve().relative_to(parent.resolve())

@@ -53,10 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: config)")
 
 
-def _prepare_run_dir(out, data, resume: bool, overwrite: bool) -> None:
-    """Check RUN: a non-empty folder needs --resume or --overwrite; --overwrite only deletes a
-    folder that is a lift3d run (has run.json or config.yaml)."""
-    import shutil
+def _prepare_run_dir(out, data, resume: bool, overwrite: bool) -> bool:
+    """Check RUN before anything is created: a non-empty folder needs --resume or --overwrite;
+    --overwrite only deletes a folder that is a lift3d run (has run.json or config.yaml).
+
+    Returns:
+        True when RUN is absent or empty (this run would create everything in it).
+    """
     from pathlib import Path
 
     from lift3d.errors import InputError
@@ -71,22 +74,70 @@ def _prepare_run_dir(out, data, resume: bool, overwrite: bool) -> None:
         if not (out / "run.json").is_file():
             raise InputError("nothing to resume: not a lift3d run folder (no run.json)", out)
         check_output_path(out, inputs=[data], overwrite=True)
-        return
+        return False
     check_output_path(out, inputs=[data], overwrite=overwrite)
-    if overwrite and out.is_dir() and any(out.iterdir()):
+    fresh = not out.is_dir() or not any(out.iterdir())
+    if overwrite and not fresh:
         if not ((out / "run.json").is_file() or (out / "config.yaml").is_file()):
             raise InputError(
                 "refusing to delete a folder that is not a lift3d run (no run.json); "
                 "choose another --out",
                 out,
             )
-        shutil.rmtree(out)
+    return fresh
+
+
+def _claimed_run_dir(out, resume: bool, overwrite: bool) -> None:
+    """Under the folder lock: make RUN ready (another process may have changed it since
+    `_prepare_run_dir` looked): empty for a new run, its old content deleted for --overwrite."""
+    import shutil
+    from pathlib import Path
+
+    from lift3d.errors import InputError
+    from lift3d.utils import LOCK_NAME, exists_error
+
+    out = Path(out)
+    content = [p for p in out.iterdir() if p.name != LOCK_NAME]
+    if resume:
+        if not (out / "run.json").is_file():
+            raise InputError("nothing to resume: not a lift3d run folder (no run.json)", out)
+    elif overwrite:
+        for path in content:
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+    elif content:
+        raise exists_error(out, meanwhile=True)
+
+
+def _undo_run_dir(out, created: bool) -> None:
+    """A run that failed before its first checkpoint leaves nothing behind (a folder this
+    command created is removed, one that was empty is emptied again)."""
+    import shutil
+    from pathlib import Path
+
+    out = Path(out)
+    if any((out / "checkpoints").rglob("*.safetensors")):
+        return  # trained steps to resume from: keep them
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in list(out.iterdir()):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lift3d.config import load_config
+    import contextlib
+    from pathlib import Path
+
+    from lift3d.config import load_config, validate_config
     from lift3d.configs import config_path
     from lift3d.errors import InputError
+    from lift3d.utils import folder_lock, resolve_device
 
     path = config_path(args.config) if args.config else None
     overrides = list(args.overrides)
@@ -96,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         if args.task is not None:
             raise InputError("--task applies to 'train translate' only")
         from lift3d.config import GenerateConfig as ConfigClass
-    cfg = load_config(ConfigClass, path, overrides)
+    cfg = load_config(ConfigClass, path, overrides)  # keys, types and values checked
     cfg.data.root = str(args.data)
     if args.kind == "translate" and args.task is not None:
         cfg.task = args.task
@@ -104,26 +155,33 @@ def run(args: argparse.Namespace) -> int:
         cfg.train.device = args.device
     if args.seed is not None:
         cfg.train.seed = args.seed
-    from pathlib import Path
-
+    validate_config(cfg)  # the values given as flags too
+    resolve_device(cfg.train.device)  # CUDA asked for but absent: fail before creating RUN
     if not Path(args.data).exists():
         raise InputError("training data folder not found", args.data)
-    _prepare_run_dir(args.out, args.data, args.resume, args.overwrite)
+    out = Path(args.out)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # only rank 0 writes (torchrun)
+    fresh = _prepare_run_dir(out, args.data, args.resume, args.overwrite)
+    lock = contextlib.nullcontext()
+    created = False
+    if main_rank:
+        created = not out.exists()
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            from lift3d.utils import write_error
 
-    if args.kind == "translate":
-        from lift3d.constants import TRANSLATE_TASKS
-        from lift3d.training.translate import train_translation
-
-        if cfg.task not in TRANSLATE_TASKS:
-            raise InputError(f"config key 'task': unknown task {cfg.task!r}; use mr2ct or missing")
-        run_dir = train_translation(cfg, args.out, resume=args.resume)
-    else:
-        from lift3d.inference.detail import calibrate_model_folder
-        from lift3d.training.generate import train_generation
-
-        run_dir = train_generation(cfg, args.out, resume=args.resume)
-        if cfg.detail.enabled and int(os.environ.get("RANK", "0")) == 0:
-            calibrate_model_folder(run_dir, args.data)  # reference.json["detail"]
+            raise write_error(exc, out) from None
+        lock = folder_lock(out)
+    with lock:
+        try:
+            if main_rank:
+                _claimed_run_dir(out, args.resume, args.overwrite)
+            run_dir = _train(args, cfg)
+        except InputError:
+            if main_rank and (fresh or args.overwrite) and not args.resume:
+                _undo_run_dir(out, created)
+            raise
     print(f"model written to {run_dir}")
     from lift3d.report.html import write_run_report
 
@@ -131,3 +189,23 @@ def run(args: argparse.Namespace) -> int:
     if report is not None:
         print(f"report: {report}")
     return 0
+
+
+def _train(args: argparse.Namespace, cfg):
+    """Train into RUN (``args.out``); returns the run folder."""
+    from lift3d.errors import InputError
+
+    if args.kind == "translate":
+        from lift3d.constants import TRANSLATE_TASKS
+        from lift3d.training.translate import train_translation
+
+        if cfg.task not in TRANSLATE_TASKS:
+            raise InputError(f"config key 'task': unknown task {cfg.task!r}; use mr2ct or missing")
+        return train_translation(cfg, args.out, resume=args.resume)
+    from lift3d.inference.detail import calibrate_model_folder
+    from lift3d.training.generate import train_generation
+
+    run_dir = train_generation(cfg, args.out, resume=args.resume)
+    if cfg.detail.enabled and int(os.environ.get("RANK", "0")) == 0:
+        calibrate_model_folder(run_dir, args.data)  # reference.json["detail"]
+    return run_dir
