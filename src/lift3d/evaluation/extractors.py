@@ -97,7 +97,7 @@ def load_medicalnet(path: str | Path) -> Extractor:
     """
     path = Path(path)
     net = load_pretrained(
-        medicalnet_resnet50(), path, "MedicalNet ResNet-50", ignore=MEDICALNET_HEADS
+        medicalnet_resnet50, path, "MedicalNet ResNet-50", ignore=MEDICALNET_HEADS
     )
     identity = {
         "name": "MedicalNet ResNet-50",
@@ -119,7 +119,7 @@ def load_radimagenet(path: str | Path) -> Extractor:
         InputError: a missing, unreadable or truncated file, or another network's weights.
     """
     path = Path(path)
-    net = load_pretrained(RadImageNetResNet50(), path, "RadImageNet ResNet-50")
+    net = load_pretrained(RadImageNetResNet50, path, "RadImageNet ResNet-50")
     identity = {
         "name": "RadImageNet ResNet-50",
         "network": "ResNet-50 2D, Keras layout (RadImageNet-ResNet50_notop)",

@@ -14,13 +14,13 @@ layout of the released checkpoints so that the file loads as it is.
   first 1x1 convolution of a bottleneck, batch-norm eps 1.001e-5), the network MAISI's 2.5D FID
   runs; ``forward`` gives the spatial average of the last block, (N, 2048).
 - :func:`load_pretrained`: read a ``.pth`` / ``.pt`` (``torch.load(weights_only=True)``) or
-  ``.safetensors`` file into a network; a file that is not a checkpoint, is truncated or holds
+  ``.safetensors`` file into a new network; a file that is not a checkpoint, is truncated or holds
   another network's weights gets a one-line :class:`~lift3d.errors.InputError`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -170,24 +170,26 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_pretrained(
-    net: nn.Module, path: str | Path, what: str, ignore: Sequence[str] = ()
+    build: Callable[[], nn.Module], path: str | Path, what: str, ignore: Sequence[str] = ()
 ) -> nn.Module:
-    """Fill `net` from a released weights file; every weight of `net` must be in the file.
+    """Build a network and fill it from a released weights file; every weight of the network
+    must be in the file. The file is read first, so an unreadable one fails at once.
 
     Args:
-        net: the network to fill (in place).
+        build: makes the (randomly initialised) network, e.g. :func:`medicalnet_resnet50`.
         path: ``.pth`` / ``.pt`` / ``.safetensors`` file (:func:`read_checkpoint`).
         what: the network's name for messages, e.g. "MedicalNet ResNet-50".
-        ignore: key prefixes of the file that are not part of `net` (heads).
+        ignore: key prefixes of the file that are not part of the network (heads).
 
     Returns:
-        `net` in eval mode.
+        The network in eval mode.
 
     Raises:
-        InputError: an unreadable file, or keys or shapes that do not fit `net` (the message
-        names the first few).
+        InputError: an unreadable file, or keys or shapes that do not fit the network (the
+        message names the first few).
     """
     tensors = {k: v for k, v in read_checkpoint(path).items() if not k.startswith(tuple(ignore))}
+    net = build()
     expected = net.state_dict()
     # Checkpoints from before batch-norm counted its steps have no num_batches_tracked.
     missing = sorted(
