@@ -20,6 +20,9 @@ def test_quick_demo_runs_every_step(tmp_path, capsys):
     for name in ("mapper", "no-mapper"):
         summary = json.loads((evals / name / "summary.json").read_text())["summary"]
         assert summary["n_cases"] == 3 and "kid_coronal" in summary, name
+        assert 0 < summary["msssim_diversity"] <= 1 and summary["msssim"]["scales"] == 3, name
+    # The generation table shows the diversity of both arms and of the held-out phantoms.
+    assert "msssim_diversity_reference" in printed and "needs --medicalnet PATH" in printed
     # The quick config models the phantoms' own 32^3 grid: no second (model-grid) scoring.
     assert "scored on the model grid" not in printed
     assert sorted(p.name for p in evals.iterdir() if p.is_dir()) == ["mapper", "no-mapper"]

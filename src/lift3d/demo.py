@@ -9,7 +9,9 @@ exactly what a user runs:
 3. `lift3d train translate --task mr2ct` (a small model, a few minutes on a CPU);
 4. `lift3d translate` the held-out cases with and without the z-mixer;
 5. `lift3d evaluate` both and print them side by side;
-6. `lift3d train generate` + `lift3d generate` with and without the trajectory mapper, evaluated;
+6. `lift3d train generate` + `lift3d generate` with and without the trajectory mapper, evaluated
+   (per-plane KID / FID, increment distances, MS-SSIM diversity of both arms and of the held-out
+   phantoms);
 7. `lift3d report` for each run.
 
 Results on the phantom show that a mechanism works, never clinical quality.
@@ -279,7 +281,12 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
             "\nHow to read these tables: increment_distance compares how slices change along "
             "each axis, the coherence the mapper adds; coronal/sagittal KID and FID compare "
             "reformatted slices (cuts across the generated slices) with the held-out phantoms, "
-            "where independently sampled slices show as stripes. This is one short run scored "
+            "where independently sampled slices show as stripes. msssim_diversity is the mean "
+            "pairwise 3D MS-SSIM among one arm's samples (lower = more diverse; the papers' "
+            "diversity score), read against msssim_diversity_reference, the same among the "
+            "held-out phantoms (_gap: arm - reference); the fid_medicalnet / fid_radimagenet "
+            "rows of published tables need the weights files (README, 'Comparing with "
+            "published numbers'). This is one short run scored "
             "with one evaluation encoder on 12 phantoms, and its numbers move with the seed. "
             f"Compare the montages in {out / 'generated'} and see BENCHMARKS.md, 'Unconditional "
             "generation', for results over seeds, encoders and held-out sets."

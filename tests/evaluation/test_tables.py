@@ -1,10 +1,11 @@
-"""Which side a comparison table calls better (lift3d.evaluation.tables)."""
+"""Which side a comparison table calls better (lift3d.evaluation.tables), and scores that
+need an input the evaluation did not get."""
 
 from __future__ import annotations
 
 import pytest
 
-from lift3d.evaluation.tables import comparison_rows
+from lift3d.evaluation.tables import compare_summaries, comparison_rows, format_summary
 
 
 @pytest.mark.parametrize(
@@ -18,9 +19,27 @@ from lift3d.evaluation.tables import comparison_rows
         ("histogram_distance_t1n", 0.2, 0.1, "B"),
         ("kid_sagittal", 3.0, 4.0, "A"),
         ("zgrad_ratio", 1.1, 0.8, "A"),
+        ("fid_medicalnet", 30.0, 20.0, "B"),
+        ("mmd_radimagenet_axial", 0.5, 0.7, "A"),
+        ("msssim_diversity_gap", -0.05, 0.02, "B"),  # closer to the reference's diversity
+        ("msssim_diversity", 0.6, 0.5, None),  # read against the reference: no better side
+        ("msssim_diversity_reference", 0.7, 0.7, None),
+        ("ssim_diversity", 0.3, 0.4, None),
     ],
 )
 def test_better_side(metric, a, b, winner):
     rows = comparison_rows({"summary": {metric: a}}, {"summary": {metric: b}}, ("A", "B"))
     (row,) = [r for r in rows if r["metric"] == metric]
     assert row["better"] == winner
+
+
+def test_needs_rows_keep_their_text():
+    needs = "needs --medicalnet PATH"
+    a = {"summary": {"fid_medicalnet": needs, "msssim_diversity": 0.5, "n_cases": 3}}
+    b = {"summary": {"fid_medicalnet": 12.5, "msssim_diversity": 0.4, "n_cases": 3}}
+    (row,) = [r for r in comparison_rows(a, b, ("A", "B")) if r["metric"] == "fid_medicalnet"]
+    assert row["A"] == needs and row["B"] == 12.5 and row["diff"] is None and row["better"] is None
+    table = compare_summaries(a, b, ("A", "B"))
+    line = next(x for x in table.splitlines() if x.startswith("fid_medicalnet"))
+    assert needs in line and "12.50" in line and "n/a" not in line
+    assert needs in format_summary({"summary": a["summary"], "label": "A", "task": "generate"})

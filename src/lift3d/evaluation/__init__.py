@@ -6,6 +6,8 @@
   volumes on one grid, per-plane feature distances;
 - :mod:`~lift3d.evaluation.encoder`: the evaluation encoder of generation (training, identity,
   save / load);
+- :mod:`~lift3d.evaluation.extractors`: the pretrained feature extractors of published scores
+  (MedicalNet 3D FID, RadImageNet 2.5D FID), loaded from files the user names;
 - :mod:`~lift3d.evaluation.results`: the evaluate JSON of any task, and its files;
 - :mod:`~lift3d.evaluation.tables`: printed tables of one result or of two side by side.
 
