@@ -16,6 +16,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,10 @@ def tensors_checksum(tensors: dict[str, torch.Tensor]) -> str:
 def _save_error(exc: SafetensorError) -> OSError:
     """safetensors reports I/O failures (a full disk ...) as its own error type."""
     text = str(exc)
-    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):
-        if f"code: {code}," in text:
-            return OSError(code, os.strerror(code))
+    found = re.search(r"os error (\d+)|code: (\d+)", text)
+    if found:
+        code = int(found.group(1) or found.group(2))
+        return OSError(code, os.strerror(code))
     return OSError(errno.EIO, f"safetensors could not write the file ({text[:200]})")
 
 

@@ -46,7 +46,7 @@ from lift3d.config import TrainConfig, config_to_dict, save_config
 from lift3d.errors import InputError
 from lift3d.models.weights import load_weights, save_weights
 from lift3d.training import checkpoint as ckpt
-from lift3d.utils import atomic_write_text, resolve_device, seed_everything
+from lift3d.utils import atomic_write_text, resolve_device, seed_everything, write_error
 from lift3d.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -203,6 +203,14 @@ def _scalar(value: Any) -> float | None:
     return None
 
 
+class _LogFileHandler(logging.FileHandler):
+    """``log.txt``: a record that cannot be written (a full disk) is dropped without the
+    traceback `logging` would print; the next write of the run reports the problem."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging API)
+        pass
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -350,7 +358,10 @@ class Engine:
         if self.is_main:
             if pkg.getEffectiveLevel() > logging.INFO:
                 pkg.setLevel(logging.INFO)
-            handler = logging.FileHandler(self.run_dir / "log.txt", encoding="utf-8")
+            try:
+                handler = _LogFileHandler(self.run_dir / "log.txt", encoding="utf-8")
+            except OSError as exc:
+                raise write_error(exc, self.run_dir / "log.txt") from None
             handler.setFormatter(
                 logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
             )
@@ -384,9 +395,12 @@ class Engine:
         if not self.is_main:
             return
         path = self.run_dir / "logs" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=str) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record, default=str) + "\n")
+        except OSError as exc:
+            raise write_error(exc, path) from None
 
     def _truncate_logs(self, stage: str, step: int) -> None:
         """Drop log lines past `step` (written after the checkpoint a resume starts from)."""
