@@ -1,4 +1,4 @@
-"""Typed configs: YAML files, dotted overrides, key and type checks, save/load round trip."""
+"""Typed configs: YAML files, dotted overrides, key, type and value checks, save/load round trip."""
 
 from __future__ import annotations
 
@@ -10,14 +10,21 @@ import yaml
 
 from lift3d.config import (
     DataConfig,
+    GenerateConfig,
     TrainConfig,
+    TranslateConfig,
     config_from_dict,
     config_to_dict,
     load_config,
     parse_override,
     save_config,
+    validate_config,
 )
+from lift3d.configs import config_path
+from lift3d.constants import GENERATION_SIZE_NAMES, TRANSLATION_SIZE_NAMES
 from lift3d.errors import InputError
+from lift3d.models.generation import GENERATION_SIZES
+from lift3d.models.registry import TRANSLATION_SIZES
 
 
 @dataclass
@@ -169,3 +176,71 @@ def test_base_dict_then_file_then_overrides(tmp_path):
     assert base == {"train": {"lr": 0.1, "seed": 1}}  # the caller's dict is not modified
     with pytest.raises(InputError, match="mapping"):
         config_from_dict(TaskConfig, [1, 2])
+
+
+# ------------------------------------------------------------------ value checks
+
+
+@pytest.mark.parametrize(
+    "cls, override, key",
+    [
+        (TranslateConfig, "translator.lr=-1", "translator.lr"),
+        (TranslateConfig, "translator.lr=0", "translator.lr"),
+        (TranslateConfig, "translator.lr=nan", "translator.lr"),
+        (TranslateConfig, "mixer.lr=inf", "mixer.lr"),
+        (TranslateConfig, "data.shape=[0,0,0]", "data.shape"),
+        (TranslateConfig, "data.shape=[1,2]", "data.shape"),
+        (TranslateConfig, "data.spacing_mm=[1,1,-1]", "data.spacing_mm"),
+        (TranslateConfig, "data.val_fraction=1.0", "data.val_fraction"),
+        (TranslateConfig, "data.val_fraction=-0.1", "data.val_fraction"),
+        (TranslateConfig, "data.slice_axis=oblique", "data.slice_axis"),
+        (TranslateConfig, "translator.steps=-5", "translator.steps"),
+        (TranslateConfig, "mixer.batch_size=0", "mixer.batch_size"),
+        (TranslateConfig, "model.size=huge", "model.size"),
+        (TranslateConfig, "task=ct2mr", "task"),
+        (TranslateConfig, "train.device=tpu", "train.device"),
+        (TranslateConfig, "train.precision=fp8", "train.precision"),
+        (TranslateConfig, "train.weight_decay=-0.1", "train.weight_decay"),
+        (GenerateConfig, "model.size=huge", "model.size"),
+        (GenerateConfig, "model.modalities=[]", "model.modalities"),
+        (GenerateConfig, "mapper.path_mix=1.5", "mapper.path_mix"),
+        (GenerateConfig, "mapper.loss_size=[8,8]", "mapper.loss_size"),
+        (GenerateConfig, "mapper.lr_schedule=linear", "mapper.lr_schedule"),
+        (GenerateConfig, "encoder.batch_size=0", "encoder.batch_size"),
+    ],
+)
+def test_values_out_of_range_are_named(cls, override, key):
+    with pytest.raises(InputError, match=f"config key {re.escape(repr(key))}: must be"):
+        load_config(cls, None, [override])
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["translator.steps=0", "data.val_fraction=0", "train.device=cuda:1", "data.shape=[8,16,16]"],
+)
+def test_values_at_the_edge_of_their_range_load(override):
+    load_config(TranslateConfig, None, [override])
+
+
+def test_validate_config_checks_values_set_after_loading():
+    cfg = load_config(TranslateConfig)
+    validate_config(cfg)
+    cfg.train.lr = float("inf")
+    with pytest.raises(InputError, match="'train.lr': must be a finite number"):
+        validate_config(cfg)
+    cfg.train.lr = 1e-3
+    cfg.data.shape = [32, 0, 32]
+    with pytest.raises(InputError, match="'data.shape'"):
+        validate_config(cfg)
+
+
+def test_size_names_match_the_registries():
+    assert set(TRANSLATION_SIZE_NAMES) == set(TRANSLATION_SIZES)
+    assert set(GENERATION_SIZE_NAMES) == set(GENERATION_SIZES)
+
+
+def test_shipped_configs_are_valid():
+    for name in ("translate_tiny", "translate_demo", "translate_mr2ct", "translate_missing"):
+        load_config(TranslateConfig, config_path(name))
+    for name in ("generate_tiny", "generate_demo"):
+        load_config(GenerateConfig, config_path(name))

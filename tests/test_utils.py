@@ -1,9 +1,16 @@
-"""Atomic writes, output-location checks and device choice (lift3d.utils)."""
+"""Atomic and exclusive writes, output-location checks, leftovers, locks, device choice."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import time
+
 import pytest
 
+from lift3d import utils
 from lift3d.errors import InputError
 from lift3d.utils import atomic_path, atomic_write_text, check_output_path, resolve_device
 
@@ -60,3 +67,108 @@ def test_resolve_device_cpu_and_errors():
     assert resolve_device("auto") in ("cpu", "cuda")
     with pytest.raises(InputError):
         resolve_device("tpu")
+
+
+# ------------------------------------------------------------------ output ownership
+
+
+def test_atomic_path_exclusive_keeps_a_file_that_appears_meanwhile(tmp_path):
+    target = tmp_path / "out.nii.gz"
+    with pytest.raises(InputError, match="another process meanwhile") as exc:
+        with atomic_path(target, overwrite=False) as tmp:
+            tmp.write_bytes(b"mine")
+            target.write_bytes(b"theirs")  # another writer finishes first
+    assert str(target) in str(exc.value)
+    assert target.read_bytes() == b"theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.nii.gz"]
+    with pytest.raises(InputError, match="already exists; pass --overwrite"):
+        with atomic_path(target, overwrite=False):
+            pass
+
+
+def test_atomic_path_overwrite_replaces_and_says_so(tmp_path, caplog):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    caplog.set_level("INFO", logger="lift3d.utils")
+    atomic_write_text(target, "new", overwrite=True)
+    assert target.read_text() == "new"
+    assert f"replaced the existing {target}" in caplog.text
+    caplog.clear()
+    atomic_write_text(target, "newer")  # lift3d's own files: replaced quietly
+    assert target.read_text() == "newer" and caplog.text == ""
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_atomic_path_files_follow_the_umask(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x", overwrite=False)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_write_errors_become_one_line_input_errors(tmp_path):
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr here")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported on this file system")
+    try:
+        with pytest.raises(InputError, match=r"cannot write \(") as exc:
+            atomic_write_text(folder / "a.txt", "x")
+        assert str(folder / "a.txt") in str(exc.value)
+        with pytest.raises(InputError, match="not writable"):
+            check_output_path(folder / "b.txt")
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    assert list(folder.iterdir()) == []
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_stale_temp_files_are_removed_live_ones_kept(tmp_path):
+    host = utils._host_tag()
+    (tmp_path / "case").mkdir()
+    dead = tmp_path / "case" / f".sct{utils.TEMP_TAG}{host}-{dead_pid()}-00ff.nii.gz"
+    live = tmp_path / f".sct{utils.TEMP_TAG}{host}-{os.getpid()}-00ff.nii.gz"
+    other_old = tmp_path / f".a{utils.TEMP_TAG}00000000-123-00ff.json"
+    other_new = tmp_path / f".b{utils.TEMP_TAG}00000000-123-00ff.json"
+    users = tmp_path / ".sct.abcdefgh.nii.gz"  # not one of ours: never touched
+    for p in (dead, live, other_old, other_new, users):
+        p.write_bytes(b"x")
+    old = time.time() - utils.STALE_OTHER_HOST_S - 60
+    os.utime(other_old, (old, old))
+    removed = utils.clean_stale_temps(tmp_path)
+    assert sorted(removed) == sorted([dead, other_old])
+    assert live.exists() and other_new.exists() and users.exists()
+    # check_output_path cleans the output's folder the same way
+    dead2 = tmp_path / f".x{utils.TEMP_TAG}{host}-{dead_pid()}-00ff.nii.gz"
+    dead2.write_bytes(b"x")
+    check_output_path(tmp_path / "new.nii.gz")
+    assert not dead2.exists()
+
+
+def test_folder_lock_is_exclusive(tmp_path):
+    with utils.folder_lock(tmp_path) as lock:
+        assert lock.exists()
+        code = (
+            "import sys; from lift3d.utils import folder_lock\n"
+            "from lift3d.errors import InputError\n"
+            "try:\n"
+            "    with folder_lock(sys.argv[1]): sys.exit(0)\n"
+            "except InputError as exc:\n"
+            "    print(exc); sys.exit(3)\n"
+        )
+        other = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True
+        )
+        assert other.returncode == 3 and "another lift3d process" in other.stdout
+    assert not lock.exists()
+    with utils.folder_lock(tmp_path):  # free again once released
+        pass

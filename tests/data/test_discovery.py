@@ -12,9 +12,16 @@ import pytest
 
 from lift3d.constants import BRATS_MODALITIES
 from lift3d.data import discovery
-from lift3d.data.discovery import check_case, discover_cases, load_case, validate_case
+from lift3d.data.discovery import (
+    check_case,
+    check_volume_data,
+    discover_cases,
+    load_case,
+    read_checked,
+    validate_case,
+)
 from lift3d.data.layouts import detect_layout
-from lift3d.data.volume import Volume, write_volume
+from lift3d.data.volume import Volume, read_volume, write_volume
 from lift3d.errors import InputError
 
 SHAPE = (8, 9, 10)
@@ -378,3 +385,43 @@ def test_validate_case_raises_first_problem(tmp_path):
     validate_case(case)
     with pytest.raises(InputError, match="required modality 'ct' is missing"):
         validate_case(case, required=("t1n", "ct"))
+
+
+# ------------------------------------------------------------------ one check for every path
+
+
+@pytest.mark.parametrize(
+    "array, modality, match",
+    [
+        (np.ones((1, 1, 1), np.float32), "t1n", "single voxel"),
+        (np.arange(20, dtype=np.float32).reshape(5, 4, 1), "t1n", "single slice"),
+        (np.zeros((4, 4, 4), np.uint8), "mask", r"all voxels are zero \(empty mask\)"),
+        (np.full((4, 4, 4), 3.0, np.float32), "t1n", "same value"),
+    ],
+)
+def test_check_volume_data_and_read_checked(tmp_path, array, modality, match):
+    path = tmp_path / "v.nii.gz"
+    write_image(path, array)
+    with pytest.raises(InputError, match=match) as err:
+        read_checked(path, modality)
+    assert err.value.path == path
+    with pytest.raises(InputError, match=match):
+        check_volume_data(read_volume(path), modality)
+
+
+def test_read_checked_accepts_labels_and_full_masks(tmp_path):
+    write_image(tmp_path / "seg.nii.gz", np.zeros((4, 4, 4), np.uint8))
+    write_image(tmp_path / "mask.nii.gz", np.ones((4, 4, 4), np.uint8))
+    assert read_checked(tmp_path / "seg.nii.gz", "seg").shape == (4, 4, 4)  # no tumour: fine
+    assert read_checked(tmp_path / "mask.nii.gz", "mask").array.all()
+
+
+def test_a_one_voxel_volume_is_refused_by_discovery_and_loading(tmp_path):
+    make_brats(tmp_path, n=1)
+    write_image(brats_file(tmp_path, 0, "t2w"), np.ones((1, 1, 1), np.float32))
+    with pytest.raises(InputError, match="single voxel") as err:
+        discover_cases(tmp_path)
+    assert err.value.path == brats_file(tmp_path, 0, "t2w")
+    (case,) = discover_cases(tmp_path, validate=False)
+    with pytest.raises(InputError, match="single voxel"):
+        load_case(case, ["t2w"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 import lift3d
-from lift3d.data.volume import Volume, reorient
+from lift3d.data.volume import Volume, nifti_codes, reorient, with_nifti_codes
 from lift3d.errors import InputError
 
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -430,3 +431,41 @@ def test_real_nifti2_oblique_volume(tmp_path):
     np.testing.assert_allclose(src.affine, img.affine, atol=1e-6)
     for ext in EXTS:
         assert_same_volume(src, lift3d.read_volume(lift3d.write_volume(src, tmp_path / f"o{ext}")))
+
+
+def test_write_volume_refuses_non_finite_results(tmp_path):
+    vol = Volume(np.ones((3, 3, 3), np.float32), np.eye(4))
+    vol.array[1, 1, 1] = np.nan
+    with pytest.raises(InputError, match="1 NaN or Inf voxels") as err:
+        lift3d.write_volume(vol, tmp_path / "r.nii.gz", require_finite=True)
+    assert err.value.path == tmp_path / "r.nii.gz"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".mha", ".mhd"])
+def test_write_volume_exclusive_and_umask(tmp_path, ext):
+    vol = Volume(np.arange(27, dtype=np.int16).reshape(3, 3, 3), np.eye(4))
+    path = tmp_path / f"v{ext}"
+    old = os.umask(0o027)
+    try:
+        lift3d.write_volume(vol, path, overwrite=False)
+    finally:
+        os.umask(old)
+    assert {p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {0o640}
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(InputError, match="already exists"):
+        lift3d.write_volume(vol.with_array(vol.array * 2), path, overwrite=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    lift3d.write_volume(vol.with_array(vol.array * 2), path, overwrite=True)
+    np.testing.assert_array_equal(lift3d.read_volume(path).array, vol.array * 2)
+    assert sorted(before) == sorted(p.name for p in tmp_path.iterdir())  # no temp left
+
+
+def test_with_nifti_codes(tmp_path):
+    vol = with_nifti_codes(Volume(np.ones((3, 3, 3), np.float32), np.diag([2, 2, 2, 1])), 4, 4)
+    path = lift3d.write_volume(vol, tmp_path / "mni.nii.gz")
+    header = nib.load(path).header
+    assert (int(header["qform_code"]), int(header["sform_code"])) == (4, 4)
+    assert nifti_codes(path) == (4, 4)
+    np.testing.assert_allclose(lift3d.read_volume(path).affine, np.diag([2, 2, 2, 1]))
+    assert nifti_codes(tmp_path / "x.mha") is None

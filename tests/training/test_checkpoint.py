@@ -1,16 +1,26 @@
-"""Checkpoint files: state encoding, atomic pairs, pruning, weight export and its errors."""
+"""Checkpoint files: state encoding, atomic pairs, pruning, weight export, checksums, errors."""
 
 from __future__ import annotations
 
 import random
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 from torch import nn
 
 from lift3d.errors import InputError
-from lift3d.models.weights import load_weights, save_weights
+from lift3d.models.weights import (
+    CHECKSUM_KEY,
+    load_tensors,
+    load_weights,
+    read_metadata,
+    save_weights,
+    tensors_checksum,
+)
 from lift3d.training import checkpoint as ckpt
 
 
@@ -110,3 +120,77 @@ def test_load_weights_errors(tmp_path):
         InputError, match=r"'weight' has shape \(2, 2\), the model expects \(3, 2\)"
     ):
         load_weights(nn.Linear(2, 3), path)
+
+
+# ------------------------------------------------------------------ checksums
+
+
+def flip_bit(path, offset: int = -1) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+def test_weights_carry_a_checksum_that_load_verifies(tmp_path):
+    src = nn.Linear(4, 3)
+    path = save_weights(src, tmp_path / "w.safetensors", {"task": "translate"})
+    _, raw = load_tensors(path)
+    assert raw[CHECKSUM_KEY] == tensors_checksum(dict(src.state_dict()))
+    assert "sha256" not in read_metadata(path)  # not part of the caller's metadata
+    flip_bit(path)  # one bit of the last tensor's data
+    with pytest.raises(InputError, match="damaged.*checksum") as err:
+        load_weights(nn.Linear(4, 3), path)
+    assert err.value.path == path
+
+
+def test_checksum_sees_values_dtypes_shapes_and_names():
+    base = {"a": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(2, dtype=torch.bfloat16)}
+    digest = tensors_checksum(base)
+    assert tensors_checksum({k: v.clone() for k, v in base.items()}) == digest
+    variants = [
+        {**base, "a": base["a"].reshape(3, 2)},
+        {**base, "a": base["a"].double()},
+        {**base, "b": base["b"] + 1},
+        {"c": base["a"], "b": base["b"]},
+    ]
+    assert len({tensors_checksum(v) for v in variants} | {digest}) == len(variants) + 1
+
+
+def test_files_without_a_checksum_still_load(tmp_path):
+    src, dst = nn.Linear(2, 2), nn.Linear(2, 2)
+    path = tmp_path / "old.safetensors"
+    save_file(dict(src.state_dict()), str(path), metadata={"task": '"translate"'})
+    assert load_weights(dst, path) == {"task": "translate"}
+    assert torch.equal(dst.weight, src.weight)
+
+
+def test_damaged_or_mismatched_checkpoint_pairs_are_refused(tmp_path):
+    tensors = {"model.w": torch.randn(3, 3), "optim.x": torch.ones(2)}
+    first = ckpt.save_checkpoint(tmp_path, 1, tensors, {})
+    second = ckpt.save_checkpoint(tmp_path, 2, {k: v * 2 for k, v in tensors.items()}, {})
+    meta, loaded = ckpt.load_checkpoint(second)
+    assert meta["weights_sha256"] and torch.equal(loaded["model.w"], tensors["model.w"] * 2)
+    # the weight file of another checkpoint under this one's JSON
+    shutil.copy(first.with_suffix(".safetensors"), second.with_suffix(".safetensors"))
+    with pytest.raises(InputError, match="does not belong"):
+        ckpt.load_checkpoint(second)
+    flip_bit(first.with_suffix(".safetensors"))
+    with pytest.raises(InputError, match="damaged"):
+        ckpt.load_checkpoint(first)
+    first.write_text("{not json")
+    with pytest.raises(InputError, match="unreadable checkpoint metadata"):
+        ckpt.load_checkpoint(first)
+
+
+def test_full_disk_while_saving_weights(tmp_path, monkeypatch):
+    """safetensors reports a full disk as its own error; it becomes the one-line InputError."""
+
+    def full(*args, **kwargs):
+        raise SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    monkeypatch.setattr("lift3d.models.weights.save_file", full)
+    with pytest.raises(InputError, match=r"cannot write \(No space left on device\)"):
+        save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
+    assert list(tmp_path.iterdir()) == []
