@@ -118,6 +118,6 @@ def run(args: argparse.Namespace) -> int:
     result["skipped"] = skipped
     print(format_table(result))
     if args.json is not None:
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n", overwrite=args.overwrite)
         print(f"wrote {args.json}")
     return 0
