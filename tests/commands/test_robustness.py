@@ -32,6 +32,7 @@ from lift3d.data.volume import Volume, read_volume, write_volume
 from lift3d.inference import translate as translate_mod
 from lift3d.model_folder import save_model
 from lift3d.models.registry import translation_model_from_config as build_model
+from lift3d.training import translate as train_translate_mod
 from lift3d.training.engine import Engine
 
 TRAIN_TINY = ["--config", "translate_tiny", "--set", "translator.steps=3", "mixer.steps=1"]
@@ -522,16 +523,42 @@ def test_data_problem_leaves_no_run_folder(phantom_synthrad_dir, tmp_path, capsy
     assert not run.exists()
 
 
-def test_diverging_run_names_the_step_and_the_last_checkpoint(
-    phantom_synthrad_dir, tmp_path, capsys
+def test_diverging_run_names_the_step_and_the_last_good_checkpoint(
+    phantom_synthrad_dir, tmp_path, capsys, monkeypatch
 ):
     run = tmp_path / "run"
     argv = ["train", "translate", "--data", phantom_synthrad_dir, "--out", run, *TRAIN_TINY]
-    line = one_line_error(capsys, *argv, "translator.lr=1e30", "train.ckpt_every=1")
-    ckpt = run / "checkpoints" / "translator" / "step_0000001.safetensors"
-    assert "at step 2, training diverged" in line
-    assert f"last good checkpoint {ckpt} (step 1)" in line
-    assert ckpt.is_file()  # kept, to resume from
+    argv += ["train.ckpt_every=1", "translator.steps=5"]
+    real = train_translate_mod.slice_loss
+    calls = {"n": 0}
+
+    def infinite_at_step_four(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("inf") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(train_translate_mod, "slice_loss", infinite_at_step_four)
+    line = one_line_error(capsys, *argv)
+    stage = run / "checkpoints" / "translator"
+    assert "loss is inf at step 4, training diverged" in line
+    assert f"last good checkpoint {stage / 'step_0000002.safetensors'} (step 2)" in line
+    assert "--resume" in line
+    assert sorted(p.name for p in stage.glob("*.json")) == [
+        "step_0000001.json",
+        "step_0000002.json",
+    ]
+    monkeypatch.setattr(train_translate_mod, "slice_loss", real)
+    code, _, _ = cli(capsys, *argv, "--resume")
+    assert code == 0
+    assert "resumed from step_0000002.json" in (run / "log.txt").read_text()
+
+
+def test_diverging_learning_rate_stops_with_one_line(phantom_synthrad_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "translate", "--data", phantom_synthrad_dir, "--out", run, *TRAIN_TINY]
+    line = one_line_error(capsys, *argv, "translator.lr=1e30")
+    assert "at step 2, training diverged" in line and "lower the learning rate" in line
+    assert not run.exists()  # no checkpoint worth keeping
 
 
 # ------------------------------------------------------------------ 5. checksums and recovery

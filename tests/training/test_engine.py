@@ -298,7 +298,8 @@ def test_resume_with_no_intact_checkpoint_fails_cleanly(tmp_path):
         run(make_cfg(), tmp_path)
 
 
-def test_diverging_loss_names_step_and_last_checkpoint(tmp_path):
+def test_diverging_loss_names_step_and_last_good_checkpoint(straight, tmp_path):
+    _, reference = straight
     calls = {"n": 0}
 
     def diverging_step(model, batch):
@@ -308,12 +309,18 @@ def test_diverging_loss_names_step_and_last_checkpoint(tmp_path):
             out["loss"] = out["loss"] * float("inf")
         return out
 
+    cfg = make_cfg(ckpt_every=1, keep_last=3)
     with pytest.raises(InputError) as exc:
-        run(make_cfg(), tmp_path, step_fn=diverging_step)
+        run(cfg, tmp_path, step_fn=diverging_step)
     message = str(exc.value)
+    stage_dir = tmp_path / "checkpoints/toy"
     assert "loss is inf at step 5, training diverged" in message
-    assert str(tmp_path / "checkpoints/toy/step_0000003.safetensors") in message
-    assert len(message.splitlines()) == 1
+    # the weights after step 4 gave the non-finite loss: step 3 is the last good checkpoint
+    assert f"last good checkpoint {stage_dir / 'step_0000003.safetensors'} (step 3)" in message
+    assert "removed step_0000004" in message and len(message.splitlines()) == 1
+    assert [s for s, _ in ckpt.list_checkpoints(stage_dir)] == [2, 3]
+    scramble_rng()
+    assert_same_weights(run(cfg, tmp_path), reference)  # --resume continues from step 3
 
 
 def test_zero_step_stage_leaves_the_model(tmp_path):

@@ -594,18 +594,7 @@ class Engine:
                     pos.epoch += 1
                     pos.batch_in_epoch = 0
         except _Diverged as exc:
-            found = ckpt.list_checkpoints(stage_dir)
-            last = (
-                f"last good checkpoint {found[-1][1].with_suffix('.safetensors')} "
-                f"(step {found[-1][0]}); lower the learning rate and run again with --resume"
-                if found
-                else "no checkpoint was written before it; lower the learning rate"
-            )
-            raise InputError(
-                f"stage {stage!r}: loss is {exc.value} at step {exc.step}, training diverged; "
-                f"{last} (or check the data)",
-                self.run_dir,
-            ) from None
+            raise self._diverged(stage, stage_dir, exc) from None
         finally:
             bar.close()
         if pos.step < max_steps:
@@ -613,6 +602,37 @@ class Engine:
             return False
         self._finish(stage, stage_dir, model, pos)
         return True
+
+    def _diverged(self, stage: str, stage_dir: Path, exc: _Diverged) -> InputError:
+        """The one-line error for a non-finite loss at step N, naming the last good checkpoint.
+
+        The weights after N - 1 steps gave the non-finite loss, so a checkpoint of step N - 1
+        holds bad weights: it is removed (a ``--resume`` would diverge again at once) and the
+        last good checkpoint is the newest of step N - 2 or earlier.
+        """
+        good, bad = [], []
+        for step, json_path in ckpt.list_checkpoints(stage_dir):
+            (good if step <= exc.step - 2 else bad).append((step, json_path))
+        if self.is_main:
+            for _, json_path in bad:  # JSON first: a half-removed pair is merely incomplete
+                json_path.unlink(missing_ok=True)
+                json_path.with_suffix(".safetensors").unlink(missing_ok=True)
+        removed = (
+            f" (removed {', '.join(p.stem for _, p in bad)}: its weights gave it)" if bad else ""
+        )
+        if good:
+            step, json_path = good[-1]
+            last = (
+                f"last good checkpoint {json_path.with_suffix('.safetensors')} (step {step})"
+                f"{removed}; lower the learning rate and run again with --resume"
+            )
+        else:
+            last = f"no good checkpoint before it{removed}; lower the learning rate"
+        return InputError(
+            f"stage {stage!r}: loss is {exc.value} at step {exc.step}, training diverged; "
+            f"{last} (or check the data)",
+            self.run_dir,
+        )
 
     def _train_step(
         self,
