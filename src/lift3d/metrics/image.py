@@ -17,6 +17,9 @@ exact choices.
 
 The SSIM map is computed here with SciPy's ``uniform_filter`` (the same operations, in float64, as
 ``skimage.metrics.structural_similarity``); the tests check parity with scikit-image to 1e-6.
+Our own, not MONAI's ``SSIMMetric``: that one averages over valid window positions only, with
+population variances, so it cannot give the challenges' reflect-padded, sample-covariance map
+averaged over a mask (MONAI's metric serves the diversity score, :mod:`lift3d.metrics.diversity`).
 """
 
 from __future__ import annotations
