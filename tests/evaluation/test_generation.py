@@ -14,6 +14,7 @@ from lift3d.errors import InputError
 from lift3d.evaluation.encoder import EvalDescriptor
 from lift3d.evaluation.generation import (
     distribution_metrics,
+    diversity_metrics,
     evaluate_generation,
     plane_features,
     prepare_volume,
@@ -151,3 +152,16 @@ def test_eval_encoder_file_is_trained_once_then_reused(tmp_path):
     path.with_suffix(".json").unlink()
     with pytest.raises(InputError):
         evaluate_generation(pred, ref, **kw)
+
+
+def test_diversity_metrics_of_both_sets_and_small_grids():
+    vols = smooth_volumes(4, 0)  # 16^3: 2 MS-SSIM scales
+    scores, settings = diversity_metrics(vols, vols, max_pairs=5, seed=1)
+    assert scores["msssim_diversity"] == pytest.approx(scores["msssim_diversity_reference"])
+    assert scores["msssim_diversity_gap"] == pytest.approx(0.0, abs=1e-9)
+    assert settings["scales"] == 2 and settings["pairs"] == 5 and settings["pairs_total"] == 6
+    assert settings["window"] == [7, 7, 7] and settings["grid"] == [16, 16, 16]
+    tiny = [v[:6, :6, :6] for v in vols]
+    scores, settings = diversity_metrics(tiny, tiny)
+    assert set(scores.values()) == {"needs --eval-shape of at least 7 per axis"}
+    assert settings["grid"] == [6, 6, 6]
