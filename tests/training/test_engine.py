@@ -380,7 +380,7 @@ def test_bad_step_outputs(tmp_path):
     with pytest.raises(TypeError, match="'loss'"):
         engine.fit("a", model, opt, ToyDataset(), lambda m, b: m(b["x"]).mean(), max_steps=2)
     nan_step = lambda m, b: {"loss": m(b["x"]).mean() * float("nan")}  # noqa: E731
-    with pytest.raises(InputError, match="at step 1, training diverged; no checkpoint"):
+    with pytest.raises(InputError, match="at step 1, training diverged; no good checkpoint"):
         engine.fit("b", model, opt, ToyDataset(), nan_step, max_steps=2)
     with pytest.raises(InputError, match="empty"):
         engine.fit("c", model, opt, ToyDataset(0), noisy_step, max_steps=2)
