@@ -125,3 +125,13 @@ def test_registry():
         build_translation_model("huge", in_channels=1)
     with pytest.raises(ValueError, match="option"):
         build_translation_model("tiny", in_channels=1, colour="red")
+
+
+def test_size_names_in_constants_match_the_registries():
+    """config.py checks `model.size` against lift3d.constants (it may not import models)."""
+    from lift3d.constants import GENERATION_SIZE_NAMES, TRANSLATION_SIZE_NAMES
+    from lift3d.models.generation import GENERATION_SIZES
+    from lift3d.models.registry import TRANSLATION_SIZES
+
+    assert tuple(TRANSLATION_SIZES) == TRANSLATION_SIZE_NAMES
+    assert tuple(GENERATION_SIZES) == GENERATION_SIZE_NAMES
