@@ -173,3 +173,27 @@ def test_monai_mmd_parity_with_linear_kernel_formula():
     assert shifted == pytest.approx(4.0, rel=0.15) and abs(same) < 0.05
     with pytest.raises(ValueError):
         mmd_from_features(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+def test_fid_with_a_scipy_whose_sqrtm_has_no_disp(monkeypatch):
+    """SciPy 1.18 removed ``sqrtm(disp=...)``, which MONAI 1.6's FID passes: with such a SciPy
+    the distance is the same as with the original ``sqrtm``."""
+    import scipy.linalg
+
+    from lift3d.metrics import distribution
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 6)), rng.normal(0.5, 1.2, size=(30, 6))
+    expected = distribution.fid_from_features(x, y)
+    original = distribution._SCIPY_SQRTM
+
+    def sqrtm_without_disp(a, blocksize=64):
+        return original(a)
+
+    monkeypatch.setattr(scipy.linalg, "sqrtm", sqrtm_without_disp)
+    monkeypatch.setattr(distribution, "_SCIPY_SQRTM", sqrtm_without_disp)
+    monkeypatch.setattr(distribution, "SQRTM_HAS_DISP", False)
+    with pytest.raises(TypeError):
+        sqrtm_without_disp(np.eye(2), disp=False)
+    assert distribution.fid_from_features(x, y) == pytest.approx(expected, rel=1e-9)
+    assert scipy.linalg.sqrtm is sqrtm_without_disp  # restored after the call

@@ -29,11 +29,14 @@ dominate KID (docs/journal/2026-11-25-generation-32-evaluator.md).
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
+import scipy.linalg
 import torch
 from monai.metrics import FIDMetric, MMDMetric
 from monai.metrics.fid import compute_frechet_distance
@@ -42,16 +45,39 @@ from scipy.linalg import LinAlgWarning
 # ------------------------------------------------------------------ distances on features
 
 
+def _sqrtm_with_disp(a: Any, disp: bool = True, blocksize: int = 64) -> Any:
+    """``scipy.linalg.sqrtm`` as SciPy < 1.18 had it: ``disp=False`` also returns the relative
+    Frobenius error of the root. MONAI 1.6's FID passes ``disp=False``, which SciPy 1.18
+    removed."""
+    root = _SCIPY_SQRTM(a)
+    if disp:
+        return root
+    a = np.asarray(a)
+    return root, float(np.linalg.norm(root @ root - a) / max(np.linalg.norm(a), 1e-300))
+
+
+_SCIPY_SQRTM = scipy.linalg.sqrtm
+SQRTM_HAS_DISP = "disp" in inspect.signature(_SCIPY_SQRTM).parameters
+
+
 @contextmanager
 def _quiet_sqrtm() -> Iterator[None]:
     """Silence SciPy's sqrtm notes inside MONAI's FID: singular products are expected with
     fewer samples than features (the result is checked against the eigenvalue formula), and
-    the ``disp`` deprecation is MONAI's call."""
+    the ``disp`` deprecation is MONAI's call. With a SciPy whose ``sqrtm`` has no ``disp``,
+    MONAI's call goes to `_sqrtm_with_disp` for the duration."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=LinAlgWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*disp.*")
         warnings.filterwarnings("ignore", category=RuntimeWarning, message="invalid value")
-        yield
+        if SQRTM_HAS_DISP:
+            yield
+            return
+        scipy.linalg.sqrtm = _sqrtm_with_disp
+        try:
+            yield
+        finally:
+            scipy.linalg.sqrtm = _SCIPY_SQRTM
 
 
 def frechet_distance(
