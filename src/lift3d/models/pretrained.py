@@ -29,7 +29,7 @@ from monai.networks.nets import resnet50
 from torch import nn
 
 from lift3d.errors import InputError
-from lift3d.models.weights import load_tensors
+from lift3d.models.weights import load_tensors, state_dict_mismatch
 
 FEATURE_DIM = 2048  # ResNet-50's last block: the feature size of both networks
 MEDICALNET_HEADS = ("conv_seg.", "fc.")  # heads a released checkpoint may carry; not features
@@ -192,23 +192,8 @@ def load_pretrained(
     net = build()
     expected = net.state_dict()
     # Checkpoints from before batch-norm counted its steps have no num_batches_tracked.
-    missing = sorted(
-        k for k in expected if k not in tensors and not k.endswith("num_batches_tracked")
-    )
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
-        raise InputError(f"not {what} weights: {'; '.join(parts)}", path)
-    for key, value in tensors.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise InputError(
-                f"not {what} weights: {key} has shape {tuple(value.shape)}, "
-                f"the network expects {tuple(expected[key].shape)}",
-                path,
-            )
+    problem = state_dict_mismatch(expected, tensors, optional=("num_batches_tracked",))
+    if problem:
+        raise InputError(f"not {what} weights: {problem}", path)
     net.load_state_dict(tensors, strict=False)
     return net.eval()

@@ -177,6 +177,40 @@ def save_weights(
     return path
 
 
+def state_dict_mismatch(
+    expected: dict[str, torch.Tensor],
+    tensors: dict[str, torch.Tensor],
+    optional: tuple[str, ...] = (),
+) -> str | None:
+    """Why `tensors` cannot fill a module whose ``state_dict()`` is `expected`, or None.
+
+    Args:
+        expected: the module's state dict.
+        tensors: the tensors read from a file.
+        optional: key suffixes a file may lack (e.g. ``num_batches_tracked``).
+
+    Returns:
+        ``"missing keys [...]; unexpected keys [...]"`` or ``"'k' has shape (..), the model
+        expects (..)"``; None when every key and shape fits.
+    """
+    missing = sorted(k for k in expected if k not in tensors and not k.endswith(optional))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        return "; ".join(parts)
+    for key, value in expected.items():  # the model's order
+        if key in tensors and tuple(tensors[key].shape) != tuple(value.shape):
+            return (
+                f"{key!r} has shape {tuple(tensors[key].shape)}, the model expects "
+                f"{tuple(value.shape)}"
+            )
+    return None
+
+
 def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
     """Load weights written by `save_weights` (or the ``model.*`` part of a step checkpoint).
 
@@ -198,21 +232,8 @@ def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
         stripped = {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
         if set(stripped) >= set(expected):
             tensors = stripped
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        raise InputError(f"weights do not fit this model: {'; '.join(parts)}", path)
-    for key, value in expected.items():
-        if tuple(tensors[key].shape) != tuple(value.shape):
-            raise InputError(
-                f"weights do not fit this model: {key!r} has shape {tuple(tensors[key].shape)}, "
-                f"the model expects {tuple(value.shape)}",
-                path,
-            )
+    problem = state_dict_mismatch(expected, tensors)
+    if problem:
+        raise InputError(f"weights do not fit this model: {problem}", path)
     module.load_state_dict(tensors, strict=True)
     return _decode_metadata(raw_meta)
