@@ -156,6 +156,7 @@ class TranslateModelConfig:
     z_context: int | None = None
     mixer_hidden: float | None = None
     chunk_size: int = 32  # z-chunk (output slices) for validation and inference
+    context_slices: int = 0  # 2.5D: k neighbouring source slices on each side as channels
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "size": one_of(*TRANSLATION_SIZE_NAMES),
@@ -164,6 +165,7 @@ class TranslateModelConfig:
         "z_context": COUNT,
         "mixer_hidden": POSITIVE,
         "chunk_size": NON_NEGATIVE,
+        "context_slices": NON_NEGATIVE,
     }
 
 

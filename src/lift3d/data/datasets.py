@@ -249,6 +249,10 @@ class SliceDataset(Dataset):
             or 2 (W), or an anatomical plane name (``axial`` | ``coronal`` | ``sagittal``),
             mapped to the model axis that runs across that plane.
         modalities: subset of the volume dataset's modalities (default: all).
+        context: k > 0 gives each modality as a slab of the slice and its k neighbours on each
+            side, (1, 2k + 1, H', W'), neighbours beyond the volume's ends repeating the edge
+            slice (as `lift3d.models.lift.slice_context` does for whole volumes); the mask
+            stays the centre slice. 0: single slices.
 
     Items:
         ``{"case_id", "<mod>": (1, H', W'), "mask": (1, H', W'), "depth": s in [0, 1] (0 at
@@ -260,7 +264,10 @@ class SliceDataset(Dataset):
         volume_dataset: VolumeDataset,
         axis: int | str = 0,
         modalities: Sequence[str] | None = None,
+        context: int = 0,
     ) -> None:
+        if context < 0:
+            raise ValueError(f"context must be >= 0, got {context}")
         if isinstance(axis, str):
             if axis not in SLICE_AXES:
                 raise ValueError(f"axis must be 0, 1, 2 or one of {SLICE_AXES}, got {axis!r}")
@@ -276,6 +283,7 @@ class SliceDataset(Dataset):
         self.axis = axis
         self.modalities = tuple(modalities)
         self.num_slices = volume_dataset.shape[axis]
+        self.context = context
         self._last: tuple[int, tuple[dict[str, np.ndarray], dict]] | None = None
 
     def __len__(self) -> int:
@@ -297,6 +305,14 @@ class SliceDataset(Dataset):
         arrays = self._arrays(case_index)
         item: dict[str, Any] = {"case_id": self.volumes.cases[case_index].case_id}
         for modality in (*self.modalities, MASK_KEY):
+            if self.context and modality != MASK_KEY:
+                k = self.context
+                idx = np.clip(
+                    np.arange(slice_index - k, slice_index + k + 1), 0, self.num_slices - 1
+                )
+                slab = np.moveaxis(np.take(arrays[modality], idx, axis=self.axis), self.axis, 0)
+                item[modality] = torch.from_numpy(np.ascontiguousarray(slab)).unsqueeze(0)
+                continue
             plane = np.take(arrays[modality], slice_index, axis=self.axis)
             item[modality] = torch.from_numpy(np.ascontiguousarray(plane)).unsqueeze(0)
         item["depth"] = slice_index / (self.num_slices - 1) if self.num_slices > 1 else 0.0

@@ -5,6 +5,11 @@
 (`lift3d.models.z_mixer.BidirectionalZMixer`) on its bottleneck and, optionally, on the first
 decoder stages. With the mixers off (``use_mixer=False``: the *no-mapper ablation*) or at
 initialisation (zero-init residuals) the model computes exactly F slice by slice.
+
+2.5D input (``context_slices=k > 0``): F sees each slice with its k neighbouring source slices on
+each side as extra channels (`slice_context`, edge slices replicated). The model assembles them
+from the (B, C, D, H, W) input itself, by the same function for whole volumes, z-chunks and
+training slabs, so every path gives each slice the same input.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ class TranslationModel(nn.Module):
         mixer_hidden: mixer block width as a fraction of the feature channels.
         use_mixer: default for `forward`; False gives the no-mapper ablation.
         chunk_size: default z-chunk (core slices) for `forward`; None processes whole volumes.
+        context_slices: k source slices on each side given to F as extra channels (2.5D input);
+            F's input channels must be C * (2k + 1). 0: the plain per-slice (2D) input.
     """
 
     def __init__(
@@ -46,8 +53,16 @@ class TranslationModel(nn.Module):
         mixer_hidden: float = 1.0,
         use_mixer: bool = True,
         chunk_size: int | None = None,
+        context_slices: int = 0,
     ) -> None:
         super().__init__()
+        if context_slices < 0:
+            raise ValueError(f"context_slices must be >= 0, got {context_slices}")
+        if translator.in_channels % (2 * context_slices + 1):
+            raise ValueError(
+                f"translator input channels {translator.in_channels} are not a multiple of "
+                f"2 * context_slices + 1 = {2 * context_slices + 1}"
+            )
         points = translator.feature_channels()
         if not 1 <= mixer_levels <= len(points):
             raise ValueError(f"mixer_levels must be in 1..{len(points)}, got {mixer_levels}")
@@ -65,10 +80,12 @@ class TranslationModel(nn.Module):
         )
         self.use_mixer = use_mixer
         self.chunk_size = chunk_size
+        self.context_slices = context_slices
 
     @property
     def in_channels(self) -> int:
-        return self.translator.in_channels
+        """Source channels C of the (B, C, D, H, W) input (F sees C * (2k + 1) with context)."""
+        return self.translator.in_channels // (2 * self.context_slices + 1)
 
     def receptive_field(self, use_mixer: bool | None = None) -> int:
         """Slices on each side that can change one output slice (0 without mixer)."""
@@ -81,12 +98,17 @@ class TranslationModel(nn.Module):
         h5 = rearrange(h, "(b d) c y x -> b d y x c", b=batch)  # channels last for the mixer
         return rearrange(self.mixers[level](h5), "b d y x c -> (b d) c y x")
 
-    def _forward_full(self, x: Tensor, use_mixer: bool) -> Tensor:
-        """Whole-volume forward: (B, S, D, H, W) -> (B, 1, D, H, W), H and W padded as needed."""
+    def _forward_full(
+        self, x: Tensor, use_mixer: bool, lo: int = 0, hi: int | None = None
+    ) -> Tensor:
+        """Whole-volume forward: (B, S, D, H, W) -> (B, 1, hi - lo, H, W), H and W padded as
+        needed; output slices [lo, hi) (with the mixer: all slices, then cut)."""
+        if use_mixer and (lo, hi) != (0, None):
+            return self._forward_full(x, use_mixer)[:, :, lo:hi]
         b, _, _, hh, ww = x.shape
         m = self.translator.multiple
         pad_h, pad_w = (-hh) % m, (-ww) % m
-        s = rearrange(x, "b c d h w -> (b d) c h w")
+        s = rearrange(slice_context(x, self.context_slices, lo, hi), "b c d h w -> (b d) c h w")
         if pad_h or pad_w:
             s = F.pad(s, (0, pad_w, 0, pad_h))
         s = s.contiguous(memory_format=torch.channels_last)
@@ -99,7 +121,11 @@ class TranslationModel(nn.Module):
         return rearrange(y, "(b d) c h w -> b c d h w", b=b)
 
     def forward(
-        self, x: Tensor, use_mixer: bool | None = None, chunk_size: int | None = None
+        self,
+        x: Tensor,
+        use_mixer: bool | None = None,
+        chunk_size: int | None = None,
+        slices: tuple[int, int] | None = None,
     ) -> Tensor:
         """Translate a batch of volumes.
 
@@ -109,11 +135,16 @@ class TranslationModel(nn.Module):
             chunk_size: stream over z in chunks of this many output slices (see
                 `_forward_streaming`), so memory does not grow with D; the result equals the
                 whole-volume forward to float rounding. None: the module default.
+            slices: only output slices [lo, hi) of `x` (the others serve as 2.5D context);
+                without the mixer F runs on these slices only. None: all slices.
 
         Returns:
-            (B, 1, D, H, W) target in the model's [0, 1] scale (not clamped).
+            (B, 1, D, H, W) target in the model's [0, 1] scale (not clamped); (B, 1, hi - lo,
+            H, W) with `slices`.
         """
         use_mixer = self.use_mixer if use_mixer is None else use_mixer
+        if slices is not None:
+            return self._forward_full(x, use_mixer, *slices)
         chunk_size = self.chunk_size if chunk_size is None else chunk_size
         if not chunk_size or chunk_size >= x.shape[2]:
             return self._forward_full(x, use_mixer)
@@ -163,7 +194,8 @@ class TranslationModel(nn.Module):
             if stop <= start:
                 return
             if p == 0:
-                s = rearrange(x[:, :, start:stop], "b c d h w -> (b d) c h w")
+                s = slice_context(x, self.context_slices, start, stop)
+                s = rearrange(s, "b c d h w -> (b d) c h w")
                 if pad_h or pad_w:
                     s = F.pad(s, (0, pad_w, 0, pad_h))
                 s = s.contiguous(memory_format=torch.channels_last)
@@ -204,6 +236,32 @@ class TranslationModel(nn.Module):
 
     def mixer_parameters(self) -> Sequence[nn.Parameter]:
         return list(self.mixers.parameters())
+
+
+def slice_context(x: Tensor, k: int, lo: int = 0, hi: int | None = None) -> Tensor:
+    """2.5D input: each slice with its k neighbouring slices on each side as channels.
+
+    Neighbours beyond the volume's ends repeat the edge slice (index clamped to [0, D - 1]), so
+    a volume thinner than the context still works; a z-chunk [lo, hi) takes its neighbours from
+    the whole `x` and so equals the same slices of the whole volume's result.
+
+    Args:
+        x: (B, C, D, H, W) source volume.
+        k: context slices on each side (0: `x[:, :, lo:hi]` itself).
+        lo: first output slice.
+        hi: end of the output slices (exclusive); None: D.
+
+    Returns:
+        (B, C * (2k + 1), hi - lo, H, W): channel block j (of C channels) holds slice
+        ``clamp(d + j - k, 0, D - 1)`` for output slice d, i.e. offsets -k, ..., 0, ..., +k.
+    """
+    depth = x.shape[2]
+    hi = depth if hi is None else hi
+    if k == 0:
+        return x[:, :, lo:hi]
+    d = torch.arange(lo, hi, device=x.device)
+    blocks = [x[:, :, (d + off).clamp(0, depth - 1)] for off in range(-k, k + 1)]
+    return torch.cat(blocks, dim=1)
 
 
 def missing_modality_input(volumes: Tensor, missing: Tensor) -> Tensor:

@@ -62,7 +62,9 @@ def build_translation_model(
         out_channels: target channels (1).
         use_mixer: False builds the no-mapper ablation default (mixers present but unused).
         **overrides: replace registry options (``channels``, ``mixer_levels``, ``mixer_depth``,
-            ``z_context``, ``mixer_hidden``, ``chunk_size``); None values are ignored.
+            ``z_context``, ``mixer_hidden``, ``chunk_size``, ``context_slices``: k neighbouring
+            slices on each side as extra input channels, F then takes C * (2k + 1)); None
+            values are ignored.
 
     Raises:
         ValueError: unknown size or option.
@@ -74,12 +76,16 @@ def build_translation_model(
         )
     opts = dict(TRANSLATION_SIZES[size])
     opts["chunk_size"] = None
+    opts["context_slices"] = 0
     for key, value in overrides.items():
         if key not in opts:
             raise ValueError(f"unknown translation model option {key!r}")
         if value is not None:
             opts[key] = value
-    translator = SliceUNet(in_channels, out_channels, channels=opts.pop("channels"))
+    if opts["context_slices"] < 0:
+        raise ValueError(f"context_slices must be >= 0, got {opts['context_slices']}")
+    slab = 2 * opts["context_slices"] + 1
+    translator = SliceUNet(in_channels * slab, out_channels, channels=opts.pop("channels"))
     return TranslationModel(translator, use_mixer=use_mixer, **opts)
 
 
@@ -124,6 +130,7 @@ def translation_model_from_config(cfg: TranslateConfig, use_mixer: bool = True) 
             z_context=m.z_context,
             mixer_hidden=m.mixer_hidden,
             chunk_size=m.chunk_size or None,
+            context_slices=m.context_slices,
         )
     except ValueError as exc:
         raise InputError(f"model config: {exc}") from None

@@ -2,7 +2,9 @@
 
 (LiFT, arXiv 2605.19060; METHOD.md variant 2.) Two resumable engine stages in one run folder:
 
-1. ``translator``: F trained on 2D slices (L1, optionally + SSIM), the mixers unused.
+1. ``translator``: F trained on 2D slices (L1, optionally + SSIM), the mixers unused. With
+   ``model.context_slices = k`` each item is a slab of 2k + 1 source slices and the model
+   assembles the centre slice's 2.5D input from it by the code inference uses.
 2. ``mixer``: M trained on whole volumes (or random z-chunks of them) with F frozen by default,
    loss L1 on slices + a through-plane L1 on z-differences (`lift3d.losses.translation`).
 
@@ -175,12 +177,18 @@ def train_translation(cfg: TranslateConfig, run_dir: str | Path, resume: bool = 
         return None if fixed_target is not None else torch.randint(0, n_slots, (b,)).to(device)
 
     # Stage 1: F on slices (mixers unused and frozen).
+    k = cfg.model.context_slices
+
     def translator_step(net: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         b = batch["mask"].shape[0]
         missing = draw_missing(b, batch["mask"].device)
-        x = make_input(cfg.task, batch, missing)  # (B, C, 1, H, W)
+        x = make_input(cfg.task, batch, missing)  # (B, C, 1, H, W); 2.5D: (B, C, 2k + 1, H, W)
         y = select_target(cfg.task, batch, missing)
-        pred = net(x, use_mixer=False, chunk_size=0)
+        if k:  # the centre slice of each slab, its neighbours as context
+            y = y[:, :, k : k + 1]
+            pred = net(x, use_mixer=False, slices=(k, k + 1))
+        else:
+            pred = net(x, use_mixer=False, chunk_size=0)
         loss = slice_loss(pred[:, :, 0], y[:, :, 0], cfg.translator.ssim_weight)
         return {"loss": loss}
 
@@ -193,7 +201,7 @@ def train_translation(cfg: TranslateConfig, run_dir: str | Path, resume: bool = 
         "translator",
         model,
         opt1,
-        SliceDataset(volumes),
+        SliceDataset(volumes, context=k),
         translator_step,
         max_steps=cfg.translator.steps,
         batch_size=cfg.translator.batch_size,
