@@ -170,3 +170,34 @@ def test_translate_missing_folder_mode(tmp_path, phantom_brats_dir):
     names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.nii.gz"))
     mods = ["t1n", "t1c", "t2w", "t2f"]
     assert names == sorted(f"{c.name}/{c.name}-{mods[i % 4]}.nii.gz" for i, c in enumerate(cases))
+
+
+def test_25d_arm_trains_and_translates_without_a_flag(phantom_synthrad_dir, tmp_path):
+    """`--set model.context_slices=1`: stored in the model folder, used by `lift3d translate`."""
+    run = tmp_path / "run25"
+    argv = ["train", "translate", "--task", "mr2ct", "--data", str(phantom_synthrad_dir)]
+    assert main([*argv, "--out", str(run), *TRAIN_FAST, "model.context_slices=1"]) == 0
+    assert "context_slices: 1" in (run / "config.yaml").read_text()
+    weights = load_file(run / "model.safetensors")
+    assert (
+        weights["translator.down_blocks.0.body.0.weight"].shape[1] == 3
+    )  # F takes the slice and one neighbour on each side
+    case = case_dirs(phantom_synthrad_dir)[0]
+    out = tmp_path / "sct.nii.gz"
+    assert (
+        main(
+            [
+                "translate",
+                "--model",
+                str(run),
+                "--input",
+                str(case / "mr.nii.gz"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    ref = read_volume(case / "ct.nii.gz")
+    pred = read_volume(out)
+    assert pred.same_grid(ref) and np.isfinite(pred.array).all()
