@@ -36,7 +36,25 @@ def _grid_size(text: str) -> int:
     return value
 
 
+def _spacing(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of mm, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"each spacing must be a positive size in mm, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kind",
+        choices=("basic", "realistic"),
+        default="basic",
+        help="basic: every tissue distinguishable in one MR slice; realistic: cortical bone and "
+        "air both dark in MR, sinuses and mastoid air cells next to bone, fatty marrow, "
+        "partial volume, bias field, Rician noise, varied anatomy (default: basic)",
+    )
     parser.add_argument(
         "--layout",
         choices=("brats", "synthrad"),
@@ -54,8 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs=3,
         metavar=("X", "Y", "Z"),
         default=[64, 64, 64],
-        help="voxel grid as stored in the files, 1 mm voxels (BraTS size: 240 240 155; "
-        "default: 64 64 64)",
+        help="voxel grid as stored in the files (BraTS size: 240 240 155; default: 64 64 64)",
+    )
+    parser.add_argument(
+        "--spacing",
+        type=_spacing,
+        nargs=3,
+        metavar=("SX", "SY", "SZ"),
+        default=[1.0, 1.0, 1.0],
+        help="voxel size in mm, e.g. 1 1 2.5 for thick axial slices (default: 1 1 1)",
     )
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     parser.add_argument("--out", required=True, help="output folder (absent or empty)")
@@ -83,14 +108,16 @@ def run(args: argparse.Namespace) -> int:
         shape=tuple(args.shape),
         seed=args.seed,
         tumour=args.tumour,
+        kind=args.kind,
+        spacing=tuple(args.spacing),
         overwrite=args.overwrite,
         progress=sys.stderr.isatty(),
     )
     seconds = time.perf_counter() - start
     shape = "x".join(str(s) for s in args.shape)
     print(
-        f"wrote {args.cases} phantom case(s) ({args.layout} layout, {shape} voxels, seed "
-        f"{args.seed}, {len(files)} files) to {out} in {seconds:.1f} s"
+        f"wrote {args.cases} {args.kind} phantom case(s) ({args.layout} layout, {shape} voxels, "
+        f"seed {args.seed}, {len(files)} files) to {out} in {seconds:.1f} s"
     )
     print(f"next: lift3d inspect {out}")
     return 0

@@ -13,6 +13,10 @@ smooth multiplicative bias field, Rician noise) and CT (Hounsfield units, Gaussi
 written in the BraTS 2023 or SynthRAD2023 task 1 layout with non-trivial affines, so the real
 loaders are the ones exercised. Same arguments, same bytes.
 
+This is the ``basic`` kind: each tissue is distinguishable in a single MR slice. The
+``realistic`` kind (`lift3d.data.phantom_realistic`) adds the ambiguities of real MR -> CT;
+`write_phantom_dataset(kind=...)` writes either.
+
 Results on phantoms show that a mechanism works, never clinical quality.
 """
 
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 1
 MARKER_NAME = "lift3d_phantom.json"
 LAYOUTS = ("brats", "synthrad")
+KINDS = ("basic", "realistic")  # basic: this module; realistic: lift3d.data.phantom_realistic
 MR_MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 MIN_SIZE = 16  # smallest grid edge (voxels) that still holds every structure
 
@@ -193,10 +198,10 @@ def _bias_field(coeffs: np.ndarray, px, py, pz) -> np.ndarray:
     return np.exp(poly).astype(np.float32)
 
 
-def _anatomy(
+def _atlas_coordinates(
     p: dict, shape: Sequence[int], spacing: Sequence[float]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Label the grid. Returns (tissue codes uint8, skull depth in [0, 1] or -1, brain bool)."""
+    """Atlas coordinates (x, y, z) of the grid's voxel centres under the subject's deformation."""
     px, py, pz = _head_coordinates(shape, spacing)
     # Subject deformation: q = M (p - shift) + elastic(p), q in atlas coordinates.
     m = _rotation(p["angles"]) / p["scale"][None, :]
@@ -207,9 +212,20 @@ def _anatomy(
     for r in range(3):
         warp = _wave_field(p["warp"][r], px, py, pz) * np.float32(p["warp_amp"])
         q.append(m[r, 0] * dx + m[r, 1] * dy + m[r, 2] * dz + warp)
-    x, y, z = q
-    del q, dx, dy, dz
+    return q[0], q[1], q[2]
 
+
+def _anatomy(
+    p: dict, shape: Sequence[int], spacing: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label the grid. Returns (tissue codes uint8, skull depth in [0, 1] or -1, brain bool)."""
+    return _label_anatomy(p, shape, *_atlas_coordinates(p, shape, spacing))
+
+
+def _label_anatomy(
+    p: dict, shape: Sequence[int], x: np.ndarray, y: np.ndarray, z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label atlas coordinates (x, y, z) broadcast to `shape`: (tissue, skull depth, brain)."""
     # Intracranial compartments: cerebrum and cerebellum (level < 1), brainstem and cord.
     rho_b = _level(x, y, z, (0.0, 0.0, 0.20), (0.58, 0.68, 0.52))
     rho_c = _level(x, y, z, (0.0, -0.38, -0.24), (0.40, 0.28, 0.21))
@@ -463,6 +479,8 @@ def write_phantom_dataset(
     seed: int = 0,
     tumour: bool = True,
     *,
+    kind: str = "basic",
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
     overwrite: bool = False,
     progress: bool = False,
 ) -> list[Path]:
@@ -481,6 +499,10 @@ def write_phantom_dataset(
         shape: (X, Y, Z) voxel grid as stored in the files, each >= 16.
         seed: dataset seed.
         tumour: add gliomas (BraTS labels 1, 2, 3).
+        kind: ``"basic"`` (`make_phantom`: every tissue distinguishable in one MR slice) or
+            ``"realistic"`` (`lift3d.data.phantom_realistic.make_realistic_phantom`: bone and
+            air both dark in MR, air cells next to bone, partial volume, varied anatomy).
+        spacing: voxel size in mm, e.g. (1, 1, 2.5) for thick axial slices.
         overwrite: replace an existing dataset (files of an earlier phantom run are removed).
             Without it every file is created exclusively: a file that appears meanwhile
             (another run writing the same folder) is an error.
@@ -490,11 +512,21 @@ def write_phantom_dataset(
         Paths of the written image files (marker excluded), in case order.
 
     Raises:
-        InputError: unknown layout, cases < 1, bad shape, `out` exists and is not empty, or a
-            file cannot be written (then the files this call wrote are removed again).
+        InputError: unknown layout or kind, cases < 1, bad shape or spacing, `out` exists and
+            is not empty, or a file cannot be written (then the files this call wrote are
+            removed again).
     """
     from tqdm.auto import tqdm
 
+    # Imported here: the realistic module builds on this module's helpers.
+    from lift3d.data.phantom_realistic import make_realistic_phantom
+
+    if kind not in KINDS:
+        raise InputError(f"unknown phantom kind {kind!r}; use one of {', '.join(KINDS)}")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise InputError(f"--spacing needs 3 positive sizes in mm, got {spacing}")
+    make = make_realistic_phantom if kind == "realistic" else make_phantom
     if layout not in LAYOUTS:
         raise InputError(f"unknown phantom layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     if int(cases) < 1:
@@ -511,13 +543,13 @@ def write_phantom_dataset(
     bar = tqdm(range(int(cases)), desc=f"phantom ({layout})", unit="case", disable=not progress)
     try:
         for index in bar:
-            phantom = make_phantom(seed, shape, (1.0, 1.0, 1.0), tumour=tumour, case=index)
+            phantom = make(seed, shape, spacing, tumour=tumour, case=index)
             _write_case(out, layout, index, phantom, written, overwrite)
-        _write_marker(out, layout, cases, shape, seed, tumour, written, overwrite)
+        _write_marker(out, layout, cases, shape, seed, tumour, written, overwrite, kind, spacing)
     except BaseException:
         _remove_written(out, written)  # no half-written dataset (full disk, Ctrl-C ...)
         raise
-    log.debug("wrote %d phantom cases (%s layout) to %s", cases, layout, out)
+    log.debug("wrote %d %s phantom cases (%s layout) to %s", cases, kind, layout, out)
     return written
 
 
@@ -530,6 +562,8 @@ def _write_marker(
     tumour: bool,
     written: list[Path],
     overwrite: bool,
+    kind: str = "basic",
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
 ) -> None:
     marker = {
         "generator": "lift3d.data.synthetic",
@@ -538,7 +572,8 @@ def _write_marker(
         "layout": layout,
         "cases": int(cases),
         "shape": list(shape),
-        "spacing_mm": [1.0, 1.0, 1.0],
+        "kind": kind,
+        "spacing_mm": list(spacing),
         "seed": int(seed),
         "tumour": bool(tumour),
         "note": PHANTOM_NOTE,

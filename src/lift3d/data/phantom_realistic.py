@@ -1,0 +1,256 @@
+"""Realistic head phantom: the MR ambiguities, anatomical variation and acquisition effects.
+
+The basic phantom (`lift3d.data.synthetic.make_phantom`) makes every tissue distinguishable in
+one MR slice. Real MR -> CT is harder, and this phantom keeps what makes it hard. Each property is
+here because real scans have it:
+
+- **Cortical bone and air are both near zero MR signal** (cortical bone: very short T2*, few
+  mobile protons; air: no protons) in every sequence, while their CT differs by ~2400 HU
+  (cortical tables 1200-1600 HU, air -1000 HU). A single MR slice cannot tell them apart; only
+  the anatomy around them (and the neighbouring slices) can.
+- **Air next to bone**: frontal and sphenoid sinuses inside the skull, maxillary sinuses in the
+  face, and mastoid air cells (a sponge of air cells between thin bony septa behind each ear).
+  These put the two dark classes side by side, as at the real skull base.
+- **Fatty marrow bright on T1**: the diploe between the cortical tables holds fatty marrow (short
+  T1: bright on T1, intermediate-bright on fast spin-echo T2 and FLAIR) with CT of cancellous bone
+  (~450-800 HU), so bright MR can be bone too; subcutaneous fat is bright on T1 and -100 HU.
+- **CSF dark on T1, bright on T2, suppressed on FLAIR** (long T1 and T2, nulled by inversion);
+  grey matter darker than white matter on T1 and brighter on T2.
+- **Anatomy that varies between cases**: head size (+-8 %) and pose (+-10 deg), a smooth random
+  elastic deformation, skull thickness (7-13 % of the head radius) and its diploe share, ventricle
+  size, gyral folding, sinus size and mastoid pneumatisation all drawn per case.
+- **Partial volume**: every image is rendered on a grid twice as fine per axis (more along a
+  thick-slice axis, so a 2.5 mm slice averages 5 sub-slices) and averaged down, so thin
+  structures (the skull, septa, the cortex) mix with their neighbours as in a real voxel.
+- **Anisotropic voxels**: `spacing` sets the voxel size, e.g. (1, 1, 2.5) mm as in a clinical
+  axial acquisition with thick slices.
+- **Bias field**: a smooth multiplicative field (exp of a quadratic, ~+-20 %) per MR sequence,
+  as coil sensitivity gives; CT has none.
+- **Rician noise at a realistic SNR**: magnitude of complex Gaussian noise with sigma set so that
+  white matter has an SNR of 15-30 (drawn per case); the background is Rayleigh noise, not zero.
+  CT gets Gaussian noise of 10-20 HU.
+- **BraTS tumours with compartments**: necrotic core (label 1: dark on T1, bright on T2, mid on
+  FLAIR, no enhancement), enhancing rim (label 3: bright on t1c only, with patchy enhancement),
+  oedema (label 2: dark on T1, bright on T2 and brightest on FLAIR), following white matter.
+
+Labels (`tissue`, `seg`, `brain`, `mask`) are evaluated at the voxel centres of the output grid;
+images are partial-volume averages. Same arguments, same bytes. Results on phantoms show that a
+mechanism works, never clinical quality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from lift3d.data.synthetic import (
+    GENERATOR_VERSION,
+    MIN_SIZE,
+    MR_MODALITIES,
+    _atlas_coordinates,
+    _bias_field,
+    _coordinates,
+    _label_anatomy,
+    _level,
+    _wave_field,
+    _waves,
+)
+from lift3d.data.synthetic import TISSUES as _BASIC
+from lift3d.errors import InputError
+
+# Tissue codes of the realistic phantom's "tissue" map: the basic codes, with bone split into
+# cortical bone (code 3, "bone") and fatty marrow of the diploe (code 12).
+TISSUES: dict[str, int] = {**_BASIC, "marrow": 12}
+_T = TISSUES
+_N = len(TISSUES)
+_BRATS_LABEL = np.zeros(_N, dtype=np.uint8)
+_BRATS_LABEL[[_T["necrotic"], _T["oedema"], _T["enhancing"]]] = (1, 2, 3)
+
+# Relative MR signal per tissue (index = tissue code), times _MR_SCALE. Cortical bone and air
+# are ~0 in every sequence (the ambiguity); marrow and fat bright on T1.
+#                 bg    soft  fat   bone  csf   vent  gm    wm    necr  oed   enh   air   marrow
+_MR_LUT = {
+    "t1n": (0.00, 0.45, 0.95, 0.02, 0.12, 0.10, 0.52, 0.72, 0.18, 0.40, 0.46, 0.00, 0.85),
+    "t1c": (0.00, 0.50, 0.95, 0.02, 0.13, 0.11, 0.54, 0.72, 0.16, 0.41, 1.00, 0.00, 0.86),
+    "t2w": (0.00, 0.35, 0.70, 0.02, 1.00, 1.00, 0.58, 0.40, 0.90, 0.82, 0.62, 0.00, 0.60),
+    "t2f": (0.00, 0.35, 0.65, 0.02, 0.07, 0.05, 0.58, 0.44, 0.30, 0.95, 0.66, 0.00, 0.55),
+}
+_MR_SCALE = 1000.0
+_REALISTIC_VERSION = 1
+#                 bg     soft  fat     bone    csf  vent gm    wm    necr  oed   enh   air  marrow
+_CT_LUT = (-1000.0, 40.0, -100.0, 1400.0, 8.0, 6.0, 38.0, 28.0, 20.0, 22.0, 36.0, -1000.0, 600.0)
+_CT_RANGE = (-1024, 3071)
+
+
+def _subject(seed: int, case: int, tumour: bool) -> dict:
+    """Per-subject parameters from (seed, case) only; keys of the basic phantom plus extras."""
+    rng = np.random.default_rng(
+        np.random.SeedSequence([int(seed), int(case), GENERATOR_VERSION, 7919, _REALISTIC_VERSION])
+    )
+    p: dict = {}
+    p["scale"] = rng.uniform(0.92, 1.08) * rng.uniform(0.96, 1.04, size=3)  # head size
+    p["angles"] = np.deg2rad(rng.uniform(-10.0, 10.0, size=3))  # pose
+    p["shift"] = rng.uniform(-0.04, 0.04, size=3)
+    p["warp"] = [_waves(rng, 5, (0.4, 1.3)) for _ in range(3)]  # smooth elastic deformation
+    p["warp_amp"] = rng.uniform(0.02, 0.045)
+    p["fold"] = _waves(rng, 12, (2.5, 4.5))
+    p["ventricle_scale"] = rng.uniform(0.7, 1.45)
+    p["skull"] = rng.uniform(0.06, 0.12)  # skull thickness (head-frame units, radius ~0.9)
+    p["cortex"] = rng.uniform(0.12, 0.18)
+    p["scalp"] = rng.uniform(0.06, 0.1)
+    p["diploe"] = rng.uniform(0.3, 0.55)  # share of the skull's depth that is marrow
+    p["frontal"] = rng.uniform(0.5, 1.2)  # frontal sinus size (0.5: small, as often)
+    p["sphenoid"] = rng.uniform(0.8, 1.2)
+    p["mastoid"] = rng.uniform(0.7, 1.3)  # pneumatisation
+    p["cells"] = _waves(rng, 10, (7.0, 11.0))  # air-cell sponge
+    p["tumour"] = None
+    if tumour:
+        side = rng.choice([-1.0, 1.0])
+        centre = np.array(
+            [side * rng.uniform(0.2, 0.38), rng.uniform(-0.35, 0.35), rng.uniform(0.02, 0.35)]
+        )
+        p["tumour"] = {
+            "centre": centre,
+            "radii": rng.uniform(0.09, 0.16) * rng.uniform(0.8, 1.2, size=3),
+            "core": rng.uniform(0.45, 0.75),
+            "oedema": rng.uniform(1.6, 2.5),
+            "lumps": _waves(rng, 6, (3.0, 6.0)),
+        }
+    p["patchy"] = _waves(rng, 6, (4.0, 8.0))  # patchy enhancement of the rim
+    p["bias"] = {m: rng.normal(scale=0.1, size=9) for m in MR_MODALITIES}
+    p["snr"] = rng.uniform(15.0, 30.0)  # white-matter SNR
+    p["ct_noise"] = rng.uniform(10.0, 20.0)
+    p["cortical_hu"] = rng.uniform(1200.0, 1600.0)
+    p["marrow_hu"] = rng.uniform(450.0, 800.0)
+    p["noise_seed"] = rng.integers(0, 2**63 - 1)
+    return p
+
+
+def _anatomy(p: dict, shape: Sequence[int], spacing: Sequence[float]) -> tuple:
+    """Label the grid: (tissue codes uint8, brain bool, body bool)."""
+    x, y, z = _atlas_coordinates(p, shape, spacing)
+    tissue, depth, brain = _label_anatomy(p, shape, x, y, z)
+    body = tissue != _T["background"]
+    # Diploe: the middle of the skull's depth is fatty marrow between two cortical tables.
+    half = p["diploe"] / 2
+    tissue[(depth > 0.5 - half) & (depth < 0.5 + half)] = _T["marrow"]
+    free = body & ~brain  # sinuses and air cells never cut into the brain
+    # Frontal sinus: air between the tables of the frontal bone above the nose (bone around it).
+    f = p["frontal"]
+    fs = _level(x, y, z, (0.0, 0.76, 0.02), (0.13 * f, 0.06, 0.09 * f))
+    tissue[free & (fs < 1.6)] = _T["bone"]
+    tissue[free & (fs < 1.0)] = _T["air"]
+    # Sphenoid sinus in the skull base, and the maxillary sinuses in the face (bony walls).
+    s = p["sphenoid"]
+    for centre, radii in (
+        ((0.0, 0.2, -0.42), (0.09 * s, 0.08 * s, 0.07 * s)),
+        ((-0.15, 0.48, -0.34), (0.09, 0.12, 0.1)),
+        ((0.15, 0.48, -0.34), (0.09, 0.12, 0.1)),
+    ):
+        lev = _level(x, y, z, centre, radii)
+        tissue[free & (lev < 1.35) & (lev >= 1.0)] = _T["bone"]
+        tissue[free & (lev < 1.0)] = _T["air"]
+    # Mastoid air cells: a sponge of air cells in bone behind each ear.
+    m = p["mastoid"]
+    cells = _wave_field(p["cells"], x, y, z)
+    for side in (-1.0, 1.0):
+        lev = _level(x, y, z, (side * 0.5, -0.22, -0.12), (0.08 * m, 0.11 * m, 0.1 * m))
+        block = free & (lev < 1.0)
+        tissue[block] = _T["bone"]
+        tissue[block & (cells > 0.1) & (lev < 0.85)] = _T["air"]
+    return tissue, brain, body
+
+
+def _tumour_patchiness(p: dict, shape: Sequence[int]) -> np.ndarray:
+    """Multiplier in [0.75, 1] of the enhancing rim's signal (patchy enhancement)."""
+    px, py, pz = _coordinates(shape)
+    field = _wave_field(p["patchy"], px, py, pz)
+    return (0.875 + 0.125 * np.tanh(field)).astype(np.float32)
+
+
+def _render_factors(spacing: Sequence[float]) -> tuple[int, int, int]:
+    """Sub-voxels per axis: 2 at the finest spacing, proportionally more along coarser axes."""
+    finest = min(float(s) for s in spacing)
+    return tuple(max(2, int(round(2 * float(s) / finest))) for s in spacing)
+
+
+def _average_down(img: np.ndarray, factors: Sequence[int]) -> np.ndarray:
+    """Mean over blocks of `factors` voxels (partial volume)."""
+    fx, fy, fz = factors
+    x, y, z = (n // f for n, f in zip(img.shape, factors))
+    return img.reshape(x, fx, y, fy, z, fz).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def make_realistic_phantom(
+    seed: int,
+    shape: Sequence[int] = (64, 64, 64),
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    tumour: bool = True,
+    case: int = 0,
+) -> dict[str, np.ndarray]:
+    """Make one seeded realistic head phantom on a RAS grid (properties: module docstring).
+
+    Args:
+        seed: dataset seed.
+        shape: (X, Y, Z) voxels, each at least 16.
+        spacing: voxel size in mm; an anisotropic spacing such as (1, 1, 2.5) gives thick slices
+            (more partial volume along that axis, the head keeps its shape).
+        tumour: add a glioma (BraTS labels 1, 2, 3).
+        case: subject index within the dataset.
+
+    Returns:
+        The keys of `make_phantom`: ``tissue`` (uint8 codes, see this module's `TISSUES`),
+        ``seg``, ``brain``, ``mask``, ``t1n``, ``t1c``, ``t2w``, ``t2f`` (float32), ``ct``
+        (float32 HU) and ``affine``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < MIN_SIZE:
+        raise InputError(f"phantom shape must be 3 sizes of at least {MIN_SIZE}, got {shape}")
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise InputError(f"spacing must be 3 positive sizes in mm, got {tuple(spacing)}")
+    spacing = tuple(float(s) for s in spacing)
+    p = _subject(seed, case, tumour)
+    rng = np.random.default_rng(p["noise_seed"])
+    factors = _render_factors(spacing)
+    fine_shape = tuple(n * f for n, f in zip(shape, factors))
+    fine_spacing = tuple(s / f for s, f in zip(spacing, factors))
+    fine, _, fine_body = _anatomy(p, fine_shape, fine_spacing)
+    tissue, brain, body = _anatomy(p, shape, spacing)
+    # Tissue texture shared by all sequences and CT (same anatomy), on the fine grid.
+    texture = gaussian_filter(rng.standard_normal(fine_shape, dtype=np.float32), 2.0, truncate=3.0)
+    texture *= np.float32(1.0 / max(float(texture.std()), 1e-6))
+    tex = 1 + np.float32(0.05) * texture
+    patchy = _tumour_patchiness(p, fine_shape)
+    enhancing = fine == _T["enhancing"]
+    px, py, pz = _coordinates(shape)
+    sigma = np.float32(_MR_SCALE * _MR_LUT["t1n"][_T["white_matter"]] / p["snr"])
+    out: dict[str, np.ndarray] = {}
+    for mod in MR_MODALITIES:
+        lut = np.asarray(_MR_LUT[mod], dtype=np.float32) * np.float32(_MR_SCALE)
+        img = lut[fine] * tex
+        if mod == "t1c":
+            img[enhancing] *= patchy[enhancing]
+        img = _average_down(img, factors) * _bias_field(p["bias"][mod], px, py, pz)
+        n1 = rng.standard_normal(shape, dtype=np.float32)
+        n2 = rng.standard_normal(shape, dtype=np.float32)
+        out[mod] = np.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2).astype(np.float32)
+    lut = np.asarray(_CT_LUT, dtype=np.float32)
+    lut[_T["bone"]] = p["cortical_hu"]
+    lut[_T["marrow"]] = p["marrow_hu"]
+    ct = lut[fine] + np.float32(8.0) * texture * fine_body
+    bone = (fine == _T["bone"]) | (fine == _T["marrow"])
+    ct[bone] += np.float32(60.0) * texture[bone]  # trabecular / mineral variation
+    ct = _average_down(ct, factors)
+    ct += np.float32(p["ct_noise"]) * rng.standard_normal(shape, dtype=np.float32)
+    out["ct"] = np.clip(ct, *_CT_RANGE).astype(np.float32)
+    out["tissue"] = tissue
+    out["seg"] = _BRATS_LABEL[tissue]
+    out["brain"] = brain
+    out["mask"] = body.astype(np.uint8)
+    affine = np.diag([*spacing, 1.0])
+    centre = (np.asarray(shape) - 1) / 2.0 * np.asarray(spacing, dtype=float)
+    affine[:3, 3] = -centre + np.array([1.5, -17.0, 12.0])
+    out["affine"] = affine
+    return out
