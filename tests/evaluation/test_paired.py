@@ -77,6 +77,10 @@ def test_missing_modality_end_to_end(tmp_path, phantom_brats_dir, brats_cases):
     noisy = result["cases"][f"{b.case_id}-t2f"]
     assert noisy["modality"] == "t2f" and 0 < noisy["mse"] < 1 and noisy["ssim"] < 0.99
     assert noisy["zgrad_ratio"] > 1.0  # independent noise per slice adds flicker
+    assert perfect["dz_mae"] == pytest.approx(0.0, abs=1e-7)
+    assert perfect["dz_corr"] == pytest.approx(1.0)
+    assert noisy["dz_mae"] == pytest.approx(noisy["zgrad_error"]) and noisy["dz_corr"] < 1.0
+    assert {"dz_mae", "dz_mae_std", "dz_corr"} <= set(result["summary"])
     assert set(result["by_modality"]) == {"t1c", "t2f"}
     text = to_json(result)  # inf PSNR is written as null: strict JSON
     assert json.loads(text)["cases"][a.case_id]["psnr"] is None

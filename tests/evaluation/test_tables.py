@@ -19,6 +19,8 @@ from lift3d.evaluation.tables import compare_summaries, comparison_rows, format_
         ("histogram_distance_t1n", 0.2, 0.1, "B"),
         ("kid_sagittal", 3.0, 4.0, "A"),
         ("zgrad_ratio", 1.1, 0.8, "A"),
+        ("dz_mae", 42.7, 38.4, "B"),
+        ("dz_corr", 0.68, 0.73, "B"),
         ("fid_medicalnet", 30.0, 20.0, "B"),
         ("mmd_radimagenet_axial", 0.5, 0.7, "A"),
         ("msssim_diversity_gap", -0.05, 0.02, "B"),  # closer to the reference's diversity

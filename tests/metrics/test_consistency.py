@@ -94,3 +94,42 @@ def test_empty_mask_gives_nan():
     metrics, profile = cons.coherence_metrics(t, t + 1, mask, 1.0)
     assert all(np.isnan(v) for v in metrics.values())
     assert np.isnan(profile).all()
+
+
+def test_dz_metrics_known_answers():
+    """Δz MAE / correlation on hand-computable arrays (slice axis 2, the RAS axial axis)."""
+    # one voxel column along S: target 0 1 3 6 (dz 1 2 3), prediction 0 2 2 5 (dz 2 0 3)
+    t = np.array([0.0, 1.0, 3.0, 6.0])[None, None, :]
+    p = np.array([0.0, 2.0, 2.0, 5.0])[None, None, :]
+    mask = np.ones_like(t, bool)
+    dz = cons.dz_metrics(p, t, mask)
+    assert dz["dz_mae"] == pytest.approx((1 + 2 + 0) / 3)
+    # dz_p - mean = (1/3, -5/3, 4/3), dz_t - mean = (-1, 0, 1): r = 1 / sqrt(42/9 * 2)
+    assert dz["dz_corr"] == pytest.approx(1 / np.sqrt(42 / 9 * 2))
+    assert dz["dz_corr"] == pytest.approx(np.corrcoef([2, 0, 3], [1, 2, 3])[0, 1])
+    # a difference counts only where both voxels are inside: slice 3 out drops the last pair
+    mask[..., 3] = False
+    dz = cons.dz_metrics(p, t, mask)
+    assert dz["dz_mae"] == pytest.approx(1.5)
+    assert dz["dz_corr"] == pytest.approx(-1.0)  # dz_p (2, 0) vs dz_t (1, 2)
+    # a constant offset and a scaled copy keep correlation 1; the offset has Δz MAE 0
+    t3 = smooth_volume()
+    full = np.ones(SHAPE, bool)
+    assert cons.dz_metrics(t3 + 5.0, t3, full) == pytest.approx({"dz_mae": 0.0, "dz_corr": 1.0})
+    scaled = cons.dz_metrics(2 * t3, t3, full)
+    assert scaled["dz_corr"] == pytest.approx(1.0)
+    assert scaled["dz_mae"] == pytest.approx(np.abs(np.diff(t3, axis=2)).mean())
+    # Δz MAE is the z-gradient error under the paper's name; both come with coherence_metrics
+    metrics, _ = cons.coherence_metrics(t3 + 0.1 * smooth_volume(1), t3, full, data_range=4.0)
+    assert metrics["dz_mae"] == pytest.approx(metrics["zgrad_error"])
+    assert 0 < metrics["dz_corr"] < 1
+
+
+def test_dz_metrics_undefined_cases():
+    t = np.array([0.0, 1.0, 2.0])[None, None, :]
+    mask = np.ones_like(t, bool)
+    flat = cons.dz_metrics(np.zeros_like(t), t, mask)  # prediction has no slice changes
+    assert flat["dz_mae"] == pytest.approx(1.0) and np.isnan(flat["dz_corr"])
+    mask[..., 1] = False  # no pair with both voxels inside
+    empty = cons.dz_metrics(t, t, mask)
+    assert np.isnan(empty["dz_mae"]) and np.isnan(empty["dz_corr"])

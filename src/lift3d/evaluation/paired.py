@@ -38,6 +38,8 @@ IMAGE_METRICS = {"mr2ct": ("mae", "psnr", "ssim"), "missing": ("psnr", "ssim", "
 COHERENCE_METRICS = (
     "zgrad_error",
     "zgrad_ratio",
+    "dz_mae",
+    "dz_corr",
     "psnr_axial",
     "psnr_coronal",
     "psnr_sagittal",

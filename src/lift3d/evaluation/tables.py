@@ -9,7 +9,14 @@ from typing import Any
 from lift3d.constants import PHANTOM_NOTE
 from lift3d.evaluation.common import finite
 
-LOWER_IS_BETTER = ("mae", "mse", "zgrad_error", "histogram_distance", "increment_distance")
+LOWER_IS_BETTER = (
+    "mae",
+    "mse",
+    "zgrad_error",
+    "dz_mae",
+    "histogram_distance",
+    "increment_distance",
+)
 TARGET_ONE = ("zgrad_ratio",)  # best at 1.0
 TARGET_ZERO = ("msssim_diversity_gap",)  # best at 0 (as diverse as the reference)
 # Read against the reference, not better one way: diversity of one set, and the reference's own.

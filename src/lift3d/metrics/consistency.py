@@ -14,6 +14,11 @@ the coronal and sagittal reformats and in the slice-to-slice differences. Defini
 - z-gradient error: mean |dz(pred) - dz(target)| over voxel pairs whose both voxels are in the
   mask, dz = difference of neighbouring axial slices. z-gradient ratio: mean |dz(pred)| / mean
   |dz(target)| over the same pairs (1.0 = no added flicker, > 1 = flicker, < 1 = over-smoothed).
+- Δz MAE (the LiFT paper's name for the same quantity as the z-gradient error): mean
+  |dz(pred) - dz(target)| over the voxel pairs whose both voxels are in the mask, in the target's
+  units per slice. Δz correlation: Pearson correlation of dz(pred) and dz(target) over those pairs
+  (1 = the prediction's slice-to-slice changes follow the reference's; NaN when either difference
+  is constant there or fewer than two pairs count).
 - z error profile: mean |pred - target| inside the mask of each axial slice (NaN where a slice has
   no mask voxels), for plots.
 
@@ -113,20 +118,61 @@ def zgrad_metrics(
 
     A difference between slices k and k+1 counts when both of its voxels are in the mask.
     """
-    pred = np.asarray(pred, dtype=np.float64)
-    target = np.asarray(target, dtype=np.float64)
-    m = np.asarray(mask) > 0
-    dp = np.diff(pred, axis=axis)
-    dt = np.diff(target, axis=axis)
-    n = m.shape[axis]
-    pair = np.take(m, range(n - 1), axis=axis) & np.take(m, range(1, n), axis=axis)
-    if not pair.any():
+    dp, dt = z_differences(pred, target, mask, axis)
+    if not dp.size:
         return {"zgrad_error": float("nan"), "zgrad_ratio": float("nan")}
-    err = float(np.abs(dp[pair] - dt[pair]).mean())
-    mag_t = float(np.abs(dt[pair]).mean())
-    mag_p = float(np.abs(dp[pair]).mean())
+    err = float(np.abs(dp - dt).mean())
+    mag_t = float(np.abs(dt).mean())
+    mag_p = float(np.abs(dp).mean())
     ratio = mag_p / mag_t if mag_t > 0 else float("nan")
     return {"zgrad_error": err, "zgrad_ratio": ratio}
+
+
+def z_differences(
+    pred: np.ndarray, target: np.ndarray, mask: np.ndarray, axis: int = AXIAL_AXIS
+) -> tuple[np.ndarray, np.ndarray]:
+    """First differences along the slice `axis` of pred and target where both voxels are masked.
+
+    Args:
+        pred, target: (I, J, K) images (any units).
+        mask: (I, J, K) region (nonzero = inside).
+        axis: the slice axis.
+
+    Returns:
+        (dz_pred, dz_target): (P,) float64 slice-to-slice differences (slice k+1 minus slice k)
+        at the P voxel pairs whose both voxels are in the mask, in the same order.
+    """
+    m = np.asarray(mask) > 0
+    dp = np.diff(np.asarray(pred, dtype=np.float64), axis=axis)
+    dt = np.diff(np.asarray(target, dtype=np.float64), axis=axis)
+    n = m.shape[axis]
+    pair = np.take(m, range(n - 1), axis=axis) & np.take(m, range(1, n), axis=axis)
+    return dp[pair], dt[pair]
+
+
+def dz_metrics(
+    pred: np.ndarray, target: np.ndarray, mask: np.ndarray, axis: int = AXIAL_AXIS
+) -> dict[str, float]:
+    """The LiFT paper's through-plane coherence: ``dz_mae`` and ``dz_corr`` along `axis`.
+
+    Args:
+        pred, target: (I, J, K) images in the target's units (HU for CT).
+        mask: (I, J, K) region; a first difference counts where both of its voxels are inside.
+        axis: the slice axis.
+
+    Returns:
+        ``dz_mae``: mean |dz(pred) - dz(target)| (target units per slice; lower is better);
+        ``dz_corr``: Pearson correlation of dz(pred) and dz(target) (higher is better; NaN if
+        either is constant or fewer than two pairs count). Both NaN without pairs.
+    """
+    dp, dt = z_differences(pred, target, mask, axis)
+    if not dp.size:
+        return {"dz_mae": float("nan"), "dz_corr": float("nan")}
+    mae = float(np.abs(dp - dt).mean())
+    cp, ct = dp - dp.mean(), dt - dt.mean()
+    denom = float(np.sqrt((cp * cp).sum() * (ct * ct).sum()))
+    corr = float((cp * ct).sum() / denom) if dp.size > 1 and denom > 0 else float("nan")
+    return {"dz_mae": mae, "dz_corr": corr}
 
 
 def z_error_profile(
@@ -154,9 +200,11 @@ def coherence_metrics(
         crop: in-plane border crop for the per-slice SSIM.
 
     Returns:
-        (metrics, profile): the 8 ``psnr_/ssim_<plane>``, ``zgrad_error``, ``zgrad_ratio`` values
-        and the (K,) per-axial-slice mean absolute error, inferior to superior.
+        (metrics, profile): the 6 ``psnr_/ssim_<plane>``, ``zgrad_error``, ``zgrad_ratio``,
+        ``dz_mae``, ``dz_corr`` values and the (K,) per-axial-slice mean absolute error,
+        inferior to superior.
     """
     metrics = plane_metrics(pred, target, mask, data_range, crop)
     metrics.update(zgrad_metrics(pred, target, mask, AXIAL_AXIS))
+    metrics.update(dz_metrics(pred, target, mask, AXIAL_AXIS))
     return metrics, z_error_profile(pred, target, mask, AXIAL_AXIS)

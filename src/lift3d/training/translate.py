@@ -35,7 +35,7 @@ from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, s
 from lift3d.data.discovery import discover_cases
 from lift3d.errors import InputError
 from lift3d.losses.translation import slice_loss, volume_loss
-from lift3d.metrics.consistency import plane_psnr, zgrad_metrics
+from lift3d.metrics.consistency import dz_metrics, plane_psnr, zgrad_metrics
 from lift3d.model_folder import METRICS_FILE, WEIGHTS_FILE, save_model, update_run_json
 from lift3d.models.lift import make_input, select_target, task_modalities
 from lift3d.models.registry import translation_model_from_config
@@ -49,9 +49,10 @@ log = logging.getLogger(__name__)
 
 
 def plane_scores(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    """Model-space ([0, 1]) PSNR per plane and z-gradient error inside `mask`.
+    """Model-space ([0, 1]) PSNR per plane, z-gradient error and Δz correlation inside `mask`.
 
-    Arrays are (D, H, W) model space with D the slice axis; the z-gradient is along D.
+    Arrays are (D, H, W) model space with D the slice axis; the z-gradient is along D. The
+    paper's Δz MAE is ``zgrad_error`` here (the same definition), ``dz_corr`` its Δz correlation.
     """
     p, t, m = (np.asarray(a, dtype=np.float64) for a in (pred, target, mask))
     m = m > 0
@@ -63,6 +64,7 @@ def plane_scores(pred: np.ndarray, target: np.ndarray, mask: np.ndarray) -> dict
     z = zgrad_metrics(p, t, m, axis=0)
     out["zgrad_error"] = z["zgrad_error"]
     out["zgrad_ratio"] = z["zgrad_ratio"]
+    out["dz_corr"] = dz_metrics(p, t, m, axis=0)["dz_corr"]
     mse = float(((p - t) ** 2)[m].mean()) if m.any() else float("nan")
     out["psnr"] = float(10 * np.log10(1.0 / mse)) if mse > 0 else float("inf")
     return out
