@@ -9,6 +9,9 @@ import pytest
 from scipy.ndimage import binary_dilation, binary_erosion
 
 from lift3d import InputError, read_volume
+from lift3d.data.discovery import discover_cases
+from lift3d.data.phantom_realistic import TISSUES as REAL_TISSUES
+from lift3d.data.phantom_realistic import _average_down, _render_factors, make_realistic_phantom
 from lift3d.data.synthetic import (
     MARKER_NAME,
     MR_MODALITIES,
@@ -236,3 +239,156 @@ def test_existing_output_kept_unless_overwrite(tmp_path):
     assert sorted(p.name for p in (out / "Task1" / "brain").iterdir()) == ["1BA001"]
     assert (out / "notes.txt").read_text() == "mine"
     assert json.loads((out / MARKER_NAME).read_text())["cases"] == 1
+
+
+# --- the realistic kind ---------------------------------------------------------------------
+
+REAL_SHAPE = (48, 48, 48)
+MR_DARK = 0.15  # bone and air: below this fraction of the white-matter T1 signal
+
+
+@pytest.fixture(scope="module")
+def realistic():
+    return make_realistic_phantom(7, REAL_SHAPE, case=0)
+
+
+def interior_median(phantom, modality, tissue):
+    """Median over a tissue's voxels whose 6 neighbours share it (no partial volume)."""
+    mask = binary_erosion(phantom["tissue"] == REAL_TISSUES[tissue])
+    assert mask.sum() >= 5, tissue
+    return float(np.median(phantom[modality][mask]))
+
+
+@pytest.mark.parametrize("layout", ["brats", "synthrad"])
+def test_realistic_same_seed_same_bytes_and_marker(tmp_path, layout):
+    args = dict(layout=layout, cases=2, shape=(24, 24, 20), kind="realistic")
+    for name, seed in (("a", 5), ("b", 5), ("c", 6)):
+        write_phantom_dataset(tmp_path / name, seed=seed, **args)
+    a, b, c = (file_bytes(tmp_path / name) for name in "abc")
+    assert a == b
+    images = [name for name in a if name.endswith(".nii.gz") and "mask" not in name]
+    assert images and all(a[name] != c[name] for name in images)
+    # Not the basic phantom's images; the marker says which kind.
+    write_phantom_dataset(tmp_path / "basic", seed=5, layout=layout, cases=2, shape=(24, 24, 20))
+    basic = file_bytes(tmp_path / "basic")
+    assert set(basic) == set(a) and all(basic[name] != a[name] for name in images)
+    assert json.loads(a[MARKER_NAME])["kind"] == "realistic"
+    assert json.loads(basic[MARKER_NAME])["kind"] == "basic"
+
+
+def test_realistic_bone_and_air_dark_in_mr_apart_in_ct(realistic):
+    wm = interior_median(realistic, "t1n", "white_matter")
+    for mod in MR_MODALITIES:
+        for tissue in ("bone", "air", "background"):
+            assert interior_median(realistic, mod, tissue) < MR_DARK * wm, (mod, tissue)
+    bone_hu = interior_median(realistic, "ct", "bone")
+    air_hu = interior_median(realistic, "ct", "air")
+    assert bone_hu > 900 and air_hu < -900 and bone_hu - air_hu > 1000
+    # Air sits next to bone (sinus walls, mastoid septa), not only outside the head.
+    air = realistic["tissue"] == REAL_TISSUES["air"]
+    assert air.sum() >= 20
+    near_bone = binary_dilation(realistic["tissue"] == REAL_TISSUES["bone"], iterations=2)
+    assert (air & near_bone).sum() > 0.5 * air.sum()
+
+
+def test_realistic_tissue_contrasts(realistic):
+    med = {
+        m: {
+            t: float(np.median(realistic[m][realistic["tissue"] == REAL_TISSUES[t]]))
+            for t in (
+                "csf",
+                "grey_matter",
+                "white_matter",
+                "marrow",
+                "oedema",
+                "necrotic",
+                "enhancing",
+            )
+        }
+        for m in (*MR_MODALITIES, "ct")
+    }
+    # Fatty marrow bright on T1 (its least partial-volumed voxels brighter than grey matter;
+    # the diploe is 1-2 voxels thick here) yet bone in CT.
+    marrow = realistic["tissue"] == REAL_TISSUES["marrow"]
+    assert np.percentile(realistic["t1n"][marrow], 90) > med["t1n"]["grey_matter"]
+    assert med["t1n"]["marrow"] > 3 * interior_median(realistic, "t1n", "bone")
+    assert med["ct"]["marrow"] > 300
+    # CSF dark on T1, bright on T2, suppressed on FLAIR; GM darker than WM on T1.
+    assert med["t1n"]["csf"] < 0.4 * med["t1n"]["white_matter"]
+    assert med["t2w"]["csf"] > 1.5 * med["t2w"]["white_matter"]
+    assert med["t2f"]["csf"] < 0.4 * med["t2f"]["white_matter"]
+    assert med["t1n"]["grey_matter"] < med["t1n"]["white_matter"]
+    # Tumour compartments: the rim enhances, necrosis does not; oedema brightest on FLAIR.
+    assert med["t1c"]["enhancing"] > 1.4 * med["t1n"]["enhancing"]
+    assert med["t1c"]["necrotic"] < 0.5 * med["t1c"]["enhancing"]
+    assert med["t2w"]["necrotic"] > med["t2w"]["white_matter"]
+    assert med["t2f"]["oedema"] > max(med["t2f"]["grey_matter"], med["t2f"]["white_matter"])
+    assert med["t1n"]["oedema"] < med["t1n"]["white_matter"]
+    assert set(np.unique(realistic["seg"])) == {0, 1, 2, 3}
+    np.testing.assert_array_equal(
+        realistic["seg"] == 3, realistic["tissue"] == REAL_TISSUES["enhancing"]
+    )
+
+
+def test_realistic_rician_background_and_snr(realistic):
+    bg = binary_erosion(realistic["tissue"] == 0, iterations=2)
+    for mod in MR_MODALITIES:
+        values = realistic[mod][bg]
+        assert np.all(values > 0)  # Rayleigh magnitude, not zero
+        sigma = values.mean() / np.sqrt(np.pi / 2)
+        # Rayleigh: std / mean = sqrt(4 / pi - 1) ~ 0.52
+        assert 0.45 < values.std() / values.mean() < 0.6
+        if mod == "t1n":
+            snr = interior_median(realistic, mod, "white_matter") / sigma
+            assert 10 < snr < 40
+    # CT: Gaussian noise of 10-20 HU in the air around the head.
+    air = realistic["ct"][bg & (realistic["ct"] > -1024)]
+    assert 5 < air.std() < 25
+
+
+def test_realistic_partial_volume_and_spacing():
+    a = np.arange(4 * 2 * 5, dtype=np.float32).reshape(4, 2, 5)
+    np.testing.assert_allclose(_average_down(a, (2, 2, 5)), [[[a[:2].mean()]], [[a[2:].mean()]]])
+    assert _render_factors((1.0, 1.0, 1.0)) == (2, 2, 2)
+    assert _render_factors((1.0, 1.0, 2.5)) == (2, 2, 5)
+    thick = make_realistic_phantom(3, (32, 32, 16), spacing=(1.0, 1.0, 2.5))
+    np.testing.assert_allclose(np.diag(thick["affine"])[:3], (1.0, 1.0, 2.5))
+    # Partial volume: the skull mixes with its neighbours, so CT takes values between soft
+    # tissue and cortical bone that no single tissue has.
+    ct, body = thick["ct"], thick["mask"] > 0
+    assert np.mean((ct[body] > 150) & (ct[body] < 450)) > 0.01
+
+
+def test_realistic_anatomy_varies_between_cases(realistic):
+    other = make_realistic_phantom(7, REAL_SHAPE, case=1)
+    a, b = realistic["mask"] > 0, other["mask"] > 0
+    assert 2 * (a & b).sum() / (a.sum() + b.sum()) < 0.97
+    bone = [(p["tissue"] == REAL_TISSUES["bone"]).sum() for p in (realistic, other)]
+    assert bone[0] != bone[1]
+    again = make_realistic_phantom(7, REAL_SHAPE, case=0)
+    for key in realistic:
+        np.testing.assert_array_equal(realistic[key], again[key])
+
+
+@pytest.mark.parametrize("layout", ["brats", "synthrad"])
+def test_realistic_layouts_are_discovered(tmp_path, layout):
+    write_phantom_dataset(
+        tmp_path / "d",
+        layout,
+        cases=2,
+        shape=(24, 24, 16),
+        kind="realistic",
+        spacing=(1.0, 1.0, 2.5),
+    )
+    cases = discover_cases(tmp_path / "d")
+    assert len(cases) == 2 and {c.layout for c in cases} == {layout}
+    vol = read_volume(next(iter(cases[0].paths.values())))
+    assert vol.shape == (24, 24, 16)
+    np.testing.assert_allclose(np.linalg.norm(vol.affine[:3, :3], axis=0), (1.0, 1.0, 2.5))
+
+
+@pytest.mark.parametrize("kwargs", [dict(kind="fancy"), dict(spacing=(1.0, 0.0, 1.0))])
+def test_bad_kind_or_spacing_raise_input_error(tmp_path, kwargs):
+    with pytest.raises(InputError):
+        write_phantom_dataset(tmp_path / "out", cases=1, shape=(16, 16, 16), **kwargs)
+    assert not (tmp_path / "out").exists()
