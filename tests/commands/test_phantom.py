@@ -94,3 +94,35 @@ def test_help_has_an_example(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "example:" in text and "lift3d phantom --layout" in text and "--no-tumour" in text
+    assert "--kind" in text and "--spacing" in text
+
+
+def test_kind_realistic_with_thick_slices(tmp_path, capsys):
+    out = tmp_path / "ph"
+    args = ["phantom", "--kind", "realistic", "--layout", "synthrad", "--cases", "1"]
+    args += ["--shape", "24", "24", "16", "--spacing", "1", "1", "2.5", "--out", str(out)]
+    assert main(args) == 0
+    assert "realistic" in capsys.readouterr().out
+    ct = read_volume(out / "Task1" / "brain" / "1BA001" / "ct.nii.gz")
+    assert ct.shape == (24, 24, 16)
+    np.testing.assert_allclose(np.linalg.norm(ct.affine[:3, :3], axis=0), (1.0, 1.0, 2.5))
+    marker = (out / MARKER_NAME).read_text()
+    assert '"kind": "realistic"' in marker and "2.5" in marker
+
+
+def test_kind_defaults_to_basic(tmp_path):
+    out = tmp_path / "ph"
+    assert main(["phantom", "--cases", "1", "--shape", "16", "16", "16", "--out", str(out)]) == 0
+    assert '"kind": "basic"' in (out / MARKER_NAME).read_text()
+
+
+@pytest.mark.parametrize(
+    "bad", [["--kind", "fancy"], ["--spacing", "1", "0", "1"], ["--spacing", "1", "1"]]
+)
+def test_bad_kind_or_spacing_exit_2(tmp_path, capsys, bad):
+    out = tmp_path / "ph"
+    with pytest.raises(SystemExit) as exc:
+        main(["phantom", "--out", str(out), *bad])
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+    assert not out.exists()
