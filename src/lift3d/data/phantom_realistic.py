@@ -45,8 +45,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from lift3d.data.synthetic import (
-    GENERATOR_VERSION,
+from lift3d.data.phantom_anatomy import (
     MIN_SIZE,
     MR_MODALITIES,
     _atlas_coordinates,
@@ -57,7 +56,7 @@ from lift3d.data.synthetic import (
     _wave_field,
     _waves,
 )
-from lift3d.data.synthetic import TISSUES as _BASIC
+from lift3d.data.phantom_anatomy import TISSUES as _BASIC
 from lift3d.errors import InputError
 
 # Tissue codes of the realistic phantom's "tissue" map: the basic codes, with bone split into
@@ -87,7 +86,7 @@ _CT_RANGE = (-1024, 3071)
 def _subject(seed: int, case: int, tumour: bool) -> dict:
     """Per-subject parameters from (seed, case) only; keys of the basic phantom plus extras."""
     rng = np.random.default_rng(
-        np.random.SeedSequence([int(seed), int(case), GENERATOR_VERSION, 7919, _REALISTIC_VERSION])
+        np.random.SeedSequence([int(seed), int(case), 1, 7919, _REALISTIC_VERSION])
     )
     p: dict = {}
     p["scale"] = rng.uniform(0.92, 1.08) * rng.uniform(0.96, 1.04, size=3)  # head size
