@@ -13,9 +13,15 @@ after one warm-up run, as the median of ``--repeats`` runs, and reports the work
 mixer on and off alternately and reports the ratio of the minimum times, the mixer overhead
 least disturbed by other load on a shared machine. Writes a JSON and prints a Markdown row for
 BENCHMARKS.md naming the machine, threads and the load average it ran under (on a shared machine
-timings are pessimistic).
+timings are pessimistic), and the network's FLOPs per volume (`lift3d.bench.count_flops`, 2 per
+multiply-add) with the mixer on and off.
+
+``--context-slices k`` benchmarks the 2.5D arm (`model.context_slices`: F takes each slice with
+its k neighbours on each side as channels); 0 (default) is the 2D arm. Run it with 0 and k for
+the cost of 2D, 2.5D, LiFT (2D + mixer) and LiFT on 2.5D.
 
     python benchmarks/bench_translate.py --threads 2 --json bench_translate.json
+    python benchmarks/bench_translate.py --threads 2 --context-slices 2 --json bench_25d.json
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from lift3d.bench import count_flops
     from lift3d.config import TranslateConfig
     from lift3d.data.volume import Volume
     from lift3d.inference.translate import TranslationBundle, translate_volumes
@@ -63,6 +70,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     cfg = TranslateConfig(task="mr2ct")
     cfg.model.size = args.size
     cfg.model.chunk_size = args.chunk
+    cfg.model.context_slices = args.context_slices
     cfg.data.shape = [-(-z_size // 16) * 16, y_size, x_size]  # (D, H, W), D padded like BraTS
     model = build_model(cfg, use_mixer=use_mixer).eval()
     for mixer in model.mixers:
@@ -101,6 +109,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     out: dict[str, Any] = {"variant": args.worker, "params": params, "mixer_params": mixer_params}
+    out["model_flops"] = count_flops(run_model)[0]
     for name, fn in (("model", run_model), ("pipeline", run_pipeline)):
         fn()  # warm-up
         times = []
@@ -129,10 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--chunk", type=int, default=32, help="z-chunk size (default 32)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measure")
+    parser.add_argument(
+        "--context-slices",
+        type=int,
+        default=0,
+        metavar="K",
+        help="2.5D arm: K neighbouring slices on each side as input channels (default 0: 2D)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--machine", default="", help="machine label for the Markdown row")
     parser.add_argument("--worker", choices=(*VARIANTS, INTERLEAVED), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.context_slices < 0:
+        parser.error("--context-slices must be >= 0")
 
     if args.worker:
         print(json.dumps(worker(args)))
@@ -160,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.chunk),
             "--repeats",
             str(args.repeats),
+            "--context-slices",
+            str(args.context_slices),
         ]
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
@@ -173,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "input_shape_xyz": args.shape,
         "threads": args.threads,
         "chunk": args.chunk,
+        "context_slices": args.context_slices,
         "repeats": args.repeats,
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
@@ -191,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=1))
     machine = args.machine or f"{report['cpu']} ({os.cpu_count()} cores)"
     shape = "x".join(map(str, args.shape))
+    model_name = args.size + (f" 2.5D k={args.context_slices}" if args.context_slices else "")
     print(
         "| machine | threads | load | model | input | variant | model s | pipeline s | "
         "peak RSS GiB | params |"
@@ -199,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     for v in VARIANTS:
         r = by[v]
         print(
-            f"| {machine} | {args.threads} | {load_start:.1f} -> {load_end:.1f} | {args.size} | "
+            f"| {machine} | {args.threads} | {load_start:.1f} -> {load_end:.1f} | {model_name} | "
             f"{shape} | {v} | {r['model_seconds']:.2f} | {r['pipeline_seconds']:.2f} | "
             f"{r['peak_rss_gib']:.2f} | {r['params'] / 1e6:.2f} M |"
         )
@@ -207,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         f"\nmixer overhead: model {report['mixer_overhead_model']:+.1%}, "
         f"pipeline {report['mixer_overhead_pipeline']:+.1%}, model interleaved (min of "
         f"{args.repeats}) {report['mixer_overhead_interleaved']:+.1%}"
+    )
+    print(
+        "network GFLOPs per volume: "
+        + ", ".join(f"{v} {by[v]['model_flops'] / 1e9:.2f}" for v in VARIANTS)
     )
     return 0
 
