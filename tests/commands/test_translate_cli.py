@@ -176,7 +176,8 @@ def test_25d_arm_trains_and_translates_without_a_flag(phantom_synthrad_dir, tmp_
     """`--set model.context_slices=1`: stored in the model folder, used by `lift3d translate`."""
     run = tmp_path / "run25"
     argv = ["train", "translate", "--task", "mr2ct", "--data", str(phantom_synthrad_dir)]
-    assert main([*argv, "--out", str(run), *TRAIN_FAST, "model.context_slices=1"]) == 0
+    sets = ["model.context_slices=1", "mixer.z_chunk=8"]  # chunks cut with their context
+    assert main([*argv, "--out", str(run), *TRAIN_FAST, *sets]) == 0
     assert "context_slices: 1" in (run / "config.yaml").read_text()
     weights = load_file(run / "model.safetensors")
     assert (

@@ -6,7 +6,9 @@
    ``model.context_slices = k`` each item is a slab of 2k + 1 source slices and the model
    assembles the centre slice's 2.5D input from it by the code inference uses.
 2. ``mixer``: M trained on whole volumes (or random z-chunks of them) with F frozen by default,
-   loss L1 on slices + a through-plane L1 on z-differences (`lift3d.losses.translation`).
+   loss L1 on slices + a through-plane L1 on z-differences (`lift3d.losses.translation`). A
+   2.5D z-chunk is cut with k more slices on each side, so its slices get the F input they get
+   in whole-volume inference; the loss covers the chunk only.
 
 Tasks: ``mr2ct`` (SynthRAD layout: mr -> ct in HU) and ``missing`` (BraTS layout: one model for
 any missing modality; the input is the four modality slots with the missing one zero-filled plus
@@ -217,18 +219,24 @@ def train_translation(cfg: TranslateConfig, run_dir: str | Path, resume: bool = 
 
     def mixer_step(net: nn.Module, batch: dict[str, Any]) -> dict[str, Any]:
         b, depth = batch["mask"].shape[0], batch["mask"].shape[2]
+        core = None  # 2.5D: the chunk's slices inside a slab with their k neighbours each side
         if 0 < mcfg.z_chunk < depth:
             start = int(torch.randint(0, depth - mcfg.z_chunk + 1, (1,)))
+            lo, hi = max(0, start - k), min(depth, start + mcfg.z_chunk + k)
             batch = {
-                k: v[:, :, start : start + mcfg.z_chunk]
-                if isinstance(v, Tensor) and v.dim() == 5
-                else v
-                for k, v in batch.items()
+                key: v[:, :, lo:hi] if isinstance(v, Tensor) and v.dim() == 5 else v
+                for key, v in batch.items()
             }
+            if k:
+                core = (start - lo, start - lo + mcfg.z_chunk)
         missing = draw_missing(b, batch["mask"].device)
         x = make_input(cfg.task, batch, missing)
         y = select_target(cfg.task, batch, missing)
-        pred = net(x, use_mixer=True, chunk_size=0)
+        if core is not None:
+            pred = net(x, use_mixer=True, slices=core)
+            y = y[:, :, core[0] : core[1]]
+        else:
+            pred = net(x, use_mixer=True, chunk_size=0)
         return volume_loss(pred, y, mcfg.zgrad_weight)
 
     _set_trainable(model.mixers, True)
