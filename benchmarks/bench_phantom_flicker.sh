@@ -16,3 +16,4 @@ $lift3d train translate --task mr2ct --data "$out/train" --out "$out/run" \
 $lift3d translate --model "$out/run" --input "$out/test" --output "$out/pred" --no-mixer
 $lift3d evaluate --task mr2ct --pred "$out/pred" --ref "$out/test" --out "$out/eval" \
   --label "2D on $kind"
+${PYTHON:-python} "$(dirname "$0")/phantom_gradient_errors.py" "$out/pred" "$out/test"
