@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Does a per-slice (2D) MR->CT model flicker on a phantom kind? Train the demo translation config
 # briefly, translate held-out cases without the z-mixer, and print the z-gradient numbers next to
-# the per-plane errors. Usage: benchmarks/bench_phantom_flicker.sh KIND OUT [STEPS]
+# the per-plane errors and the gradient error along R, A, S.
+# Usage (venv active, or LIFT3D=.venv/bin/lift3d PYTHON=.venv/bin/python):
+#   benchmarks/bench_phantom_flicker.sh KIND OUT [STEPS]
 set -euo pipefail
 kind=${1:?kind: basic or realistic}
 out=${2:?output folder}
