@@ -2,14 +2,18 @@
 
 `VolumeDataset` turns validated `Case` objects into model tensors ``(1, D, H, W)`` in [0, 1]
 through `lift3d.data.preprocess.preprocess_case`. Decoding a ``.nii.gz`` and preprocessing it
-costs far more than a training step on small grids, so the result is cached: in memory
-(``cache=True``) and, optionally, on disk as uncompressed ``.npz`` files in ``cache_dir`` keyed
-on the source files (path, size, mtime) and the preprocessing settings; later epochs and later
-runs then never decode the sources again (the role of MONAI's CacheDataset/PersistentDataset).
+costs far more than a training step on small grids, so the result is kept, in one of three ways:
+
+- ``store_dir`` (``data.store``): the preprocessed on-disk store (`lift3d.data.store`), built
+  once per dataset and preprocessing setting; every read opens a memory map and copies out what
+  it needs, so the dataset holds no voxel data and memory stays bounded at any dataset size.
+- ``cache=True``: in memory after the first access (small datasets; grows with the dataset).
+- ``cache_dir``: uncompressed ``.npz`` files keyed on the source files (path, size, mtime) and
+  the preprocessing settings, read whole into memory (the role of MONAI's PersistentDataset).
 
 `SliceDataset` serves 2D slices of those volumes with their depth position s in [0, 1]. It
 needs no volume at construction (the slice count is the model grid's), and reads volumes
-through the volume dataset's cache.
+through the volume dataset's cache; from a store it reads only the slices it returns.
 
 With a DataLoader, pass ``collate_fn=collate_volumes`` (records and case ids stay lists). The
 in-memory cache lives in each worker process, so use ``persistent_workers=True`` or a
@@ -36,6 +40,7 @@ from lift3d.data import preprocess
 from lift3d.data.discovery import load_case
 from lift3d.data.layouts import LABEL_MODALITIES, MASK_MODALITIES, Case
 from lift3d.data.preprocess import MODEL_AXES
+from lift3d.data.store import CaseStore, open_store, store_settings
 from lift3d.data.volume import Volume
 from lift3d.errors import InputError
 from lift3d.utils import atomic_path
@@ -99,8 +104,15 @@ class VolumeDataset(Dataset):
             axis); None keeps the source spacing.
         kinds: modality -> ``mr`` | ``ct`` | ``label`` | ``mask``; missing names use
             `default_kind`.
-        cache: keep preprocessed arrays in memory after the first access.
+        cache: keep preprocessed arrays in memory after the first access (ignored with
+            `store_dir`).
         cache_dir: also keep them on disk here (reused by later runs with the same settings).
+        store_dir: the on-disk store folder (`lift3d.data.store.resolve_store_dir`): built here,
+            before the first item, for cases not yet in it; items are then read from memory
+            maps and nothing is held in memory.
+        skip_bad: with `store_dir`, leave out (with a warning) a case whose files fail to decode or
+            check while the store is built, instead of raising.
+        progress: tqdm bar while building the store (default: on a terminal).
 
     Items:
         ``{"case_id": str, "<mod>": FloatTensor (1, D, H, W) in [0, 1], "mask": (1, D, H, W)
@@ -117,6 +129,9 @@ class VolumeDataset(Dataset):
         kinds: Mapping[str, str] | None = None,
         cache: bool = True,
         cache_dir: str | Path | None = None,
+        store_dir: str | Path | None = None,
+        skip_bad: bool = False,
+        progress: bool | None = None,
     ) -> None:
         if slice_axis not in SLICE_AXES:
             raise ValueError(f"slice_axis must be one of {SLICE_AXES}, got {slice_axis!r}")
@@ -142,6 +157,19 @@ class VolumeDataset(Dataset):
                     raise InputError(
                         f"modality {modality!r} is missing", case.expected_path(modality)
                     )
+        self.store: CaseStore | None = None
+        if store_dir is not None:
+            self.store, self.cases = open_store(
+                store_dir,
+                self.cases,
+                self._sources,
+                store_settings(
+                    self.modalities, self.kinds, self.shape, self.slice_axis, self.spacing_mm
+                ),
+                self._compute,
+                skip_bad=skip_bad,
+                progress=progress,
+            )
 
     def __len__(self) -> int:
         return len(self.cases)
@@ -166,6 +194,11 @@ class VolumeDataset(Dataset):
         key = json.dumps({"settings": self._settings(), "sources": sources}, sort_keys=True)
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         return self.cache_dir / f"{_safe_name(case.case_id)}-{digest}.npz"
+
+    def _sources(self, case: Case) -> dict[str, Path]:
+        """The files a case's arrays are built from (its mask file too, when it has one)."""
+        wanted = [*self.modalities, MASK_KEY] if MASK_KEY in case.paths else self.modalities
+        return {m: case.paths[m] for m in wanted}
 
     def _compute(self, case: Case) -> tuple[dict[str, np.ndarray], dict]:
 
@@ -210,8 +243,12 @@ class VolumeDataset(Dataset):
     def load_arrays(self, index: int) -> tuple[dict[str, np.ndarray], dict]:
         """Preprocessed (D, H, W) float32 arrays and the record dict of case `index`.
 
-        The arrays are shared with the cache: copy before modifying them.
+        The arrays are shared with the cache: copy before modifying them. From a store they are
+        read-only memory maps (a mask may be uint8): index them and let them go.
         """
+        if self.store is not None:
+            arrays = {m: self.store.open(index, m) for m in (*self.modalities, MASK_KEY)}
+            return arrays, self.store.record(index)
         if index in self._memory:
             return self._memory[index]
         case = self.cases[index]
@@ -235,7 +272,8 @@ class VolumeDataset(Dataset):
         arrays, record = self.load_arrays(index)
         item: dict[str, Any] = {"case_id": self.cases[index].case_id}
         for modality in (*self.modalities, MASK_KEY):
-            item[modality] = torch.from_numpy(arrays[modality].copy()).unsqueeze(0)  # (1,D,H,W)
+            volume = np.array(arrays[modality], dtype=np.float32)  # a copy, also of a memory map
+            item[modality] = torch.from_numpy(volume).unsqueeze(0)  # (1, D, H, W)
         item["record"] = copy.deepcopy(record)
         return item
 
@@ -290,7 +328,7 @@ class SliceDataset(Dataset):
         return len(self.volumes) * self.num_slices
 
     def _arrays(self, case_index: int) -> dict[str, np.ndarray]:
-        if self.volumes.cache:
+        if self.volumes.cache or self.volumes.store is not None:  # a store: memory maps
             return self.volumes.load_arrays(case_index)[0]
         if self._last is None or self._last[0] != case_index:  # no cache: keep one volume
             self._last = (case_index, self.volumes.load_arrays(case_index))
@@ -311,10 +349,12 @@ class SliceDataset(Dataset):
                     np.arange(slice_index - k, slice_index + k + 1), 0, self.num_slices - 1
                 )
                 slab = np.moveaxis(np.take(arrays[modality], idx, axis=self.axis), self.axis, 0)
-                item[modality] = torch.from_numpy(np.ascontiguousarray(slab)).unsqueeze(0)
+                slab = np.ascontiguousarray(slab, dtype=np.float32)
+                item[modality] = torch.from_numpy(slab).unsqueeze(0)
                 continue
             plane = np.take(arrays[modality], slice_index, axis=self.axis)
-            item[modality] = torch.from_numpy(np.ascontiguousarray(plane)).unsqueeze(0)
+            plane = np.ascontiguousarray(plane, dtype=np.float32)
+            item[modality] = torch.from_numpy(plane).unsqueeze(0)
         item["depth"] = slice_index / (self.num_slices - 1) if self.num_slices > 1 else 0.0
         item["index"] = slice_index
         item["case_index"] = case_index

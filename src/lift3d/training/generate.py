@@ -38,6 +38,7 @@ from lift3d.config import GENERATOR_DEPTH_WEIGHT, MAPPER_LR_FINAL_RATIO, Generat
 from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
 from lift3d.data.discovery import discover_cases
 from lift3d.data.layouts import Case
+from lift3d.data.store import resolve_store_dir
 from lift3d.data.volume import nifti_codes, read_volume
 from lift3d.errors import InputError
 from lift3d.losses.drifting import drifting_loss_sets
@@ -82,9 +83,15 @@ def load_training_data(cfg: GenerateConfig) -> TrainingData:
     modalities = list(cfg.model.modalities)
     if not modalities:
         raise InputError("model.modalities must name at least one modality")
+    store_dir = resolve_store_dir(cfg.data.store, cfg.data.root)
     cases = list(
         discover_cases(
-            cfg.data.root, cfg.data.layout, required=tuple(modalities), skip_bad=cfg.data.skip_bad
+            cfg.data.root,
+            cfg.data.layout,
+            required=tuple(modalities),
+            skip_bad=cfg.data.skip_bad,
+            # with a store, voxel data is checked once, when a case is built into it
+            validate="header" if store_dir is not None else True,
         )
     )
     check_same_grid(cases, modalities[0])
@@ -96,8 +103,10 @@ def load_training_data(cfg: GenerateConfig) -> TrainingData:
         cfg.data.slice_axis,
         cfg.data.spacing_mm,
         cache=cfg.data.cache,
+        store_dir=store_dir,
+        skip_bad=cfg.data.skip_bad,
     )
-    return TrainingData(modalities, train_cases, val_cases, volumes)
+    return TrainingData(modalities, volumes.cases, val_cases, volumes)
 
 
 def check_same_grid(cases: list[Any], modality: str) -> tuple[tuple[int, ...], np.ndarray]:

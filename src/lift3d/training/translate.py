@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from lift3d.config import TranslateConfig
 from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
 from lift3d.data.discovery import discover_cases
+from lift3d.data.store import resolve_store_dir
 from lift3d.errors import InputError
 from lift3d.losses.translation import slice_loss, volume_loss
 from lift3d.metrics.consistency import dz_metrics, plane_psnr, zgrad_metrics
@@ -149,17 +150,24 @@ def train_translation(cfg: TranslateConfig, run_dir: str | Path, resume: bool = 
     slots, fixed_target = task_modalities(cfg.task)
     required = tuple(slots) if fixed_target is None else (*slots, fixed_target)
     shape = tuple(int(s) for s in cfg.data.shape)
+    store_dir = resolve_store_dir(cfg.data.store, cfg.data.root)
     cases = list(
         discover_cases(
-            cfg.data.root, cfg.data.layout, required=required, skip_bad=cfg.data.skip_bad
+            cfg.data.root,
+            cfg.data.layout,
+            required=required,
+            skip_bad=cfg.data.skip_bad,
+            # with a store, voxel data is checked once, when a case is built into it
+            validate="header" if store_dir is not None else True,
         )
     )
     train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed)
+    grid = (required, shape, cfg.data.slice_axis, cfg.data.spacing_mm)
     volumes = VolumeDataset(
-        train_cases, required, shape, cfg.data.slice_axis, cfg.data.spacing_mm, cache=cfg.data.cache
+        train_cases, *grid, cache=cfg.data.cache, store_dir=store_dir, skip_bad=cfg.data.skip_bad
     )
     val_data = (
-        VolumeDataset(val_cases, required, shape, cfg.data.slice_axis, cfg.data.spacing_mm)
+        VolumeDataset(val_cases, *grid, store_dir=store_dir, skip_bad=cfg.data.skip_bad)
         if val_cases
         else None
     )
