@@ -43,5 +43,5 @@ PHANTOM_NOTE = "PHANTOM data (synthetic; shows a mechanism works, not clinical q
 # ------------------------------------------------------------------ model sizes
 # Size names of the model registries (lift3d.models.registry / .generation), so a config can be
 # checked before anything is built.
-TRANSLATION_SIZE_NAMES: tuple[str, ...] = ("tiny", "small", "base")
+TRANSLATION_SIZE_NAMES: tuple[str, ...] = ("tiny", "small", "base", "large")
 GENERATION_SIZE_NAMES: tuple[str, ...] = ("tiny", "small", "base")

@@ -204,7 +204,15 @@ def load_model(
     """
     folder = read_model_folder(model_dir, task)
     model = build_model(task, folder.config, use_mixer=use_mixer)
-    load_weights(model, folder.weights)
+    size = folder.config.model.size
+    new_base = task == "translate" and size == "base"
+    changed = " ('base' is a residual U-Net since 2026-11)" if new_base else ""
+    hint = (
+        f"its config's model size {size!r} builds a different network in this lift3d{changed}; "
+        f"retrain with 'lift3d train {task} --config {folder.path / CONFIG_FILE}', or load it "
+        "with the lift3d that trained it"
+    )
+    load_weights(model, folder.weights, mismatch_hint=hint)
     return model.to(device).eval(), folder
 
 

@@ -128,3 +128,63 @@ def test_context_zero_is_exactly_the_old_model():
     wide = translation_model_from_config(cfg)
     assert wide.translator.in_channels == 3 and wide.in_channels == 1
     assert sum(p.numel() for p in wide.parameters()) > n
+
+
+# ------------------------------------------------------------------ bad input and thin volumes
+
+
+def test_context_slices_negative_or_not_below_the_slice_count_names_the_key():
+    from lift3d.config import load_config
+    from lift3d.errors import InputError
+
+    with pytest.raises(InputError, match=r"'model\.context_slices'.*at least 0"):
+        load_config(TranslateConfig, overrides=["model.context_slices=-1"])
+    cfg = TranslateConfig(task="mr2ct")
+    cfg.model.size = "tiny"
+    cfg.data.shape = [6, 16, 16]
+    for k in (-1, 6, 40):
+        cfg.model.context_slices = k
+        with pytest.raises(InputError, match=r"'model\.context_slices'.*0\.\.5") as err:
+            translation_model_from_config(cfg)
+        assert "\n" not in str(err.value)
+    cfg.model.context_slices = 5  # every other slice of the grid as context: allowed
+    assert translation_model_from_config(cfg).translator.in_channels == 11
+
+
+@pytest.mark.parametrize("argv", [["model.context_slices=-2"], ["model.context_slices=32"]])
+def test_cli_refuses_bad_context_slices_in_one_line(argv, phantom_synthrad_dir, tmp_path, capsys):
+    from lift3d.cli import main
+
+    out = tmp_path / "run"
+    args = ["train", "translate", "--task", "mr2ct", "--data", str(phantom_synthrad_dir)]
+    args += ["--out", str(out), "--config", "translate_demo", "--set", *argv]
+    args += ["data.shape=[32,32,32]", "translator.steps=1", "mixer.steps=0"]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "model.context_slices" in err[0], err
+    assert not out.exists()  # a run refused before training leaves nothing behind
+
+
+@pytest.mark.parametrize("context", [0, 2])
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_volume_thinner_than_the_mixer_context_translates(depth, context):
+    """Two mixed points of receptive field 2 * 3 each (12 slices on each side), volumes of 1-3
+    slices: the z-convs
+    zero-pad past the ends, so whole and chunked outputs agree."""
+    torch.manual_seed(0)
+    model = build_translation_model(
+        "tiny", 1, mixer_depth=2, z_context=3, context_slices=context
+    ).eval()
+    with torch.no_grad():
+        for p in model.mixers.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    assert model.receptive_field() == 12
+    x = torch.rand(1, 1, depth, 12, 12, generator=torch.Generator().manual_seed(depth))
+    with torch.no_grad():
+        whole = model(x, chunk_size=0)
+        chunked = model(x, chunk_size=1)
+        plain = model(x, use_mixer=False)
+    assert whole.shape == (1, 1, depth, 12, 12) and torch.isfinite(whole).all()
+    torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
+    if depth > 1:
+        assert not torch.allclose(whole, plain, atol=1e-5)  # the mixer still mixes what there is

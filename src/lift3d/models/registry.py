@@ -5,7 +5,10 @@ The ``*_from_config`` functions build a model from its task config alone; that i
 
 Translation (`build_translation_model`): per-slice U-Net F + bidirectional z-mixers M
 (`lift3d.models.lift.TranslationModel`). Sizes: ``tiny`` (tests), ``small`` (CPU demo on 64^3
-phantoms), ``base`` (real data, e.g. 240 x 240 x 155 BraTS / SynthRAD volumes).
+phantoms), ``base`` and ``large`` (real data on a GPU, e.g. 240 x 240 x 155 BraTS / SynthRAD
+volumes: residual U-Nets of 8 M and 36 M parameters, the range of the 2D networks used on
+SynthRAD / BraSyn). Until 2026-11 ``base`` was a 0.5 M plain U-Net (widths 16..128); a folder
+saved with it is refused with a message saying to retrain (`lift3d.model_folder.load_model`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from lift3d.models.generation import build_generation
 from lift3d.models.lift import TranslationModel, in_channels
 from lift3d.models.translator import SliceUNet
 
-# size -> (U-Net widths finest first, mixer options). mixer_levels: 1 = bottleneck only,
-# k > 1 also mixes the first k - 1 decoder stages (coarse to fine).
+# size -> (U-Net widths finest first, residual blocks per level (0: one plain block), mixer
+# options). mixer_levels: 1 = bottleneck only, k > 1 also mixes the first k - 1 decoder stages
+# (coarse to fine). Five levels: 240 = 15 * 2^4, so BraTS slices need no padding.
 TRANSLATION_SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
         "channels": (8, 16),
@@ -37,9 +41,18 @@ TRANSLATION_SIZES: dict[str, dict[str, Any]] = {
         "z_context": 3,
         "mixer_hidden": 1.0,
     },
-    "base": {
-        "channels": (16, 32, 64, 128),
-        "mixer_levels": 1,  # bottleneck only: a 60^2 decoder-stage mixer adds ~10 % CPU time
+    "base": {  # 8.1 M parameters in F, 3.5 TFLOP per 240 x 240 x 155 volume
+        "channels": (32, 64, 128, 256, 512),
+        "res_blocks": 1,
+        "mixer_levels": 1,  # bottleneck only (15^2 at 240^2)
+        "mixer_depth": 2,
+        "z_context": 4,
+        "mixer_hidden": 0.5,
+    },
+    "large": {  # 36 M parameters in F, 14.5 TFLOP per 240 x 240 x 155 volume
+        "channels": (48, 96, 192, 384, 768),
+        "res_blocks": 2,
+        "mixer_levels": 1,
         "mixer_depth": 2,
         "z_context": 4,
         "mixer_hidden": 0.5,
@@ -61,7 +74,8 @@ def build_translation_model(
         in_channels: source channels C.
         out_channels: target channels (1).
         use_mixer: False builds the no-mapper ablation default (mixers present but unused).
-        **overrides: replace registry options (``channels``, ``mixer_levels``, ``mixer_depth``,
+        **overrides: replace registry options (``channels``, ``res_blocks``, ``mixer_levels``,
+            ``mixer_depth``,
             ``z_context``, ``mixer_hidden``, ``chunk_size``, ``context_slices``: k neighbouring
             slices on each side as extra input channels, F then takes C * (2k + 1)); None
             values are ignored.
@@ -74,7 +88,7 @@ def build_translation_model(
         raise ValueError(
             f"unknown translation model size {size!r}; use one of {list(TRANSLATION_SIZES)}"
         )
-    opts = dict(TRANSLATION_SIZES[size])
+    opts = {"res_blocks": 0, **TRANSLATION_SIZES[size]}
     opts["chunk_size"] = None
     opts["context_slices"] = 0
     for key, value in overrides.items():
@@ -85,7 +99,12 @@ def build_translation_model(
     if opts["context_slices"] < 0:
         raise ValueError(f"context_slices must be >= 0, got {opts['context_slices']}")
     slab = 2 * opts["context_slices"] + 1
-    translator = SliceUNet(in_channels * slab, out_channels, channels=opts.pop("channels"))
+    translator = SliceUNet(
+        in_channels * slab,
+        out_channels,
+        channels=opts.pop("channels"),
+        res_blocks=opts.pop("res_blocks"),
+    )
     return TranslationModel(translator, use_mixer=use_mixer, **opts)
 
 
@@ -112,12 +131,25 @@ def build_generation_model(
 
 
 def translation_model_from_config(cfg: TranslateConfig, use_mixer: bool = True) -> nn.Module:
-    """The `TranslationModel` a config describes (random init)."""
+    """The `TranslationModel` a config describes (random init).
+
+    Raises:
+        InputError: naming the config key: unknown size, ``model.context_slices`` negative or
+            not below the slice count ``data.shape[0]``, an option the model rejects.
+    """
     m = cfg.model
     if m.size not in TRANSLATION_SIZES:
         raise InputError(
             f"config key 'model.size': unknown size {m.size!r}; use one of "
             f"{', '.join(TRANSLATION_SIZES)}"
+        )
+    # inference grids are never thinner than data.shape (lift3d.inference.translate), so this
+    # bounds the context of every volume the model sees through the CLI
+    depth = int(cfg.data.shape[0])
+    if not 0 <= m.context_slices < depth:
+        raise InputError(
+            f"config key 'model.context_slices': must be in 0..{depth - 1} (below the "
+            f"{depth} slices of data.shape), got {m.context_slices}"
         )
     try:
         return build_translation_model(

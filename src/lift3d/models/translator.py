@@ -1,7 +1,10 @@
 """Per-slice 2D translator F of LiFT paired translation (MR -> CT, missing MR modality).
 
-A small 2D U-Net, own implementation (no MONAI dependency), that maps the S source channels of one
-slice to one target channel. It exposes its stages separately -- `encode` (skips + bottleneck),
+A 2D U-Net, own implementation (no MONAI dependency), that maps the S source channels of one
+slice to one target channel. Each level holds either one plain block of two convolutions
+(`ConvBlock`, the small sizes) or a stack of residual blocks (`ResBlock`, ``res_blocks > 0``: the
+sizes for real data, wide and deep enough to be trained without vanishing gradients, as in
+MONAI's ``UNet(num_res_units=...)`` and ``DynUNet(res_block=True)``). It exposes its stages separately -- `encode` (skips + bottleneck),
 `decode_stage` and `head` -- so `lift3d.models.lift.TranslationModel` can run the bidirectional
 z-context mixer on the bottleneck (and optionally decoder) features of a whole stack of slices.
 
@@ -43,6 +46,39 @@ class ConvBlock(nn.Module):
         return self.body(x)  # (N, C_out, H, W)
 
 
+class ResBlock(nn.Module):
+    """Residual block: two 3x3 convolutions with GroupNorm (up to 32 groups) and SiLU, added to
+    the input (a 1x1 projection when the width changes), then SiLU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1),
+            nn.GroupNorm(_groups(out_channels, 32), out_channels),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+            nn.GroupNorm(_groups(out_channels, 32), out_channels),
+        )
+        self.shortcut = (
+            nn.Identity()
+            if in_channels == out_channels
+            else nn.Conv2d(in_channels, out_channels, 1)
+        )
+        self.act = nn.SiLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.body(x) + self.shortcut(x))  # (N, C_out, H, W)
+
+
+def level_block(in_channels: int, out_channels: int, res_blocks: int) -> nn.Module:
+    """One U-Net level's convolutions: a plain `ConvBlock` (``res_blocks == 0``) or
+    ``res_blocks`` chained `ResBlock`s."""
+    if res_blocks == 0:
+        return ConvBlock(in_channels, out_channels)
+    widths = [in_channels] + [out_channels] * res_blocks
+    return nn.Sequential(*(ResBlock(a, b) for a, b in zip(widths[:-1], widths[1:])))
+
+
 class SliceUNet(nn.Module):
     """2D U-Net translator F: (N, S, H, W) source slices -> (N, 1, H, W) target slices.
 
@@ -51,30 +87,39 @@ class SliceUNet(nn.Module):
         out_channels: number of target channels (1 for CT or one MR modality).
         channels: feature width per level, finest first; ``len(channels) - 1`` downsamplings,
             so H and W must be divisible by ``2 ** (len(channels) - 1)`` (`TranslationModel` pads).
+        res_blocks: 0 = one plain `ConvBlock` per level; n > 0 = n `ResBlock`s per level
+            (encoder, bottleneck and decoder alike).
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int = 1, channels: Sequence[int] = (16, 32, 64, 128)
+        self,
+        in_channels: int,
+        out_channels: int = 1,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        res_blocks: int = 0,
     ) -> None:
         super().__init__()
         if len(channels) < 2:
             raise ValueError(f"SliceUNet needs at least 2 levels, got channels={tuple(channels)}")
+        if res_blocks < 0:
+            raise ValueError(f"res_blocks must be >= 0, got {res_blocks}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.channels = tuple(int(c) for c in channels)
+        self.res_blocks = res_blocks
         c = self.channels
         self.down_blocks = nn.ModuleList()
         prev = in_channels
         for width in c[:-1]:
-            self.down_blocks.append(ConvBlock(prev, width))
+            self.down_blocks.append(level_block(prev, width, res_blocks))
             prev = width
         self.pool = nn.AvgPool2d(2)
-        self.bottleneck = ConvBlock(c[-2], c[-1])
+        self.bottleneck = level_block(c[-2], c[-1], res_blocks)
         self.ups = nn.ModuleList()
         self.up_blocks = nn.ModuleList()
         for level in range(len(c) - 2, -1, -1):  # coarse to fine
             self.ups.append(nn.ConvTranspose2d(c[level + 1], c[level], 2, stride=2))
-            self.up_blocks.append(ConvBlock(2 * c[level], c[level]))
+            self.up_blocks.append(level_block(2 * c[level], c[level], res_blocks))
         self.out = nn.Conv2d(c[0], out_channels, 1)
 
     @property

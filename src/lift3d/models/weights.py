@@ -211,12 +211,15 @@ def state_dict_mismatch(
     return None
 
 
-def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
+def load_weights(
+    module: nn.Module, path: str | Path, mismatch_hint: str | None = None
+) -> dict[str, Any]:
     """Load weights written by `save_weights` (or the ``model.*`` part of a step checkpoint).
 
     Args:
         module: the model to fill in place; keys and shapes must match exactly.
         path: ``.safetensors`` file.
+        mismatch_hint: what to do when the weights do not fit `module` (appended to the error).
 
     Returns:
         The metadata stored with the weights (JSON values decoded).
@@ -234,6 +237,7 @@ def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
             tensors = stripped
     problem = state_dict_mismatch(expected, tensors)
     if problem:
-        raise InputError(f"weights do not fit this model: {problem}", path)
+        hint = f"; {mismatch_hint}" if mismatch_hint else ""
+        raise InputError(f"weights do not fit this model: {problem}{hint}", path)
     module.load_state_dict(tensors, strict=True)
     return _decode_metadata(raw_meta)
