@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("phantom", "phantom", "write a seeded synthetic head-phantom dataset (BraTS or SynthRAD layout)"),
     ("inspect", "inspect", "report a dataset's layout, cases, shapes, spacings and problems"),
     ("train", "train", "train a LiFT model (translate: MR->CT / missing modality; generate)"),
+    ("store", "store", "build a dataset's preprocessed on-disk store ahead of training"),
     ("translate", "translate", "translate a volume or a dataset with a trained model (e.g. MR->CT)"),
     ("synthesize-missing", "synthesize_missing", "write the one missing BraTS modality of a case"),
     ("generate", "generate", "sample new 3D volumes from a trained unconditional model"),
