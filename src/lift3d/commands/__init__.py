@@ -16,3 +16,21 @@ def add_model_run_arguments(
         )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
+def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--precision`` and ``--compile`` of the commands that run a network for inference
+    (`lift3d.inference.precision`)."""
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        default="auto",
+        help="network precision: bf16 autocast or fp32 (default auto: bf16 on CUDA, fp32 on "
+        "the CPU); outputs are float32 either way",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the network's convolution blocks (CUDA; the first volume pays the "
+        "compilation)",
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lift3d.commands import add_precision_arguments
+
 HELP = (
     "Sample N new volumes from a model trained with 'lift3d train generate'. Writes one "
     "sample_XXXX.nii.gz per sample on the training data's reference grid (one file per modality, "
@@ -34,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "by default: on the phantom it raises both arms' KID against held-out volumes",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    add_precision_arguments(parser)
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing output folder"
     )
@@ -59,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         detail=args.detail,
         device=device,
         overwrite=args.overwrite,
+        precision=args.precision,
+        compile=args.compile,
     )
     print(f"wrote {len(files)} volume(s) and montage.png to {args.out}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lift3d.commands import add_model_run_arguments
+from lift3d.commands import add_model_run_arguments, add_precision_arguments
 
 HELP = (
     "Find the one missing modality (t1n, t1c, t2w or t2f) of a BraTS case folder and synthesise "
@@ -19,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, metavar="RUN", help="missing-modality model")
     parser.add_argument("--case", required=True, metavar="DIR", help="BraTS case folder")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: the case folder)")
+    add_precision_arguments(parser)
     add_model_run_arguments(parser, "replace an existing output", ablation="mixer")
 
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_path(out, inputs=list(case.paths.values()), overwrite=args.overwrite)
     if args.out:
         check_output_path(out_dir, inputs=[case_dir], overwrite=True)
-    bundle = load_translation_model(args.model, args.device)
+    bundle = load_translation_model(args.model, args.device, args.precision, compile=args.compile)
     if bundle.task != "missing":
         raise InputError(
             f"model is a {bundle.task} model, not a missing-modality model", args.model

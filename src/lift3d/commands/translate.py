@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lift3d.commands import add_model_run_arguments
+from lift3d.commands import add_model_run_arguments, add_precision_arguments
 
 HELP = (
     "Translate with a model from 'lift3d train translate'. File mode (mr2ct): --input mr.nii.gz "
@@ -42,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder mode: leave out cases with bad inputs (warned, listed in translation.json) "
         "instead of stopping",
     )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        metavar="N",
+        help="z-chunk of the forward pass in output slices (default: the model's "
+        "model.chunk_size; 0 = the whole volume at once, more memory)",
+    )
+    add_precision_arguments(parser)
     add_model_run_arguments(parser, "replace existing outputs", ablation="mixer")
 
 
@@ -82,7 +90,13 @@ def run(args: argparse.Namespace) -> int:
         if args.skip_bad:
             raise InputError("--skip-bad applies to folder mode (a dataset folder as --input)")
     check_output_path(out, inputs=[*inputs, args.model], overwrite=args.overwrite)
-    bundle = load_translation_model(args.model, args.device)
+    bundle = load_translation_model(
+        args.model,
+        args.device,
+        args.precision,
+        compile=args.compile,
+        chunk_size=args.chunk_size,
+    )
     use_mixer = not args.no_mixer
     target = args.target
     if target is not None and bundle.target is not None:

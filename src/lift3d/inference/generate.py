@@ -15,6 +15,11 @@ Output detail (`lift3d.inference.detail`, opt-in with ``detail=True``): white no
 training data's noise level (measured after training), added to every sample's
 foreground on the reference grid. Its noise depends only on (seed, sample index), so LiFT and
 the no-mapper ablation get the same noise.
+
+Precision (`lift3d.inference.precision`): T and G run in fp32 or under bf16 autocast (``auto``:
+bf16 on CUDA, fp32 on the CPU); each sample is cast to float32 before it is restored and
+written. The noise is drawn in float32 on the CPU either way, so both precisions sample the
+same trajectories' noise.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lift3d.data.preprocess import restore_sample
 from lift3d.data.volume import with_nifti_codes, write_volume
 from lift3d.errors import InputError
 from lift3d.inference.detail import add_detail, sample_rng, window_width
+from lift3d.inference.precision import compile_blocks, inference_mode, resolve_precision
 from lift3d.model_folder import load_model
 from lift3d.report.figures import preview_png
 from lift3d.utils import atomic_write_text
@@ -50,6 +56,8 @@ def generate_volumes(
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> list[Path]:
     """Sample `n` volumes and write them (plus montage and generation.json) into `out_dir`.
 
@@ -66,6 +74,8 @@ def generate_volumes(
         progress: tqdm bar when stderr is a TTY.
         overwrite: replace existing files (else each file is created exclusively: one that
             appears meanwhile, e.g. from another run, is an error).
+        precision: auto | fp32 | bf16 (`lift3d.inference.precision`).
+        compile: `torch.compile` G's convolution blocks (meant for CUDA).
 
     Returns:
         The written volume files.
@@ -74,7 +84,13 @@ def generate_volumes(
 
     if n <= 0:
         raise InputError(f"--n must be a positive number of samples, got {n}")
+    try:
+        precision = resolve_precision(precision, device)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     model, folder = load_model(model_dir, "generate", device)
+    if compile:
+        compile_blocks(model, ("_ModBlock",))
     ref = folder.reference
     modalities = list(ref["modalities"])
     detail_record = ref.get("detail") if detail else None
@@ -93,7 +109,9 @@ def generate_volumes(
         range(n), desc="generate", unit="vol", disable=not (progress and sys.stderr.isatty())
     ):
         start = time.perf_counter()
-        vol = model.sample(1, gen, use_mapper=use_mapper)[0].cpu().numpy()  # (C, D, H, W)
+        with inference_mode(device, precision):
+            vol = model.sample(1, gen, use_mapper=use_mapper)[0]
+        vol = vol.float().cpu().numpy()  # (C, D, H, W), float32 from bf16 too
         seconds.append(time.perf_counter() - start)
         files = {}
         rng = sample_rng(seed, i)
@@ -130,6 +148,7 @@ def generate_volumes(
         "model_shape": ref["shape"],
         "reference_case": ref.get("reference_case"),
         "device": device,
+        "precision": precision,
         "detail": {
             "applied": bool(sigmas),
             "why_not": None

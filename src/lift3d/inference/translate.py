@@ -14,6 +14,10 @@ there is one (SynthRAD ships ``mask.nii.gz``; training used it), else the non-ze
 Inputs are checked by `lift3d.data.discovery.check_volume_data` in file and folder mode alike
 (finite, not constant, 3D, a mask not empty); only the files inference reads are checked (a
 case's reference CT is not). A result with NaN or Inf voxels is never written.
+
+Precision (`lift3d.inference.precision`): the network runs in the bundle's precision (fp32, or
+bf16 autocast: ``auto`` is bf16 on CUDA, fp32 on the CPU); its output is cast to float32 before
+clamping and restoring, so the written volume is float32 on the source grid either way.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from lift3d.data.layouts import Case, DiscoveryResult, list_cases
 from lift3d.data.preprocess import CT_WINDOW_HU, preprocess_case, restore_volume, to_model_space
 from lift3d.data.volume import Volume, image_suffix, write_volume
 from lift3d.errors import InputError
+from lift3d.inference.precision import compile_blocks, inference_mode, resolve_precision
 from lift3d.model_folder import load_model, read_model_folder
 from lift3d.models.lift import make_input, task_modalities
 from lift3d.utils import atomic_write_text, resolve_device
@@ -56,6 +61,9 @@ class TranslationBundle:
         target: fixed target ("ct") or None (missing: whichever slot is absent).
         device: torch device string.
         model_dir: the model folder.
+        precision: resolved inference precision, "fp32" | "bf16".
+        chunk_size: z-chunk (output slices) of the forward pass; None: the config's
+            ``model.chunk_size`` (0 = whole volume).
     """
 
     model: Any
@@ -65,6 +73,8 @@ class TranslationBundle:
     target: str | None
     device: str
     model_dir: Path
+    precision: str = "fp32"
+    chunk_size: int | None = None
 
 
 def read_run_info(model_dir: str | Path) -> dict[str, Any]:
@@ -72,17 +82,42 @@ def read_run_info(model_dir: str | Path) -> dict[str, Any]:
     return read_model_folder(model_dir, "translate").run
 
 
-def load_translation_model(model_dir: str | Path, device: str = "auto") -> TranslationBundle:
+def load_translation_model(
+    model_dir: str | Path,
+    device: str = "auto",
+    precision: str = "fp32",
+    *,
+    compile: bool = False,
+    chunk_size: int | None = None,
+) -> TranslationBundle:
     """Load a translation model folder.
 
+    Args:
+        model_dir: the model folder.
+        device: auto | cpu | cuda[:i].
+        precision: auto | fp32 | bf16 (`lift3d.inference.precision`).
+        compile: `torch.compile` the translator's convolution blocks (meant for CUDA).
+        chunk_size: z-chunk of the forward pass (None: the config's; 0: whole volume).
+
     Raises:
-        InputError: missing folder or files, a model from another task, unreadable weights.
+        InputError: missing folder or files, a model from another task, unreadable weights,
+            a precision the device cannot run, a negative chunk size.
     """
     device = resolve_device(device)
+    try:
+        precision = resolve_precision(precision, device)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    if chunk_size is not None and chunk_size < 0:
+        raise InputError(f"--chunk-size must be >= 0, got {chunk_size}")
     model, folder = load_model(model_dir, "translate", device)
+    if compile:
+        compile_blocks(model)
     cfg = folder.config
     slots, target = task_modalities(cfg.task)
-    return TranslationBundle(model, cfg, cfg.task, slots, target, device, folder.path)
+    return TranslationBundle(
+        model, cfg, cfg.task, slots, target, device, folder.path, precision, chunk_size
+    )
 
 
 # ------------------------------------------------------------------ one case
@@ -192,8 +227,10 @@ def translate_volumes(
             batch.setdefault(slot, torch.zeros_like(next(iter(batch.values()))))
         missing = torch.tensor([bundle.slots.index(target)], device=device)
     x = make_input(bundle.task, batch, missing)
-    pred = bundle.model(x, use_mixer=use_mixer, chunk_size=cfg.model.chunk_size or 0)
-    pred = pred.clamp(0.0, 1.0)[0, 0].float().cpu().numpy()  # (D, H, W)
+    chunk = cfg.model.chunk_size if bundle.chunk_size is None else bundle.chunk_size
+    with inference_mode(device, bundle.precision):
+        pred = bundle.model(x, use_mixer=use_mixer, chunk_size=chunk or 0)
+    pred = pred.float().clamp(0.0, 1.0)[0, 0].cpu().numpy()  # (D, H, W), float32 from bf16 too
 
     window = CT_WINDOW_HU if target == "ct" else MISSING_OUTPUT_WINDOW
     record.intensity[target] = {

@@ -1,0 +1,107 @@
+"""Inference precision and compilation, shared by translation, generation and `lift3d bench`.
+
+``fp32`` is the reference. ``bf16`` runs the network under `torch.autocast` with bfloat16: the
+weights stay float32, convolutions and matmuls run in bf16, and autocast keeps normalisations
+and reductions in float32. Callers cast the network output back to float32 before anything
+else touches it (clamping, restoring onto the source grid, the NaN check), so written volumes
+are float32 whatever the precision.
+
+``auto`` is bf16 on a CUDA device that supports it and fp32 on the CPU. bf16 on this project's
+CPU (AMX-BF16) is about 2x faster for the translator, but it moves outputs by a few HU on
+average (tens of HU at worst, at sharp edges; docs/journal/2026-11-27-precision-and-throughput.md),
+CPUs without bf16 matrix units run it slower than fp32, and CPU training validates in fp32; so
+on the CPU bf16 is opt-in (``--precision bf16``).
+
+``compile`` (`torch.compile` of the per-slice blocks) is opt-in and meant for CUDA, where the
+fixed-shape slice batches compile once per volume shape; the first call pays the compilation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# Dense (no sparsity) peak TFLOP/s of known devices, for the fraction of peak `lift3d bench`
+# reports. Vendor data sheets; tensor-core bf16 and plain fp32 (no TF32).
+DEVICE_PEAK_TFLOPS: dict[str, dict[str, float]] = {
+    "H100 SXM": {"bf16": 989.0, "fp32": 67.0},
+    "H100 80GB HBM3": {"bf16": 989.0, "fp32": 67.0},
+    "H100 PCIe": {"bf16": 756.0, "fp32": 51.0},
+    "H100 NVL": {"bf16": 835.0, "fp32": 60.0},
+    "H200": {"bf16": 989.0, "fp32": 67.0},
+    "A100": {"bf16": 312.0, "fp32": 19.5},
+}
+
+
+def cpu_has_bf16() -> bool:
+    """True when the CPU has bf16 matrix instructions (AMX-BF16 or AVX512-BF16; Linux)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            flags = re.search(r"^flags\s*:(.*)$", f.read(), re.MULTILINE)
+        if flags:
+            names = set(flags.group(1).split())
+            return bool(names & {"amx_bf16", "avx512_bf16"})
+    return False
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``auto`` | ``fp32`` | ``bf16`` on `device` -> ``fp32`` | ``bf16``.
+
+    Raises:
+        ValueError: an unknown value, or bf16 on a CUDA device without bf16 support.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    cuda = torch.device(device).type == "cuda"
+    if precision == "auto":
+        return "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise ValueError("this CUDA device does not support bf16; use --precision fp32")
+    return precision
+
+
+def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context for a resolved `precision` on `device` (fp32: autocast disabled,
+    so an enclosing autocast does not leak in)."""
+    kind = torch.device(device).type
+    return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def compile_blocks(model: nn.Module, names: tuple[str, ...] = ("ConvBlock",)) -> int:
+    """`torch.compile` each submodule whose class name is in `names`, in place.
+
+    The translator and the slice generator are U-Nets of small convolution blocks driven by
+    Python code (z-chunk streaming, the mixers); compiling the blocks fuses convolution,
+    GroupNorm and SiLU without tracing that code. Returns the number of blocks compiled.
+    """
+    count = 0
+    for module in model.modules():
+        if type(module).__name__ in names:
+            module.compile()
+            count += 1
+    log.info("compiled %d block(s) of %s", count, type(model).__name__)
+    return count
+
+
+@contextlib.contextmanager
+def inference_mode(device: str | torch.device, precision: str) -> Iterator[None]:
+    """``no_grad`` plus the autocast of the resolved `precision`."""
+    with torch.no_grad(), autocast(device, precision):
+        yield
+
+
+def peak_tflops(device_name: str, precision: str) -> float | None:
+    """Dense peak TFLOP/s of a known GPU at `precision` (fp32 | bf16), else None."""
+    for key, peaks in DEVICE_PEAK_TFLOPS.items():
+        if all(part in device_name for part in key.split()):
+            return peaks.get(precision)
+    return None
