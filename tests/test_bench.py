@@ -174,8 +174,8 @@ def test_cli_bench_tiny_json(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(bench.SIZES, "quick", {"lift": (8, 8, 8), "reference": (8, 8, 8)})
     real_reference = bench.reference_system
 
-    def tiny_reference(shape, steps=1000, channels=None, norm_num_groups=32, name="r"):
-        return real_reference(shape, steps, TINY_CHANNELS, 4, name)
+    def tiny_reference(shape, steps=1000, channels=None, norm_num_groups=32, name="r", **kw):
+        return real_reference(shape, steps, TINY_CHANNELS, 4, name, **kw)
 
     monkeypatch.setattr(bench, "reference_system", tiny_reference)
     out = tmp_path / "b.json"
@@ -197,3 +197,57 @@ def test_cli_bench_tiny_json(tmp_path, monkeypatch, capsys):
     # refuses to overwrite without --overwrite
     assert main(["bench", "--size", "quick", "--json", str(out)]) == 2
     assert main(["bench", "--repeats", "2"]) == 2
+
+
+def test_bench_bf16_runs_every_system_in_bf16_and_reports_rates():
+    conv, flops = conv_system()
+    ref = bench.reference_system((8, 8, 8), channels=TINY_CHANNELS, norm_num_groups=4)
+    result = bench.run_benchmark([conv, ref], repeats=5, progress=False, precision="bf16")
+    assert result["precision"] == "bf16" and result["peak_tflops"] is None  # CPU: no peak
+    for s in result["systems"]:
+        assert s["precision"] == "bf16" and "peak_fraction" not in s
+        per = s.get("flops_per_step", s["flops_per_volume"])
+        sec = s.get("seconds_per_step", s["seconds_per_volume"])
+        assert s["tflops_per_s"] == pytest.approx(per / sec / 1e12)
+    assert result["systems"][0]["flops_per_volume"] == flops  # FLOPs do not depend on precision
+    for r in result["ratios"].values():
+        assert r["efficiency"] == pytest.approx(r["seconds"] / r["flops"])
+    with pytest.raises(ValueError, match="precision"):
+        bench.measure(conv, precision="fp16")
+
+
+def test_bench_records_translation_chunk_size():
+    system = bench.lift_translation_system((6, 8, 8), "tiny", chunk_size=2)
+    r = bench.measure(system, repeats=5)
+    whole = bench.measure(bench.lift_translation_system((6, 8, 8), "tiny"), repeats=5)
+    assert r["chunk_size"] == 2 and "2-slice z-chunks" in r["note"]
+    assert whole["chunk_size"] == 0 and "whole volume" in whole["note"]
+    # chunks repeat only the mixers' overlap windows, never F
+    assert whole["flops_per_volume"] <= r["flops_per_volume"] <= 1.2 * whole["flops_per_volume"]
+
+
+def test_format_table_reads_json_written_before_precision():
+    from lift3d.commands.bench import format_table
+
+    old = {
+        "device_name": "cpu",
+        "device": "cpu",
+        "threads": 2,
+        "torch_version": "2",
+        "lift3d_version": "0",
+        "systems": [
+            {
+                "name": "lift-translate",
+                "shape": [1, 2, 2],
+                "seconds_per_volume": 2.0,
+                "flops_per_volume": 4e12,
+                "peak_bytes": 1,
+                "baseline_bytes": 0,
+                "params": 3,
+                "memory_kind": "rss-hwm",
+            }
+        ],
+        "ratios": {"r / lift-translate": {"flops": 10.0, "seconds": 4.0}},
+    }
+    text = format_table(old)
+    assert "fp32" in text and "efficiency  0.40" in text and "2" in text

@@ -13,7 +13,14 @@ passes plus one light pass along z; cWDM repeats a 3D U-Net over the wavelet vol
   run (the kernel's high-water mark VmHWM, reset through ``/proc/self/clear_refs`` before the
   system is built, so each system gets its own peak); on GPU the allocator peak
   (`torch.cuda.max_memory_allocated`). ``baseline_bytes`` is what the process held before;
-- ``params``: parameter count.
+- ``params``: parameter count;
+- ``tflops_per_s``: achieved TFLOP/s, FLOPs / seconds (per step and per volume alike) and, on a
+  GPU of known peak (`lift3d.inference.precision.DEVICE_PEAK_TFLOPS`), ``peak_fraction``.
+
+Every system runs in one precision (``fp32``, or ``bf16`` autocast with float32 weights, as
+`lift3d.inference` runs it), the reference included; the FLOP count does not depend on it.
+``efficiency`` compares a LiFT system with the one-step reference: its seconds ratio divided
+by its FLOP ratio, i.e. LiFT's achieved FLOP/s over the reference's (1 = equally efficient).
 
 A system whose unit of work is one sampling step (the reference) reports ``seconds_per_step`` and
 ``flops_per_step``; its per-volume numbers are per-step x ``steps``.
@@ -38,6 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lift3d.inference.precision import autocast, compile_blocks, peak_tflops
 from lift3d.models.reference import (
     CWDM_CHANNELS,
     CWDM_CONDITIONS,
@@ -204,6 +212,7 @@ def measure(
     device: str | torch.device = "cpu",
     repeats: int = MIN_REPEATS,
     warmup: int = 1,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Measure one system: wall time, FLOPs, peak memory and parameters for one volume.
 
@@ -214,17 +223,20 @@ def measure(
         device: torch device.
         repeats: timed runs (at least 5); the median is reported.
         warmup: untimed runs before timing (at least 1).
+        precision: ``fp32`` | ``bf16`` (autocast around every run, weights float32).
 
     Returns:
         ``name, shape, seconds_per_volume, flops_per_volume, peak_bytes, baseline_bytes,
-        memory_kind, params, times_s, note`` and, for per-step systems, ``seconds_per_step,
-        flops_per_step, steps``.
+        memory_kind, params, times_s, note, precision, tflops_per_s`` and, for per-step
+        systems, ``seconds_per_step, flops_per_step, steps``.
     """
     if repeats < MIN_REPEATS:
         raise ValueError(f"repeats must be >= {MIN_REPEATS}, got {repeats}")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     device = torch.device(device)
     warmup = max(1, warmup)
-    with torch.no_grad(), peak_memory(device) as memory:
+    with torch.no_grad(), autocast(device, precision), peak_memory(device) as memory:
         module, fn = system.build(device)
         module.eval()
         params = sum(p.numel() for p in module.parameters())
@@ -252,6 +264,8 @@ def measure(
         "params": params,
         "times_s": times,
         "note": system.note,
+        "precision": precision,
+        "tflops_per_s": flops / max(unit_seconds, 1e-12) / 1e12,
         **system.extra,
     }
     if system.per_step or system.steps > 1:
@@ -275,13 +289,18 @@ def with_steps(result: dict[str, Any], steps: int, name: str, note: str = "") ->
 def cost_ratios(
     references: Sequence[dict[str, Any]], systems: Sequence[dict[str, Any]]
 ) -> dict[str, dict[str, float]]:
-    """``{"<ref> / <system>": {"flops": x, "seconds": y}}`` for every reference x system pair."""
+    """``{"<ref> / <system>": {"flops": x, "seconds": y, "efficiency": y / x}}`` for every
+    reference x system pair; ``efficiency`` is the system's achieved FLOP/s over the
+    reference's (the parity target is >= 0.5 against the one-step reference)."""
     ratios = {}
     for ref in references:
         for sys_ in systems:
+            flops = ref["flops_per_volume"] / max(sys_["flops_per_volume"], 1)
+            seconds = ref["seconds_per_volume"] / max(sys_["seconds_per_volume"], 1e-12)
             ratios[f"{ref['name']} / {sys_['name']}"] = {
-                "flops": ref["flops_per_volume"] / max(sys_["flops_per_volume"], 1),
-                "seconds": ref["seconds_per_volume"] / max(sys_["seconds_per_volume"], 1e-12),
+                "flops": flops,
+                "seconds": seconds,
+                "efficiency": seconds / max(flops, 1e-12),
             }
     return ratios
 
@@ -296,6 +315,7 @@ def reference_system(
     channels: Sequence[int] | None = None,
     norm_num_groups: int = 32,
     name: str = "reference-1000step",
+    compile: bool = False,
 ) -> System:
     """The cWDM-configured reference, measured per sampling step at `volume_shape`.
 
@@ -306,6 +326,7 @@ def reference_system(
         channels: U-Net widths; None = cWDM's (64, 128, 128, 256, 256). Tests pass tiny widths.
         norm_num_groups: GroupNorm groups (must divide every width).
         name: row name.
+        compile: `torch.compile` the U-Net (one fixed-shape graph).
     """
     channels = tuple(channels or CWDM_CHANNELS)
     shape = tuple(int(s) for s in volume_shape)
@@ -317,6 +338,8 @@ def reference_system(
     def build(device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
         model = WaveletDiffusionReference(channels, steps=steps, norm_num_groups=norm_num_groups)
         model = model.to(device).eval()
+        if compile:
+            model.unet.compile()
         cond_w = torch.randn(1, HAAR_SUBBANDS * CWDM_CONDITIONS, *grid, device=device)
         x_t = torch.randn(1, HAAR_SUBBANDS, *grid, device=device)
         t = steps // 2
@@ -343,6 +366,8 @@ def lift_translation_system(
     use_mixer: bool = True,
     builder: Callable[..., nn.Module] | None = None,
     name: str | None = None,
+    chunk_size: int = 0,
+    compile: bool = False,
 ) -> System:
     """LiFT translation (F + z-mixer, or F alone) synthesising one volume of `shape`.
 
@@ -354,21 +379,29 @@ def lift_translation_system(
         builder: ``build_translation_model(size, in_channels, out_channels, use_mixer)``;
             None = `lift3d.models.registry.build_translation_model`.
         name: row name; default ``lift-translate`` / ``lift-translate-no-mixer``.
+        chunk_size: z-chunk in output slices, as `lift3d translate` streams a volume (0: the
+            whole volume in one slice batch).
+        compile: `torch.compile` the convolution blocks.
     """
     shape = tuple(int(s) for s in shape)
 
     def build(device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
         make = builder or build_translation_model
         model = make(size, in_channels, 1, use_mixer).to(device).eval()
+        if compile:
+            compile_blocks(model)
         x = torch.rand(1, in_channels, *shape, device=device)
+        if chunk_size:
+            return model, lambda: model(x, chunk_size=chunk_size)
         return model, lambda: model(x)
 
+    chunks = f"{chunk_size}-slice z-chunks" if chunk_size else "whole volume"
     return System(
         name=name or ("lift-translate" if use_mixer else "lift-translate-no-mixer"),
         build=build,
         shape=shape,  # type: ignore[arg-type]
-        note="F + z-mixer" if use_mixer else "F alone (no mixer)",
-        extra={"model_size": size},
+        note=("F + z-mixer" if use_mixer else "F alone (no mixer)") + f", {chunks}",
+        extra={"model_size": size, "chunk_size": chunk_size},
     )
 
 
@@ -379,6 +412,7 @@ def lift_generation_system(
     use_mapper: bool = True,
     builder: Callable[..., nn.Module] | None = None,
     name: str | None = None,
+    compile: bool = False,
 ) -> System:
     """LiFT generation (G + trajectory mapper) sampling one volume of `shape`.
 
@@ -389,12 +423,15 @@ def lift_generation_system(
         use_mapper: include the trajectory mapper.
         builder: ``build_generation_model(size, channels, shape)``; None = the registry's.
         name: row name; default ``lift-generate`` / ``lift-generate-no-mapper``.
+        compile: `torch.compile` G's convolution blocks.
     """
     shape = tuple(int(s) for s in shape)
 
     def build(device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
         make = builder or build_generation_model
         model = make(size, channels, shape).to(device).eval()
+        if compile:
+            compile_blocks(model, ("_ModBlock",))
         return model, lambda: model.sample(1, use_mapper=use_mapper)
 
     return System(
@@ -467,10 +504,14 @@ def default_systems(
     reference_groups: int = 32,
     translate_builder: Callable[..., nn.Module] | None = None,
     generate_builder: Callable[..., nn.Module] | None = None,
+    chunk_size: int = 0,
+    compile: bool = False,
 ) -> tuple[list[System], list[str]]:
     """The systems `lift3d bench` measures, and the names of those it had to skip (with why).
 
     LiFT builders default to `lift3d.models.registry`; a missing builder skips that system.
+    `chunk_size` is LiFT translation's z-chunk (0: whole volume); `compile` compiles every
+    system, the reference included.
     """
     systems: list[System] = []
     skipped: list[str] = []
@@ -480,11 +521,20 @@ def default_systems(
         for use_mixer in (True, False):
             systems.append(
                 lift_translation_system(
-                    lift_shape, model_size, use_mixer=use_mixer, builder=translate_builder
+                    lift_shape,
+                    model_size,
+                    use_mixer=use_mixer,
+                    builder=translate_builder,
+                    chunk_size=chunk_size,
+                    compile=compile,
                 )
             )
     if generate_builder is not None:
-        systems.append(lift_generation_system(lift_shape, model_size, builder=generate_builder))
+        systems.append(
+            lift_generation_system(
+                lift_shape, model_size, builder=generate_builder, compile=compile
+            )
+        )
     systems.append(
         reference_system(
             reference_shape,
@@ -492,6 +542,7 @@ def default_systems(
             channels=reference_channels,
             norm_num_groups=reference_groups,
             name=f"reference-{REFERENCE_STEPS[0]}step",
+            compile=compile,
         )
     )
     return systems, skipped
@@ -502,24 +553,31 @@ def run_benchmark(
     device: str | torch.device = "cpu",
     repeats: int = MIN_REPEATS,
     progress: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Measure `systems` one after the other on one device; return the benchmark JSON.
+    """Measure `systems` one after the other on one device, all in one `precision`; return the
+    benchmark JSON.
 
     Per-step systems are also reported at the other `REFERENCE_STEPS` counts (same measurement).
+    On a GPU of known peak every system also gets ``peak_fraction`` (achieved / peak TFLOP/s).
 
     Returns:
-        ``{**environment, "repeats", "systems": [...], "ratios": {...}, "skipped": [...]}``.
+        ``{**environment, "precision", "peak_tflops", "repeats", "systems": [...],
+        "ratios": {...}, "skipped": [...]}``.
     """
     from tqdm import tqdm
 
     env = environment(device)
+    peak = peak_tflops(env["device_name"], precision) if env["device"].startswith("cuda") else None
     results: list[dict[str, Any]] = []
     bar = tqdm(systems, desc="bench", unit="system", disable=not progress)
     for system in bar:
         bar.set_postfix_str(system.name)
         log.info("measuring %s %s", system.name, tuple(system.shape))
         _release_freed_memory(full=True)
-        result = measure(system, device=device, repeats=repeats)
+        result = measure(system, device=device, repeats=repeats, precision=precision)
+        if peak:
+            result["peak_fraction"] = result["tflops_per_s"] / peak
         results.append(result)
         if system.per_step:
             base = system.name.rsplit("-", 1)[0]
@@ -537,6 +595,8 @@ def run_benchmark(
     return {
         **env,
         "loadavg_1m_end": None if load is None else round(load[0], 2),
+        "precision": precision,
+        "peak_tflops": peak,
         "repeats": repeats,
         "flops_counter": "torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-add)",
         "systems": results,

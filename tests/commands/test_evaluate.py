@@ -12,7 +12,7 @@ import pytest
 from lift3d import evaluation as ev
 from lift3d.cli import main
 from lift3d.data.discovery import discover_cases
-from lift3d.data.volume import read_volume, write_volume
+from lift3d.data.volume import Volume, read_volume, write_volume
 from lift3d.metrics import image
 
 COHERENCE = ev.COHERENCE_METRICS
@@ -283,3 +283,73 @@ def test_mask_name(tmp_path, phantom_brats_dir, brats_cases, capsys):
         capsys,
     )
     assert "nosuch" in err
+
+
+def test_generate_with_floor_end_to_end(tmp_path, phantom_brats_dir, brats_cases, capsys):
+    """--floor on tiny phantoms: the floor and ratio blocks, the printed table, the montage
+    beside the JSON and in the report, and one-line errors for a bad floor folder."""
+    from PIL import Image
+
+    from lift3d.data.synthetic import write_phantom_dataset
+    from lift3d.evaluation.encoder import eval_encoder_for
+    from lift3d.evaluation.generation import prepare_volume, read_ras, reference_files
+
+    pred = tmp_path / "generated"  # 4 noisy copies of the reference t1n: 'generated' volumes
+    for n, case in enumerate(brats_cases):
+        t1n = read_volume(case.paths["t1n"])
+        noisy = t1n.array + np.random.default_rng(n).normal(0, 40, t1n.shape)
+        write_volume(t1n.with_array(noisy.astype(np.float32)), pred / f"sample_{n:04d}.nii.gz")
+    floor = tmp_path / "train"  # a second real set of 3 on the same grid
+    write_phantom_dataset(floor, "brats", cases=3, shape=(32, 32, 32), seed=1)
+    # A briefly trained evaluation encoder (the default trains for minutes).
+    shape = (16, 16, 16)
+    refs = reference_files(phantom_brats_dir, "t1n")
+    vols = [prepare_volume(read_ras(f), shape) for _, f in refs]
+    enc = tmp_path / "enc.safetensors"
+    eval_encoder_for(
+        vols, ref_dir=phantom_brats_dir, refs=refs, eval_shape=shape, steps=2, save_encoder=enc
+    )
+    out, js = tmp_path / "eval", tmp_path / "json" / "floor.json"
+    base = ["evaluate", "--task", "generate", "--pred", str(pred), "--ref", str(phantom_brats_dir)]
+    base += ["--eval-encoder", str(enc), "--eval-shape", "16", "16", "16", "--diversity-pairs", "3"]
+    assert main([*base, "--floor", str(floor), "--out", str(out), "--json", str(js)]) == 0
+    printed = capsys.readouterr().out
+    assert "ratio to floor" in printed and "generated set was subsampled 4 -> 3" in printed
+    row = next(line for line in printed.splitlines() if line.startswith("fid_coronal "))
+    assert row.rstrip().endswith(("×", "n/a")) or "Δ" in row
+    result = json.loads((out / "summary.json").read_text())
+    summary = result["summary"]
+    assert summary["floor"]["dir"] == str(floor.resolve()) and summary["floor"]["n"] == 3
+    assert summary["floor"]["subsampled"]["set"] == "generated"
+    assert len(summary["floor"]["floor_cases"]) == 3
+    for plane in ("axial", "coronal", "sagittal"):
+        for m in ("fid", "kid"):
+            assert f"{m}_{plane}" in summary["ratio_to_floor"]
+            assert np.isfinite(summary["floor"]["scores"][f"{m}_{plane}"])
+    for path in (out / "real_vs_generated.png", js.parent / "floor_real_vs_generated.png"):
+        assert str(path.resolve()) in summary["montage"]["files"] and f"wrote {path}" in printed
+        with Image.open(path) as img:
+            img.load()
+    report = (out / "report.html").read_text()
+    assert "Real-vs-real floor" in report and "Real beside generated slices" in report
+    assert "real and generated slices" in report  # the montage, embedded
+
+    # Bad floors: one line naming the path, exit 2, nothing written.
+    bad = [*base, "--out", str(tmp_path / "bad")]
+    err = run_bad([*bad[1:], "--floor", tmp_path / "nope"], capsys)
+    assert "nope" in err and "floor folder not found" in err
+    (tmp_path / "empty").mkdir()
+    assert "floor folder is empty" in run_bad([*bad[1:], "--floor", tmp_path / "empty"], capsys)
+    other = tmp_path / "other"
+    other.mkdir()
+    for n in range(2):  # real volumes on another grid
+        t1n = read_volume(brats_cases[n].paths["t1n"])
+        cut = Volume(np.ascontiguousarray(t1n.array[:, :, :24]), t1n.affine)
+        write_volume(cut, other / f"o{n}.nii.gz")
+    err = run_bad([*bad[1:], "--floor", other], capsys)
+    assert str(other) in err and "grid" in err
+    err = run_bad([*bad[1:], "--floor", phantom_brats_dir], capsys)
+    assert "second real set" in err
+    paired = ["--task", "mr2ct", "--pred", pred, "--ref", phantom_brats_dir, "--floor", floor]
+    assert "--floor only applies to --task generate" in run_bad(paired, capsys)
+    assert not (tmp_path / "bad").exists()

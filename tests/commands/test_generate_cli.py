@@ -267,3 +267,21 @@ def test_train_generate_calibrates_detail_unless_switched_off(
     assert main([*argv, "--out", str(tmp_path / "off"), "--set", "detail.enabled=false"]) == 0
     assert len(calls) == 1
     assert json.loads((tmp_path / "off" / "reference.json").read_text())["detail"] is None
+
+
+def test_generate_bf16_is_float32_and_within_tolerance_of_fp32(cli_run, tmp_path):
+    """--precision bf16 on the CPU: float32 files on the same grid, within 0.5 % (mean) and 5 %
+    (max) of the fp32 sample's intensity range (bf16 rounds at 2^-9 relative per layer input)."""
+    outs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        args = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(out)]
+        assert main([*args, "--seed", "3", "--precision", precision]) == 0
+        assert json.loads((out / "generation.json").read_text())["precision"] == precision
+        outs[precision] = nib.load(str(out / "sample_0000.nii.gz"))
+    a, b = (outs[p].get_fdata(dtype=np.float32) for p in ("fp32", "bf16"))
+    assert outs["bf16"].get_data_dtype() == outs["fp32"].get_data_dtype() == np.float32
+    np.testing.assert_allclose(outs["bf16"].affine, outs["fp32"].affine)
+    width = float(a.max() - a.min())
+    diff = np.abs(a - b) / width
+    assert np.isfinite(b).all() and diff.mean() <= 0.005 and diff.max() <= 0.05

@@ -272,3 +272,46 @@ def test_run_on_phantom_data_is_labelled(tmp_path):
     assert PHANTOM_LABEL in text
     prov = next(t for t in parse(tmp_path / "r.html").tables if t[0][0] == "variant")
     assert prov[1][2].endswith("[PHANTOM]") and prov[1][3] == "model.encoder_objective=denoise"
+
+
+def test_generation_floor_and_montage_in_the_report(tmp_path):
+    """A generation summary with a real-vs-real floor: its table (ratio, or n/a and the
+    difference where the floor is below zero) and the montage evaluate wrote beside it."""
+    out = tmp_path / "gen_eval"
+    out.mkdir()
+    fig = F.montage_figure(
+        {"real (floor)": [np.zeros((6, 6, 6))], "generated": [np.ones((6, 6, 6))]}
+    )
+    F.write_png(F.figure_png(fig), out / "real_vs_generated.png")
+    summary = {
+        "fid_axial": 6.0,
+        "kid_axial": 0.1,
+        "n_cases": 2,
+        "floor": {
+            "dir": str(tmp_path / "train"),
+            "n": 2,
+            "subsampled": {"set": "floor", "from": 5, "to": 2, "seed": 0},
+            "scores": {"fid_axial": 2.0, "kid_axial": -0.01},
+            "generated_scores": "summary (all generated volumes)",
+            "difference": {"fid_axial": 4.0, "kid_axial": 0.11},
+            "notes": {"kid_axial": "floor KID -0.01 < 0: read the difference"},
+        },
+        "ratio_to_floor": {"fid_axial": 3.0, "kid_axial": None},
+        # written elsewhere first, then the folder moved: found by name beside the summary
+        "montage": {"files": ["/elsewhere/real_vs_generated.png"], "rows": {"generated": ["s0"]}},
+    }
+    data = {"task": "generate", "label": "lift", "phantom": False, "cases": {}, "summary": summary}
+    (out / "summary.json").write_text(json.dumps(data))
+    page = parse(build_report(out, tmp_path / "report.html"))
+    assert "Real-vs-real floor (lift3d evaluate --floor)" in page.headings
+    table = next(
+        t for t in page.tables if t and t[0][:4] == ["score", "generated", "floor", "ratio"]
+    )
+    rows = {r[0]: r for r in table[1:]}
+    assert rows["fid_axial"][1:5] == ["6", "2", "3.00×", "4"]
+    assert rows["kid_axial"][3] == "n/a" and rows["kid_axial"][4] == "0.11"
+    assert "read the difference" in rows["kid_axial"][5]
+    assert "Real beside generated slices" in page.headings
+    alt, src = next(i for i in page.images if i[0].startswith("real and generated slices"))
+    assert decode_png(src).shape[1] > decode_png(src).shape[0]
+    assert (tmp_path / "report_figures" / "montage_lift.png").is_file()

@@ -15,7 +15,9 @@ HELP = (
     "(--task generate) with MS-SSIM diversity and, given the weights files, MedicalNet 3D FID "
     "and RadImageNet 2.5D FID (--medicalnet, --radimagenet), plus through-plane coherence "
     "(per-plane PSNR/SSIM, z-gradient error). "
-    "Writes a per-case CSV and a summary JSON and prints mean ± std per metric. "
+    "Writes a per-case CSV and a summary JSON and prints mean ± std per metric; for generate "
+    "also a montage of real beside generated slices, and with --floor DIR every score's "
+    "real-vs-real floor and the ratio to it. "
     "--compare A.json B.json prints two evaluations side by side instead."
 )
 EXAMPLE = "lift3d evaluate --task mr2ct --pred runs/sct --ref data/SynthRAD2023 --out runs/sct_eval"
@@ -61,6 +63,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "to before scoring (default: the first reference volume's, each axis capped at 64). "
         "Use the model's own grid to compare models at their resolution (e.g. 32 32 32 for the "
         "demo config); an --eval-encoder file is tied to the grid it was trained on",
+    )
+    parser.add_argument(
+        "--floor",
+        metavar="DIR",
+        help="--task generate: a second real set on the generated grid (e.g. the training "
+        "volumes) scored against the same --ref with the same evaluation encoder and at the same "
+        "sample count (the larger set is subsampled, seeded); every score is also reported as a "
+        "ratio to this real-vs-real floor (1 = as close to the references as real data)",
     )
     parser.add_argument(
         "--medicalnet",
@@ -117,6 +127,11 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise InputError(f"missing {', '.join(missing)} (or use --compare A.json B.json)")
     inputs = [Path(args.pred), Path(args.ref)]
+    floor = getattr(args, "floor", None)
+    if floor is not None:
+        if args.task != "generate":
+            raise InputError("--floor only applies to --task generate")
+        inputs.append(Path(floor))
     if args.out:
         check_output_path(args.out, inputs=inputs, overwrite=args.overwrite)
     if args.json:
@@ -146,6 +161,14 @@ def run(args: argparse.Namespace) -> int:
         if name != "diversity_pairs" and not Path(value).is_file():
             raise InputError(f"{flag} weights file not found", value)
         options = {**(options or {}), name: value}
+    if args.task == "generate":
+        if floor is not None:
+            options = {**(options or {}), "floor_dir": floor}
+        montage = ev.montage_paths(args.out, args.json)
+        for path in montage:
+            check_output_path(path, inputs=inputs, overwrite=args.overwrite)
+        if montage:
+            options = {**(options or {}), "montage": montage, "overwrite": args.overwrite}
     result = ev.evaluate_folder(
         args.task,
         args.pred,
@@ -164,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
         ids = result["summary"].get(key) or []
         if ids:
             print(f"{len(ids)} {what}: {', '.join(ids[:5])}{' ...' if len(ids) > 5 else ''}")
+    written += [Path(p) for p in (result["summary"].get("montage") or {}).get("files", [])]
     for path in written:
         print(f"wrote {path}")
     if args.out:

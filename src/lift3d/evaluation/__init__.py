@@ -6,6 +6,8 @@
   volumes on one grid, per-plane feature distances;
 - :mod:`~lift3d.evaluation.encoder`: the evaluation encoder of generation (training, identity,
   save / load);
+- :mod:`~lift3d.evaluation.floor`: the real-vs-real floor of generation scores (equal counts,
+  ratios) and where the real-vs-generated montage goes;
 - :mod:`~lift3d.evaluation.extractors`: the pretrained feature extractors of published scores
   (MedicalNet 3D FID, RadImageNet 2.5D FID), loaded from files the user names;
 - :mod:`~lift3d.evaluation.results`: the evaluate JSON of any task, and its files;
@@ -24,6 +26,7 @@ from lift3d.evaluation.encoder import (
     train_eval_encoder,
     weights_sha256,
 )
+from lift3d.evaluation.floor import compare_to_floor, match_counts, montage_paths
 from lift3d.evaluation.generation import (
     distribution_metrics,
     evaluate_generation,
@@ -49,6 +52,7 @@ __all__ = [
     "IMAGE_METRICS",
     "EvalDescriptor",
     "compare_summaries",
+    "compare_to_floor",
     "comparison_rows",
     "distribution_metrics",
     "evaluate_folder",
@@ -57,6 +61,8 @@ __all__ = [
     "format_summary",
     "generated_files",
     "load_eval_encoder",
+    "match_counts",
+    "montage_paths",
     "pair_cases",
     "plane_features",
     "prepare_volume",

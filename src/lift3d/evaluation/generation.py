@@ -30,6 +30,11 @@ numbers"):
 ``summary["feature_extractors"]`` names the feature space of every score: the evaluation
 encoder (SHA-256 of its weights), the pretrained networks (SHA-256 of their files) and the
 voxel-space scores.
+
+With ``floor_dir`` (``--floor DIR``) a second real set is scored the same way and every score
+gets its real-vs-real floor (:mod:`lift3d.evaluation.floor`): ``summary["floor"]`` (the set, the
+sample counts, its scores, the differences) and ``summary["ratio_to_floor"]``. A montage of
+real beside generated centre cuts in the three planes is written where ``montage`` says.
 """
 
 from __future__ import annotations
@@ -48,9 +53,16 @@ from lift3d.data.discovery import discover_cases
 from lift3d.data.preprocess import to_model_space
 from lift3d.data.volume import read_volume, reorient
 from lift3d.errors import InputError
-from lift3d.evaluation.common import image_files
+from lift3d.evaluation.common import check_folder, image_files
 from lift3d.evaluation.encoder import EVAL_ENCODER_SEED, EVAL_ENCODER_STEPS, eval_encoder_for
 from lift3d.evaluation.extractors import load_extractors, pretrained_scores
+from lift3d.evaluation.floor import (
+    MONTAGE_VOLUMES,
+    check_floor_grid,
+    compare_to_floor,
+    floor_metric_names,
+    match_counts,
+)
 from lift3d.metrics.distribution import histogram_distance, plane_distances
 from lift3d.metrics.diversity import (
     DIVERSITY_MAX_PAIRS,
@@ -59,6 +71,8 @@ from lift3d.metrics.diversity import (
     diversity,
 )
 from lift3d.metrics.image import normalise_mr
+from lift3d.report.figures import figure_png, montage_figure
+from lift3d.utils import atomic_path
 
 EVAL_GRID_CAP = 64  # default grid: the first reference's shape, each axis capped here
 
@@ -69,6 +83,12 @@ EVAL_GRID_CAP = 64  # default grid: the first reference's shape, each axis cappe
 def read_ras(path: Path) -> np.ndarray:
     """The image at `path` as a RAS-ordered (R, A, S) array."""
     return reorient(read_volume(path), "RAS").array
+
+
+def read_ras_grid(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """The image at `path` as a RAS-ordered array and its voxel spacing (mm)."""
+    volume = reorient(read_volume(path), "RAS")
+    return volume.array, volume.spacing
 
 
 def prepare_volume(array_ras: np.ndarray, eval_shape: Sequence[int]) -> np.ndarray:
@@ -323,6 +343,135 @@ def feature_extractors(
     }
 
 
+def set_scores(
+    vols: Sequence[np.ndarray],
+    ref: Sequence[np.ndarray],
+    enc: torch.nn.Module,
+    extractors: dict[str, Any],
+    *,
+    max_slices: int = 32,
+    seed: int = 0,
+    diversity_pairs: int = DIVERSITY_MAX_PAIRS,
+) -> dict[str, Any]:
+    """The scores one set gets against the references, as the floor compares them: the
+    :func:`distribution_metrics`, the set's own MS-SSIM / SSIM diversity (on grids the window
+    fits) and the pretrained FID / MMD whose weights were given."""
+    out: dict[str, Any] = distribution_metrics(vols, ref, enc, max_slices=max_slices, seed=seed)
+    if min(np.asarray(vols[0]).shape) >= DIVERSITY_WINDOW:
+        d = diversity(vols, max_pairs=diversity_pairs, seed=seed)
+        out.update(
+            msssim_diversity=d["msssim"],
+            msssim_diversity_std=d["msssim_std"],
+            ssim_diversity=d["ssim"],
+            ssim_diversity_std=d["ssim_std"],
+        )
+    if extractors:
+        scores, _ = pretrained_scores(vols, ref, extractors, seed=seed)
+        out.update({k: v for k, v in scores.items() if not isinstance(v, str)})
+    return out
+
+
+def floor_files(floor_dir: Path, modality: str | None) -> list[tuple[str, Path]]:
+    """(case id, file) of the floor set (a dataset or a folder of images, as the references).
+
+    Raises:
+        InputError: naming the floor folder: no volumes, a case without the modality, fewer
+            than 2 volumes.
+    """
+    try:
+        files = reference_files(floor_dir, modality)
+    except InputError as exc:
+        raise InputError(f"--floor: {exc.problem}", exc.path or floor_dir) from None
+    if len(files) < 2:
+        raise InputError(f"--floor needs at least 2 real volumes, found {len(files)}", floor_dir)
+    return files
+
+
+def read_floor(
+    files: Sequence[Path], grid: tuple[Sequence[int], Sequence[float]], eval_shape: Sequence[int]
+) -> list[np.ndarray]:
+    """The floor volumes on the evaluation grid, each checked to lie on `grid` (the generated
+    volumes' RAS shape and spacing) first, so both sets are resampled alike.
+
+    Raises:
+        InputError: naming the first floor file on another grid.
+    """
+    out = []
+    for path in files:
+        array, spacing = read_ras_grid(path)
+        check_floor_grid([(array.shape, spacing)], [path], grid)
+        out.append(prepare_volume(array, eval_shape))
+    return out
+
+
+def floor_block(
+    gen: Sequence[np.ndarray],
+    floor: Sequence[np.ndarray],
+    ref: Sequence[np.ndarray],
+    enc: torch.nn.Module,
+    extractors: dict[str, Any],
+    summary: dict[str, Any],
+    *,
+    gen_idx: Sequence[int],
+    seed: int,
+    **kw: Any,
+) -> tuple[dict[str, Any], dict[str, float | None]]:
+    """Score the floor set like the generated set, at equal sample counts.
+
+    Args:
+        gen, ref: (D, H, W) generated and reference volumes on the evaluation grid.
+        floor: the floor volumes on that grid, already as many as ``gen_idx``.
+        enc: the evaluation encoder the generated set was scored with.
+        extractors: pretrained extractors (as for the generated set).
+        summary: the generated set's scores (all its volumes).
+        gen_idx: the generated volumes matched with the floor (all unless it was subsampled).
+        seed: seed of the scores' random subsets.
+        kw: ``max_slices``, ``diversity_pairs`` of :func:`set_scores`.
+
+    Returns:
+        (floor block, ratio_to_floor). The block holds ``scores`` (floor vs references),
+        ``generated_scores`` (the generated set's at the matched count: its summary unless it
+        was subsampled), ``difference`` (generated - floor) and ``notes`` (why a ratio is None).
+    """
+    floor_scores = set_scores(floor, ref, enc, extractors, seed=seed, **kw)
+    if len(gen_idx) < len(gen):
+        gen_scores = set_scores([gen[i] for i in gen_idx], ref, enc, extractors, seed=seed, **kw)
+    else:
+        gen_scores = summary
+    names = [n for n in floor_metric_names(gen_scores) if n in floor_scores]
+    compared = compare_to_floor(gen_scores, floor_scores, names)
+    block = {
+        "scores": {
+            k: v for k, v in floor_scores.items() if k in names or k.removesuffix("_std") in names
+        },
+        "generated_scores": (
+            "summary (all generated volumes)"
+            if gen_scores is summary
+            else {k: gen_scores[k] for k in names}
+        ),
+        "difference": compared["difference"],
+        "notes": compared["notes"],
+    }
+    return block, compared["ratio"]
+
+
+def write_montage(
+    rows: dict[str, Sequence[np.ndarray]],
+    paths: Sequence[str | Path],
+    title: str,
+    overwrite: bool | None = None,
+) -> list[Path]:
+    """Draw the real-vs-generated montage once and write it to each of `paths` (atomically;
+    `overwrite` as in :func:`lift3d.utils.atomic_path`)."""
+    data = figure_png(montage_figure(rows, title))
+    written = []
+    for path in paths:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            tmp.write_bytes(data)
+        written.append(Path(path))
+    return written
+
+
 def evaluate_generation(
     pred_dir: str | Path,
     ref_dir: str | Path,
@@ -338,6 +487,9 @@ def evaluate_generation(
     medicalnet: str | Path | None = None,
     radimagenet: str | Path | None = None,
     diversity_pairs: int = DIVERSITY_MAX_PAIRS,
+    floor_dir: str | Path | None = None,
+    montage: Sequence[str | Path] = (),
+    overwrite: bool | None = None,
 ) -> dict[str, Any]:
     """Score generated volumes against held-out real ones (``lift3d evaluate --task generate``).
 
@@ -354,25 +506,42 @@ def evaluate_generation(
             one and save it there (``lift3d evaluate --eval-encoder``); so several evaluations
             share one feature space.
         max_slices: cuts per volume and plane.
-        seed: RNG seed of KID subsets, bootstrap, MMD subsets and diversity pairs.
+        seed: RNG seed of KID subsets, bootstrap, MMD subsets, diversity pairs and of the
+            subsampling that gives the generated and floor sets equal counts.
         medicalnet: MedicalNet ResNet-50 weights file (``resnet_50_23dataset.pth``): adds
             ``fid_medicalnet`` / ``mmd_medicalnet``.
         radimagenet: RadImageNet ResNet-50 weights file: adds the 2.5D FID / MMD.
         diversity_pairs: MS-SSIM / SSIM pairs scored per set at most.
+        floor_dir: a second real set (dataset or folder of images, on the generated volumes'
+            grid, e.g. the training set) scored against the same references with the same
+            encoder at equal counts: adds ``summary["floor"]`` and ``summary["ratio_to_floor"]``.
+        montage: PNG files to write the montage to (centre cuts in the three planes of up to
+            4 real volumes, the floor's or else the references', above as many generated).
+        overwrite: for the montage files, as in :func:`lift3d.utils.atomic_path`.
 
     Returns:
         ``{"cases": {sample: {"pred", "ref", "mask", "source", "mean_abs_dz"}}, "summary": {...
         metrics, "n_cases", "eval_encoder": identity, "msssim": settings,
-        "feature_extractors": {...}}, "eval_encoder": identity, "feature_extractors": {...}}``.
+        "feature_extractors": {...}[, "floor", "ratio_to_floor"][, "montage"]},
+        "eval_encoder": identity, "feature_extractors": {...}}``.
 
     Raises:
         InputError: missing or empty folders, fewer than 2 volumes on either side, a weights
-            file that is unreadable or of another network.
+            file that is unreadable or of another network; a floor folder that is missing,
+            empty, the reference or generated folder itself, or off the generated grid.
     """
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     for folder, what in ((pred_dir, "generated"), (ref_dir, "reference")):
         if not folder.is_dir():
             raise InputError(f"{what} folder not found", folder)
+    if floor_dir is not None:
+        floor_dir = Path(floor_dir)
+        check_folder(floor_dir, "floor")
+        for other, what in ((ref_dir, "reference"), (pred_dir, "generated")):
+            if floor_dir.resolve() == other.resolve():
+                raise InputError(
+                    f"the floor must be a second real set, not the {what} folder", floor_dir
+                )
     extractors = load_extractors(medicalnet, radimagenet)  # a bad file fails before any work
     files, modality = generated_files(pred_dir)
     if not files:
@@ -381,6 +550,14 @@ def evaluate_generation(
     if eval_shape is None:
         first = to_model_space(read_ras(refs[0][1]), "axial").shape
         eval_shape = tuple(min(int(s), EVAL_GRID_CAP) for s in first)
+    gen_idx, floor, floor_ids, subsampled = list(range(len(files))), [], [], None
+    if floor_dir is not None:  # read and checked before the encoder is trained
+        found = floor_files(floor_dir, modality)
+        gen_idx, floor_idx, subsampled = match_counts(len(files), len(found), seed)
+        floor_ids = [found[i][0] for i in floor_idx]
+        first_gen = read_ras_grid(files[0])
+        grid = (first_gen[0].shape, first_gen[1])
+        floor = read_floor([found[i][1] for i in floor_idx], grid, eval_shape)
     gen = [prepare_volume(read_ras(f), eval_shape) for f in files]
     ref = [prepare_volume(read_ras(f), eval_shape) for _, f in refs]
     enc, identity = eval_encoder_for(
@@ -408,15 +585,59 @@ def evaluate_generation(
     info = generation_info(pred_dir)
     if info is not None:  # (a None would read as a missing metric in the tables)
         summary["generation"] = info
+    gen_names = [f.name.split(".")[0] for f in files]
+    if floor_dir is not None:
+        block, ratio = floor_block(
+            gen,
+            floor,
+            ref,
+            enc,
+            extractors,
+            summary,
+            gen_idx=gen_idx,
+            seed=seed,
+            max_slices=max_slices,
+            diversity_pairs=diversity_pairs,
+        )
+        summary["floor"] = {
+            "dir": str(floor_dir.resolve()),
+            "n": len(floor),
+            "n_files": len(found),
+            "subsampled": subsampled,
+            "same_as_generated": "references, evaluation encoder, grid, seed and sample count",
+            "floor_cases": floor_ids,
+            "generated_cases": [gen_names[i] for i in gen_idx],
+            **block,
+        }
+        summary["ratio_to_floor"] = ratio
+        real_name, real = "real (floor)", list(zip(floor_ids, floor))
+        shown_gen = [(gen_names[i], gen[i]) for i in gen_idx]
+    else:
+        real_name, real = "real (reference)", [(c, v) for (c, _), v in zip(refs, ref)]
+        shown_gen = list(zip(gen_names, gen))
+    if montage:
+        real, shown_gen = real[:MONTAGE_VOLUMES], shown_gen[:MONTAGE_VOLUMES]
+        grid = "x".join(str(int(s)) for s in eval_shape)
+        written = write_montage(
+            {real_name: [v for _, v in real], "generated": [v for _, v in shown_gen]},
+            montage,
+            f"centre cuts on the evaluation grid {grid} (S x A x R), intensities as scored",
+            overwrite=overwrite,
+        )
+        summary["montage"] = {
+            "files": [str(p.resolve()) for p in written],
+            "rows": {real_name: [c for c, _ in real], "generated": [c for c, _ in shown_gen]},
+            "columns": "centre cut along S (axial), A (coronal) and R (sagittal) of each volume",
+        }
     cases = {
-        f.name.split(".")[0]: {
+        name: {
             "pred": str(f.resolve()),
             "ref": None,
             "mask": None,
             "source": None,
             "mean_abs_dz": float(np.abs(np.diff(v, axis=0)).mean()),
         }
-        for f, v in zip(files, gen)
+        for name, f, v in zip(gen_names, files, gen)
     }
     return {
         "cases": cases,

@@ -67,15 +67,85 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def ratio_cell(summary: dict[str, Any], name: str) -> str:
+    """The ratio of `name` to its real-vs-real floor (``3.21×``; KID also with the difference),
+    or where the floor is at or below zero the difference generated - floor (``Δ +0.154``);
+    "" without a floor score."""
+    ratios = summary.get("ratio_to_floor") or {}
+    if name not in ratios:
+        return ""
+    diff = ((summary.get("floor") or {}).get("difference") or {}).get(name)
+    if ratios[name] is not None:
+        cell = f"{float(ratios[name]):.2f}×"
+        # A KID floor near zero gives a large ratio from little: the difference beside it.
+        return f"{cell} (Δ {diff:+.3g})" if name.startswith("kid_") and diff is not None else cell
+    return "n/a" if diff is None else f"Δ {diff:+.3g}"
+
+
+def floor_lines(summary: dict[str, Any]) -> list[str]:
+    """What the floor columns are: the real set, the counts, subsampling, the ratios left out."""
+    floor = summary.get("floor")
+    if not isinstance(floor, dict):
+        return []
+    n = floor.get("n")
+    lines = [
+        f"floor: {n} real volumes of {floor.get('dir')} scored against the same "
+        f"{summary.get('n_reference')} references with the same evaluation encoder; ratio = "
+        f"generated / floor at {n} volumes each (1 = as close to the references as real data)"
+    ]
+    sub = floor.get("subsampled")
+    if isinstance(sub, dict):
+        lines.append(
+            f"equal counts: the {sub.get('set')} set was subsampled {sub.get('from')} -> "
+            f"{sub.get('to')} volumes (seed {sub.get('seed')})"
+            + (
+                "; ratios use the generated scores of those volumes (floor.generated_scores), "
+                "the mean ± std column all of them"
+                if sub.get("set") == "generated"
+                else ""
+            )
+        )
+    none = [k for k, v in (summary.get("ratio_to_floor") or {}).items() if v is None]
+    if none:
+        why = (
+            "; KID is an unbiased estimate and goes below 0 when two sets are as close as it "
+            "can resolve"
+            if any(k.startswith("kid_") for k in none)
+            else ""
+        )
+        lines.append(
+            f"{', '.join(none)}: the floor is <= 0, so no ratio: the column shows "
+            f"Δ = generated - floor instead{why}"
+        )
+    return lines
+
+
 def format_summary(result: dict[str, Any]) -> str:
-    """The printed table: one row per metric, mean ± std over cases."""
+    """The printed table: one row per metric, mean ± std over cases; with a real-vs-real floor
+    (``--floor``) also the floor's score and the ratio to it."""
     summary = result["summary"]
     title = f"{result.get('label', '')}: task {result.get('task')}, {summary.get('n_cases')} cases"
     lines = [title]
     if result.get("phantom"):
         lines.append(PHANTOM_NOTE)
-    rows = [[name, _mean_std(summary, name)] for name in _metric_names(summary)]
-    lines.append(_table(["metric", "mean ± std"], rows))
+    names = _metric_names(summary)
+    floor = summary.get("floor")
+    if isinstance(floor, dict):
+        scores = floor.get("scores") or {}
+        rows = [
+            [
+                name,
+                _mean_std(summary, name),
+                _mean_std(scores, name) if name in scores else "",
+                ratio_cell(summary, name),
+            ]
+            for name in names
+        ]
+        lines.append(_table(["metric", "mean ± std", "floor", "ratio to floor"], rows))
+        lines += floor_lines(summary)
+    else:
+        rows = [[name, _mean_std(summary, name)] for name in names]
+        lines.append(_table(["metric", "mean ± std"], rows))
     return "\n".join(lines)
 
 
@@ -132,6 +202,29 @@ def comparison_rows(
                 "better": better,
             }
         )
+    ra, rb = sa.get("ratio_to_floor") or {}, sb.get("ratio_to_floor") or {}
+    for name in [n for n in ra if n in rb]:
+        va, vb = finite(ra[name]), finite(rb[name])
+        diff = None if va is None or vb is None else vb - va
+        better = None
+        if diff is not None:  # 1 is the floor: diversity is best there, distances below it
+            if name in NO_BETTER:
+                da, db = abs(va - 1.0), abs(vb - 1.0)
+            else:
+                da, db = va, vb
+            better = "=" if da == db else (labels[0] if da < db else labels[1])
+        rows.append(
+            {
+                "metric": f"{name} / floor",
+                labels[0]: va,
+                f"{labels[0]}_std": None,
+                labels[1]: vb,
+                f"{labels[1]}_std": None,
+                "diff": diff,
+                "rel_percent": None if diff is None or va == 0 else 100.0 * diff / abs(va),
+                "better": better,
+            }
+        )
     return rows
 
 
@@ -158,19 +251,20 @@ def compare_summaries(
         rel = "" if r["rel_percent"] is None else f"{r['rel_percent']:+.1f}%"
         needs = _needs(r[la]) or _needs(r[lb])
         diff = ("" if needs else "n/a") if r["diff"] is None else f"{r['diff']:+.4g}"
-        rows.append(
-            [
-                r["metric"],
-                _mean_std(sa, r["metric"]),
-                _mean_std(sb, r["metric"]),
-                diff,
-                rel,
-                r["better"] or "",
-            ]
-        )
+        if r["metric"].endswith(" / floor"):  # ratios to the real-vs-real floor
+            name = r["metric"].removesuffix(" / floor")
+            cells = [ratio_cell(sa, name), ratio_cell(sb, name)]
+        else:
+            cells = [_mean_std(sa, r["metric"]), _mean_std(sb, r["metric"])]
+        rows.append([r["metric"], *cells, diff, rel, r["better"] or ""])
     lines = []
     if a.get("phantom") or b.get("phantom"):
         lines.append(PHANTOM_NOTE)
     header = ["metric", la, lb, f"{lb} - {la}", "change", "better"]
     lines.append(_table(header, rows))
+    if any(r[0].endswith(" / floor") for r in rows):
+        lines.append(
+            "<score> / floor: the score over the same score of a real set (--floor) at the same "
+            "sample count; 1 = as close to the references as real data (diversity: as diverse)"
+        )
     return "\n".join(lines)

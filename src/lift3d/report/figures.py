@@ -93,6 +93,44 @@ def preview_png(
     return path
 
 
+def montage_figure(
+    rows: Mapping[str, Sequence[np.ndarray]], title: str = "", labels: Sequence[str] = PLANES
+) -> Figure:
+    """Sets of model-space volumes side by side: one row per set; columns the centre cut along
+    each axis (one block per plane) of each of the set's volumes.
+
+    Args:
+        rows: row name -> (D, H, W) volumes in [0, 1] (model space, D = slice axis), e.g.
+            ``{"real (floor)": [...], "generated": [...]}``; rows may hold different counts.
+        title: figure title.
+        labels: titles of the D, H and W cuts.
+    """
+    per_row = max(len(v) for v in rows.values())
+    cols = 3 * per_row
+    fig = Figure(figsize=(1.25 * cols + 0.4, 1.35 * len(rows) + 0.5), dpi=80)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (name, vols) in enumerate(rows.items()):
+        for p in range(3):
+            for i in range(per_row):
+                ax = axes[r, p * per_row + i]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"{labels[p]} {i + 1}", fontsize=7)
+                if p == 0 and i == 0:
+                    ax.set_ylabel(name, fontsize=8)
+                if i >= len(vols):
+                    ax.set_axis_off()
+                    continue
+                vol = np.asarray(vols[i])
+                cut = np.take(vol, vol.shape[p] // 2, axis=p)
+                ax.imshow(cut, cmap="gray", vmin=0, vmax=1, origin="lower")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(left=0.04, right=0.995, bottom=0.01, top=0.8, wspace=0.04, hspace=0.06)
+    return fig
+
+
 def slice_error_profile(
     pred: np.ndarray, ref: np.ndarray, mask: np.ndarray | None = None, axis: int = 2
 ) -> np.ndarray:

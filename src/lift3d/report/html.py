@@ -7,6 +7,8 @@ the HTML) and shows what exists in the folder, skipping what does not:
 - metric tables from every ``summary.json`` found (``lift3d evaluate``), side by side, so
   variants such as mixer vs no-mixer or mapper vs no-mapper sit in neighbouring columns, and
   for generation the feature extractor (file SHA-256) of every score;
+- for generation with a real-vs-real floor (``--floor``): each score, the floor's and the ratio;
+  and the montage of real beside generated slices (three planes) that evaluate wrote;
 - tri-planar views (axial / coronal / sagittal through the centre and through the worst-error
   slice) of input, output, target and |error| for one case per variant;
 - mean |error| per slice index along z for each variant (inter-slice flicker made visible);
@@ -384,6 +386,62 @@ def extractors_table(evaluations: Sequence[Evaluation]) -> str | None:
     return _table(["variant", "feature extractor", "file", "SHA-256", "scores"], rows, "extractors")
 
 
+def floor_table(ev: Evaluation) -> str | None:
+    """Generated score, real-vs-real floor and ratio per score of a generation evaluation with
+    ``summary["floor"]``; where the floor is at or below zero the difference and why."""
+    floor, ratios = ev.summary.get("floor"), ev.summary.get("ratio_to_floor")
+    if not isinstance(floor, Mapping) or not isinstance(ratios, Mapping):
+        return None
+    scores = floor.get("scores") or {}
+    matched = floor.get("generated_scores")
+    generated = matched if isinstance(matched, Mapping) else ev.summary
+    differences, notes = floor.get("difference") or {}, floor.get("notes") or {}
+    rows = []
+    for name, ratio in ratios.items():
+        cell = "n/a" if ratio is None else _Raw(f"{float(ratio):.2f}&times;")
+        rows.append(
+            [
+                name,
+                generated.get(name),
+                scores.get(name),
+                cell,
+                differences.get(name, _Raw("&ndash;")),
+                notes.get(name, ""),
+            ]
+        )
+    sub = floor.get("subsampled")
+    counts = f"{html.escape(str(floor.get('n')))} volumes per set"
+    if isinstance(sub, Mapping):
+        what = f"{sub.get('set')} set subsampled {sub.get('from')} -> {sub.get('to')}"
+        counts += f"; the {html.escape(what)} (seed {html.escape(str(sub.get('seed')))})"
+    header = ["score", "generated", "floor", "ratio", "generated - floor", "note"]
+    return (
+        f"<h3>{html.escape(ev.label)}</h3>"
+        f'<p class="note">floor: real volumes of {html.escape(str(floor.get("dir")))} scored '
+        "against the same references with the same evaluation encoder; "
+        f"{counts}. Ratio = generated / floor (1 = as close to the references as real "
+        "data); where the floor is at or below zero only the difference means something.</p>"
+        + _table(header, rows, "floor")
+    )
+
+
+def montage_file(ev: Evaluation) -> Path | None:
+    """The real-vs-generated montage evaluate wrote for `ev` (``summary["montage"]``): a file
+    of that name beside the summary, else the path as written; None when neither exists."""
+    montage = ev.summary.get("montage")
+    if not isinstance(montage, Mapping):
+        return None
+    for value in montage.get("files") or []:
+        beside = ev.path.parent / Path(str(value)).name
+        if beside.is_file():
+            return beside
+    for value in montage.get("files") or []:
+        found = ev.resolve(str(value))
+        if found is not None and found.is_file():
+            return found
+    return None
+
+
 def _img(data: bytes, alt: str) -> str:
     encoded = base64.b64encode(data).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
@@ -499,6 +557,30 @@ def build_report(
         extractors = extractors_table(parts.evaluations)
         if extractors is not None:
             sections.append("<h2>Feature extractor of each score</h2>" + extractors)
+        floors = [t for t in map(floor_table, parts.evaluations) if t is not None]
+        if floors:
+            sections.append(
+                "<h2>Real-vs-real floor (lift3d evaluate --floor)</h2>" + "".join(floors)
+            )
+        montages = []
+        for ev in parts.evaluations:
+            path = montage_file(ev)
+            if path is None:
+                continue
+            data = path.read_bytes()
+            name = f"montage_{_slug(ev.label)}"
+            parts.figures[name] = F.write_png(data, fig_dir / f"{name}.png")
+            pngs[name] = data
+            rows = (ev.summary.get("montage") or {}).get("rows") or {}
+            shown = "; ".join(f"{k}: {', '.join(map(str, v))}" for k, v in rows.items())
+            montages.append(
+                f"<h3>{html.escape(ev.label)}</h3>"
+                f'<p class="note">centre cuts along each axis on the evaluation grid, '
+                f"intensities as scored. {html.escape(shown)}</p>"
+                + _img(data, f"real and generated slices {ev.label}")
+            )
+        if montages:
+            sections.append("<h2>Real beside generated slices</h2>" + "".join(montages))
     if isinstance(parts.metrics, dict) and parts.metrics:
         flat = [(k, v) for k, v in parts.metrics.items() if not isinstance(v, (dict, list))]
         if flat:

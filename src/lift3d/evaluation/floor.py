@@ -1,0 +1,163 @@
+"""The real-vs-real floor of generation scores (``lift3d evaluate --task generate --floor DIR``).
+
+A second real set (e.g. the training volumes) is scored against the same reference set, with
+the same evaluation encoder and at the same sample count as the generated set, so every
+generated score reads as a multiple of what real data gets: a ratio of 1 is as close to the
+references as a real set comes, and no model can be expected below it.
+
+- :func:`match_counts`: equal sample counts (the larger set is subsampled, seeded);
+- :func:`floor_metric_names`: the scores that get a floor;
+- :func:`compare_to_floor`: ratios and differences, with the reason wherever a ratio has no
+  meaning (a floor at or below zero: KID, an unbiased estimate, goes negative when two sets are
+  as close as it can resolve; FID is 0 only for a set against itself).
+
+The evaluation wires these together (:func:`lift3d.evaluation.generation.evaluate_generation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lift3d.constants import PLANES
+from lift3d.errors import InputError
+
+# A floor at or below this is zero: a set scored against itself gives FID ~1e-12, not 0.
+FLOOR_ZERO = 1e-9
+FLOOR_SCORES = (
+    *(f"fid_{p}" for p in PLANES),
+    *(f"kid_{p}" for p in PLANES),
+    *(f"increment_distance_{p}" for p in PLANES),
+    "increment_distance",
+    "histogram_distance",
+    "msssim_diversity",  # diversity of each set alone: ratio 1 = as diverse as real data
+    "ssim_diversity",
+)
+# Scores of pretrained extractors, present when their weights file was given.
+PRETRAINED_PREFIXES = ("fid_medicalnet", "mmd_medicalnet", "fid_radimagenet", "mmd_radimagenet")
+MONTAGE_NAME = "real_vs_generated.png"  # beside summary.json; <json stem>_<this> beside --json
+MONTAGE_VOLUMES = 4  # volumes per row of the montage
+
+
+def _number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.floating)
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+    )
+
+
+def floor_metric_names(summary: Mapping[str, Any]) -> list[str]:
+    """The scores of `summary` that get a floor: per-plane FID / KID / increment distance, their
+    mean, the histogram distance, diversity, and pretrained FID / MMD (when they are numbers)."""
+    names = [n for n in FLOOR_SCORES if _number(summary.get(n))]
+    names += [
+        k
+        for k, v in summary.items()
+        if k.startswith(PRETRAINED_PREFIXES) and not k.endswith("_std") and _number(v)
+    ]
+    return names
+
+
+def match_counts(
+    n_generated: int, n_floor: int, seed: int
+) -> tuple[list[int], list[int], dict[str, Any] | None]:
+    """Indices that give both sets the same size: the larger is subsampled without replacement.
+
+    Args:
+        n_generated: generated volumes.
+        n_floor: floor volumes.
+        seed: subsampling seed (the evaluation's).
+
+    Returns:
+        (generated indices, floor indices, None or ``{"set", "from", "to", "seed"}`` naming the
+        subsampled set), indices sorted.
+    """
+    n = min(n_generated, n_floor)
+    keep = {"generated": list(range(n_generated)), "floor": list(range(n_floor))}
+    if n_generated == n_floor:
+        return keep["generated"], keep["floor"], None
+    larger = "generated" if n_generated > n_floor else "floor"
+    total = max(n_generated, n_floor)
+    rng = np.random.default_rng(seed)
+    keep[larger] = sorted(int(i) for i in rng.choice(total, size=n, replace=False))
+    note = {"set": larger, "from": total, "to": n, "seed": int(seed)}
+    return keep["generated"], keep["floor"], note
+
+
+def compare_to_floor(
+    generated: Mapping[str, Any], floor: Mapping[str, Any], names: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Each score of `generated` as a ratio to the same score of `floor`.
+
+    Args:
+        generated: scores of the generated set (at the floor's sample count).
+        floor: scores of the real floor set.
+        names: the scores to compare (:func:`floor_metric_names`).
+
+    Returns:
+        ``{"ratio": {name: generated / floor or None}, "difference": {name: generated - floor},
+        "notes": {name: why the ratio is None}}``. A ratio is None when the floor is at or
+        below zero (:data:`FLOOR_ZERO`): then the difference is the number to read.
+    """
+    ratio: dict[str, float | None] = {}
+    difference: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    for name in names:
+        g, f = generated.get(name), floor.get(name)
+        if not (_number(g) and _number(f)):
+            continue
+        g, f = float(g), float(f)
+        difference[name] = g - f
+        if f > FLOOR_ZERO:
+            ratio[name] = g / f
+            continue
+        ratio[name] = None
+        if name.startswith("kid_") and f < 0:
+            notes[name] = (
+                f"floor KID {f:.4g} < 0: KID is an unbiased estimate that goes below zero when "
+                "two sets are as close as it can resolve, so a ratio has no meaning; read "
+                "the difference (generated - floor)"
+            )
+        else:
+            notes[name] = (
+                f"floor {f:.3g} is zero (within {FLOOR_ZERO:g}) or below, so a ratio has no "
+                "meaning; read the difference (generated - floor)"
+            )
+    return {"ratio": ratio, "difference": difference, "notes": notes}
+
+
+def check_floor_grid(
+    shapes: Sequence[tuple[Sequence[int], Sequence[float]]],
+    files: Sequence[Path],
+    expected: tuple[Sequence[int], Sequence[float]],
+) -> None:
+    """Raise InputError naming the first floor file whose RAS grid (shape, spacing in mm)
+    differs from the generated volumes', which it must match to be scored like them."""
+    want_shape, want_spacing = tuple(int(s) for s in expected[0]), expected[1]
+    for (shape, spacing), path in zip(shapes, files):
+        shape = tuple(int(s) for s in shape)
+        same_spacing = np.allclose(spacing, want_spacing, rtol=1e-3, atol=1e-4)
+        if shape != want_shape or not same_spacing:
+            raise InputError(
+                f"floor volume on a {shape} grid at {tuple(round(float(s), 3) for s in spacing)} "
+                f"mm, the generated volumes on {want_shape} at "
+                f"{tuple(round(float(s), 3) for s in want_spacing)} mm; the floor must be real "
+                "volumes on the generated grid (e.g. the training set)",
+                path,
+            )
+
+
+def montage_paths(out_dir: str | Path | None, json_path: str | Path | None) -> list[Path]:
+    """Where the real-vs-generated montage goes: ``OUT/real_vs_generated.png`` beside
+    ``summary.json`` and ``<stem>_real_vs_generated.png`` beside a ``--json`` file."""
+    paths = []
+    if out_dir is not None:
+        paths.append(Path(out_dir) / MONTAGE_NAME)
+    if json_path is not None:
+        json_path = Path(json_path)
+        paths.append(json_path.with_name(f"{json_path.stem}_{MONTAGE_NAME}"))
+    return paths
