@@ -452,3 +452,24 @@ def test_bf16_mixed_on_cpu_uses_autocast(tmp_path):
     engine.fit("amp", model, opt, ToyDataset(), step, max_steps=2, validate_fn=validate)
     assert seen == {"train": torch.bfloat16, "val": torch.bfloat16}
     assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32
+
+
+def test_workers_persist_across_epochs_and_train_the_same(straight, tmp_path, monkeypatch):
+    """num_workers > 0: one DataLoader for the whole stage (persistent workers, prefetching),
+    and the same batches, hence the same weights, as loading in the main process."""
+    from lift3d.training import engine as engine_module
+
+    built = []
+
+    class CountingLoader(engine_module.DataLoader):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "DataLoader", CountingLoader)
+    model = run(make_cfg(val_every=5), tmp_path, num_workers=2, validate_fn=lambda m, s: None)
+    assert len(built) == 1  # STEPS = 12 batches of 4 over 20 samples: three epochs, one loader
+    assert built[0]["persistent_workers"] is True
+    assert built[0]["prefetch_factor"] == engine_module.PREFETCH_FACTOR
+    assert built[0]["pin_memory"] is False  # CPU
+    assert_same_weights(model, straight[1])

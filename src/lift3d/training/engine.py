@@ -14,8 +14,12 @@ from a generator seeded by ``(seed, e)`` (`EpochSampler`), the same on every ran
 rank shards like ``DistributedSampler``. A checkpoint stores the epoch and the batches already
 consumed in it plus every rank's Python/NumPy/torch RNG state, so ``N`` steps straight and
 ``N/2`` steps + kill + resume + ``N/2`` steps give the same weights on CPU. Randomness drawn
-inside DataLoader worker processes (``num_workers > 0``) is seeded per epoch but not resumed
-mid-epoch.
+inside DataLoader worker processes (``num_workers > 0``; the workers persist across epochs) is
+seeded once per session but not resumed mid-epoch.
+
+Precision: ``train.precision`` goes to Fabric (`resolve_precision`): ``bf16-mixed`` autocasts
+forward passes to bf16 on CUDA and on the CPU alike (on a CPU with bf16 matrix units it is
+faster; elsewhere slower), ``32`` keeps float32; ``auto`` is bf16 on CUDA and 32 on the CPU.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ StepFn = Callable[[nn.Module, Any], dict[str, Any]]
 ValidateFn = Callable[[nn.Module, int], "dict[str, Any] | None"]
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+PREFETCH_FACTOR = 4  # batches each DataLoader worker keeps ready
 
 
 def mix_seed(*parts: Any) -> int:
@@ -544,21 +549,10 @@ class Engine:
         count = 0
         session_start, session_steps = time.perf_counter(), 0
         seconds_before = pos.seconds
+        loader = self._loader(dataset, sampler, batch_size, collate_fn, num_workers, pos.epoch)
         try:
             while pos.step < target:
                 sampler.set_epoch(pos.epoch, pos.batch_in_epoch * batch_size)
-                loader = DataLoader(
-                    dataset,
-                    batch_size=batch_size,
-                    sampler=sampler,
-                    collate_fn=collate_fn,
-                    num_workers=num_workers,
-                    pin_memory=self.device.startswith("cuda"),
-                    # Own generator: creating an iterator must not draw from the global RNG.
-                    generator=torch.Generator().manual_seed(
-                        mix_seed(cfg.seed, "loader", pos.epoch, self.rank)
-                    ),
-                )
                 for batch in loader:
                     scalars = self._train_step(stage, fmodule, fopt, scheduler, batch, pos.step)
                     pos.step += 1
@@ -602,6 +596,40 @@ class Engine:
             return False
         self._finish(stage, stage_dir, model, pos)
         return True
+
+    def _loader(
+        self,
+        dataset: Dataset,
+        sampler: EpochSampler,
+        batch_size: int,
+        collate_fn: Callable[[list[Any]], Any] | None,
+        num_workers: int,
+        epoch: int,
+    ) -> DataLoader:
+        """The stage's DataLoader, built once per training session and iterated once per epoch
+        (the sampler's `set_epoch` picks the epoch's order before each pass).
+
+        Pinned memory on CUDA (asynchronous host-to-device copies); with workers, the workers
+        persist across epochs (no start-up per epoch) and each keeps `PREFETCH_FACTOR` batches
+        ready, so the device does not wait on data loading. Worker processes are seeded once per
+        session from ``(seed, first epoch, rank)``; lift3d's datasets draw no randomness in
+        them.
+        """
+        workers = num_workers > 0
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            sampler=sampler,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            pin_memory=self.device.startswith("cuda"),
+            persistent_workers=workers,
+            prefetch_factor=PREFETCH_FACTOR if workers else None,
+            # Own generator: creating an iterator must not draw from the global RNG.
+            generator=torch.Generator().manual_seed(
+                mix_seed(self.cfg.seed, "loader", epoch, self.rank)
+            ),
+        )
 
     def _diverged(self, stage: str, stage_dir: Path, exc: _Diverged) -> InputError:
         """The one-line error for a non-finite loss at step N, naming the last good checkpoint.
