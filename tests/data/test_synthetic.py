@@ -341,9 +341,24 @@ def test_realistic_rician_background_and_snr(realistic):
         if mod == "t1n":
             snr = interior_median(realistic, mod, "white_matter") / sigma
             assert 10 < snr < 40
-    # CT: Gaussian noise of 10-20 HU in the air around the head.
+    # CT: Gaussian noise of 6.7-13.4 HU (1 mm slices) in the air around the head.
     air = realistic["ct"][bg & (realistic["ct"] > -1024)]
-    assert 5 < air.std() < 25
+    assert 5 < air.std() < 16
+
+
+def test_realistic_ct_noise_scales_with_slice_thickness_and_can_be_left_out():
+    noise_sd = {}
+    for dz, shape in ((1.0, (24, 24, 40)), (2.5, (24, 24, 16))):
+        noisy = make_realistic_phantom(5, shape, spacing=(1.0, 1.0, dz), case=2)
+        clean = make_realistic_phantom(5, shape, spacing=(1.0, 1.0, dz), case=2, ct_noise=False)
+        for key in noisy:  # only the CT differs
+            if key != "ct":
+                np.testing.assert_array_equal(noisy[key], clean[key])
+        body = noisy["mask"] > 0  # no clipping at -1024 there
+        noise_sd[dz] = float((noisy["ct"] - clean["ct"])[body].std())
+    # 3-6 HU at 5 mm, times sqrt(5 mm / slice thickness).
+    assert 3 * np.sqrt(5) * 0.95 < noise_sd[1.0] < 6 * np.sqrt(5) * 1.05
+    assert noise_sd[1.0] / noise_sd[2.5] == pytest.approx(np.sqrt(2.5), rel=0.05)
 
 
 def test_realistic_partial_volume_and_spacing():

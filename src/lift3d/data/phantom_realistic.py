@@ -28,7 +28,14 @@ here because real scans have it:
   as coil sensitivity gives; CT has none.
 - **Rician noise at a realistic SNR**: magnitude of complex Gaussian noise with sigma set so that
   white matter has an SNR of 15-30 (drawn per case); the background is Rayleigh noise, not zero.
-  CT gets Gaussian noise of 10-20 HU.
+- **CT noise of a soft-tissue head protocol, scaled with slice thickness**: quantum noise whose
+  standard deviation is drawn per case at 3-6 HU for a 5 mm slice (routine non-contrast head
+  CT with a soft-tissue / brain kernel, measured in brain parenchyma, is a few HU at 5 mm) and
+  scaled by sqrt(5 mm / slice thickness), since the detected photons per voxel grow in
+  proportion to the slice thickness at a fixed dose: 6.7-13.4 HU at 1 mm, 4.2-8.5 HU at
+  2.5 mm. The noise is white (a soft kernel would correlate it within a slice; not modelled).
+  `ct_noise=False` leaves it out, for benchmarks that separate a model's through-plane error
+  from the reference's own voxel noise; the files the CLI writes always have it.
 - **BraTS tumours with compartments**: necrotic core (label 1: dark on T1, bright on T2, mid on
   FLAIR, no enhancement), enhancing rim (label 3: bright on t1c only, with patchy enhancement),
   oedema (label 2: dark on T1, bright on T2 and brightest on FLAIR), following white matter.
@@ -81,6 +88,7 @@ _REALISTIC_VERSION = 1
 #                 bg     soft  fat     bone    csf  vent gm    wm    necr  oed   enh   air  marrow
 _CT_LUT = (-1000.0, 40.0, -100.0, 1400.0, 8.0, 6.0, 38.0, 28.0, 20.0, 22.0, 36.0, -1000.0, 600.0)
 _CT_RANGE = (-1024, 3071)
+_CT_NOISE_SLICE_MM = 5.0  # slice thickness at which `ct_noise_5mm` is drawn
 
 
 def _subject(seed: int, case: int, tumour: bool) -> dict:
@@ -120,7 +128,7 @@ def _subject(seed: int, case: int, tumour: bool) -> dict:
     p["patchy"] = _waves(rng, 6, (4.0, 8.0))  # patchy enhancement of the rim
     p["bias"] = {m: rng.normal(scale=0.1, size=9) for m in MR_MODALITIES}
     p["snr"] = rng.uniform(15.0, 30.0)  # white-matter SNR
-    p["ct_noise"] = rng.uniform(10.0, 20.0)
+    p["ct_noise_5mm"] = rng.uniform(3.0, 6.0)  # CT noise SD (HU) at a 5 mm slice
     p["cortical_hu"] = rng.uniform(1200.0, 1600.0)
     p["marrow_hu"] = rng.uniform(450.0, 800.0)
     p["noise_seed"] = rng.integers(0, 2**63 - 1)
@@ -188,6 +196,7 @@ def make_realistic_phantom(
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
     tumour: bool = True,
     case: int = 0,
+    ct_noise: bool = True,
 ) -> dict[str, np.ndarray]:
     """Make one seeded realistic head phantom on a RAS grid (properties: module docstring).
 
@@ -198,6 +207,8 @@ def make_realistic_phantom(
             (more partial volume along that axis, the head keeps its shape).
         tumour: add a glioma (BraTS labels 1, 2, 3).
         case: subject index within the dataset.
+        ct_noise: add the CT's quantum noise (default). False gives the same CT without it
+            (every other array unchanged): a noise-free reference for benchmark diagnostics.
 
     Returns:
         The keys of `make_phantom`: ``tissue`` (uint8 codes, see this module's `TISSUES`),
@@ -242,7 +253,9 @@ def make_realistic_phantom(
     bone = (fine == _T["bone"]) | (fine == _T["marrow"])
     ct[bone] += np.float32(60.0) * texture[bone]  # trabecular / mineral variation
     ct = _average_down(ct, factors)
-    ct += np.float32(p["ct_noise"]) * rng.standard_normal(shape, dtype=np.float32)
+    if ct_noise:  # the last draw: leaving it out changes nothing else
+        sd = p["ct_noise_5mm"] * np.sqrt(_CT_NOISE_SLICE_MM / spacing[2])
+        ct += np.float32(sd) * rng.standard_normal(shape, dtype=np.float32)
     out["ct"] = np.clip(ct, *_CT_RANGE).astype(np.float32)
     out["tissue"] = tissue
     out["seg"] = _BRATS_LABEL[tissue]
