@@ -292,7 +292,7 @@ def test_generate_with_floor_end_to_end(tmp_path, phantom_brats_dir, brats_cases
 
     from lift3d.data.synthetic import write_phantom_dataset
     from lift3d.evaluation.encoder import eval_encoder_for
-    from lift3d.evaluation.generation import prepare_volume, read_ras, reference_files
+    from lift3d.evaluation.volumes import prepare_volume, read_ras, reference_files
 
     pred = tmp_path / "generated"  # 4 noisy copies of the reference t1n: 'generated' volumes
     for n, case in enumerate(brats_cases):

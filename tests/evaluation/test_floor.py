@@ -21,8 +21,9 @@ from lift3d.evaluation.floor import (
     floor_metric_names,
     match_counts,
     montage_paths,
+    write_montage,
 )
-from lift3d.evaluation.generation import distribution_metrics, evaluate_generation, write_montage
+from lift3d.evaluation.generation import distribution_metrics, evaluate_generation
 from lift3d.evaluation.tables import compare_summaries, format_summary
 from lift3d.models.encoder import SliceEncoder
 

@@ -4,6 +4,8 @@
   id, per-case image and coherence metrics, summaries;
 - :mod:`~lift3d.evaluation.generation`: unconditional generation; generated and reference
   volumes on one grid, per-plane feature distances;
+- :mod:`~lift3d.evaluation.volumes`: generated, reference and floor files, and each volume on
+  the common evaluation grid;
 - :mod:`~lift3d.evaluation.encoder`: the evaluation encoder of generation (training, identity,
   save / load);
 - :mod:`~lift3d.evaluation.floor`: the real-vs-real floor of generation scores (equal counts,

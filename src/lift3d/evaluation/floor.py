@@ -9,7 +9,10 @@ references as a real set comes, and no model can be expected below it.
 - :func:`floor_metric_names`: the scores that get a floor;
 - :func:`compare_to_floor`: ratios and differences, with the reason wherever a ratio has no
   meaning (a floor at or below zero: KID, an unbiased estimate, goes negative when two sets are
-  as close as it can resolve; FID is 0 only for a set against itself).
+  as close as it can resolve; FID is 0 only for a set against itself);
+- :func:`floor_files`, :func:`read_floor`: the floor set, checked (at least 2 volumes, each on
+  the generated volumes' grid) and put on the evaluation grid;
+- :func:`write_montage`: real beside generated centre cuts in the three planes.
 
 The evaluation wires these together (:func:`lift3d.evaluation.generation.evaluate_generation`).
 """
@@ -24,6 +27,9 @@ import numpy as np
 
 from lift3d.constants import PLANES
 from lift3d.errors import InputError
+from lift3d.evaluation.volumes import prepare_volume, read_ras_grid, reference_files
+from lift3d.report.figures import figure_png, montage_figure
+from lift3d.utils import atomic_path
 
 # A floor at or below this is zero: a set scored against itself gives FID ~1e-12, not 0.
 FLOOR_ZERO = 1e-9
@@ -161,3 +167,53 @@ def montage_paths(out_dir: str | Path | None, json_path: str | Path | None) -> l
         json_path = Path(json_path)
         paths.append(json_path.with_name(f"{json_path.stem}_{MONTAGE_NAME}"))
     return paths
+
+
+def floor_files(floor_dir: Path, modality: str | None) -> list[tuple[str, Path]]:
+    """(case id, file) of the floor set (a dataset or a folder of images, as the references).
+
+    Raises:
+        InputError: naming the floor folder: no volumes, a case without the modality, fewer
+            than 2 volumes.
+    """
+    try:
+        files = reference_files(floor_dir, modality)
+    except InputError as exc:
+        raise InputError(f"--floor: {exc.problem}", exc.path or floor_dir) from None
+    if len(files) < 2:
+        raise InputError(f"--floor needs at least 2 real volumes, found {len(files)}", floor_dir)
+    return files
+
+
+def read_floor(
+    files: Sequence[Path], grid: tuple[Sequence[int], Sequence[float]], eval_shape: Sequence[int]
+) -> list[np.ndarray]:
+    """The floor volumes on the evaluation grid, each checked to lie on `grid` (the generated
+    volumes' RAS shape and spacing) first, so both sets are resampled alike.
+
+    Raises:
+        InputError: naming the first floor file on another grid.
+    """
+    out = []
+    for path in files:
+        array, spacing = read_ras_grid(path)
+        check_floor_grid([(array.shape, spacing)], [path], grid)
+        out.append(prepare_volume(array, eval_shape))
+    return out
+
+
+def write_montage(
+    rows: dict[str, Sequence[np.ndarray]],
+    paths: Sequence[str | Path],
+    title: str,
+    overwrite: bool | None = None,
+) -> list[Path]:
+    """Draw the real-vs-generated montage once and write it to each of `paths` (atomically;
+    `overwrite` as in :func:`lift3d.utils.atomic_path`)."""
+    data = figure_png(montage_figure(rows, title))
+    written = []
+    for path in paths:
+        with atomic_path(path, overwrite=overwrite) as tmp:
+            tmp.write_bytes(data)
+        written.append(Path(path))
+    return written

@@ -39,29 +39,35 @@ real beside generated centre cuts in the three planes is written where ``montage
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lift3d.constants import DHW_PLANE_AXIS, PLANES
-from lift3d.data.discovery import discover_cases
 from lift3d.data.preprocess import to_model_space
-from lift3d.data.volume import read_volume, reorient
 from lift3d.errors import InputError
-from lift3d.evaluation.common import check_folder, image_files
+from lift3d.evaluation.common import check_folder
 from lift3d.evaluation.encoder import EVAL_ENCODER_SEED, EVAL_ENCODER_STEPS, eval_encoder_for
 from lift3d.evaluation.extractors import load_extractors, pretrained_scores
 from lift3d.evaluation.floor import (
     MONTAGE_VOLUMES,
-    check_floor_grid,
     compare_to_floor,
+    floor_files,
     floor_metric_names,
     match_counts,
+    read_floor,
+    write_montage,
+)
+from lift3d.evaluation.volumes import (  # noqa: F401 - also imported from here
+    generated_files,
+    generation_info,
+    prepare_volume,
+    read_ras,
+    read_ras_grid,
+    reference_files,
 )
 from lift3d.metrics.distribution import histogram_distance, plane_distances
 from lift3d.metrics.diversity import (
@@ -70,98 +76,8 @@ from lift3d.metrics.diversity import (
     DIVERSITY_WINDOW,
     diversity,
 )
-from lift3d.metrics.image import normalise_mr
-from lift3d.report.figures import figure_png, montage_figure
-from lift3d.utils import atomic_path
 
 EVAL_GRID_CAP = 64  # default grid: the first reference's shape, each axis capped here
-
-
-# ------------------------------------------------------------------ volumes on the evaluation grid
-
-
-def read_ras(path: Path) -> np.ndarray:
-    """The image at `path` as a RAS-ordered (R, A, S) array."""
-    return reorient(read_volume(path), "RAS").array
-
-
-def read_ras_grid(path: Path) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """The image at `path` as a RAS-ordered array and its voxel spacing (mm)."""
-    volume = reorient(read_volume(path), "RAS")
-    return volume.array, volume.spacing
-
-
-def prepare_volume(array_ras: np.ndarray, eval_shape: Sequence[int]) -> np.ndarray:
-    """RAS (X, Y, Z) array -> (D=S, H=A, W=R) float32 in [0, 1] on `eval_shape`."""
-    arr = np.ascontiguousarray(to_model_space(np.asarray(array_ras, dtype=np.float32), "axial"))
-    arr = normalise_mr(arr, arr != 0).astype(np.float32)
-    t = torch.from_numpy(arr)[None, None]
-    if tuple(arr.shape) != tuple(eval_shape):
-        t = F.interpolate(
-            t, size=tuple(int(s) for s in eval_shape), mode="trilinear", align_corners=False
-        )
-    return t[0, 0].numpy()
-
-
-def generated_files(pred_dir: Path) -> tuple[list[Path], str | None]:
-    """The generated volumes of `pred_dir` (first modality when several were generated).
-
-    Reads ``generation.json`` (written by `lift3d generate`) when present.
-
-    Returns:
-        (files, modality or None).
-    """
-    meta_path = pred_dir / "generation.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        modality = meta.get("modalities", [None])[0]
-        files = [pred_dir / s["files"][modality] for s in meta.get("samples", [])]
-        return [f for f in files if f.is_file()], modality
-    return image_files(pred_dir), None
-
-
-def generation_info(pred_dir: Path) -> dict[str, Any] | None:
-    """How `lift3d generate` made the volumes of `pred_dir` (None without generation.json):
-    model, seed, mapper flag and output detail, so a summary says which arm it scored."""
-    meta_path = Path(pred_dir) / "generation.json"
-    if not meta_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text())
-    detail = meta.get("detail") or {}
-    return {
-        "model": meta.get("model"),
-        "seed": meta.get("seed"),
-        "use_mapper": meta.get("use_mapper"),
-        "n": meta.get("n"),
-        "detail": bool(detail.get("applied")),
-        "detail_sigma": detail.get("sigma"),
-    }
-
-
-def reference_files(ref_dir: Path, modality: str | None) -> list[tuple[str, Path]]:
-    """(case id, file) of the reference volumes: a BraTS/SynthRAD/manifest dataset (its
-    `modality`, default t1n / mr) or a plain folder of image files.
-
-    Raises:
-        InputError: a dataset case lacks the modality.
-    """
-    files = image_files(ref_dir)
-    if files:
-        return [(f.name.split(".")[0], f) for f in files]
-    cases = discover_cases(ref_dir, validate="header", required=())
-    out = []
-    for case in cases:
-        mod = (
-            modality
-            if modality in case.paths
-            else next((m for m in ("t1n", "mr") if m in case.paths), None)
-        )
-        if mod is None:
-            raise InputError(
-                f"reference case {case.case_id} has no {modality or 't1n/mr'} image", case.root
-            )
-        out.append((case.case_id, case.paths[mod]))
-    return out
 
 
 # ------------------------------------------------------------------ features and metrics
@@ -371,39 +287,6 @@ def set_scores(
     return out
 
 
-def floor_files(floor_dir: Path, modality: str | None) -> list[tuple[str, Path]]:
-    """(case id, file) of the floor set (a dataset or a folder of images, as the references).
-
-    Raises:
-        InputError: naming the floor folder: no volumes, a case without the modality, fewer
-            than 2 volumes.
-    """
-    try:
-        files = reference_files(floor_dir, modality)
-    except InputError as exc:
-        raise InputError(f"--floor: {exc.problem}", exc.path or floor_dir) from None
-    if len(files) < 2:
-        raise InputError(f"--floor needs at least 2 real volumes, found {len(files)}", floor_dir)
-    return files
-
-
-def read_floor(
-    files: Sequence[Path], grid: tuple[Sequence[int], Sequence[float]], eval_shape: Sequence[int]
-) -> list[np.ndarray]:
-    """The floor volumes on the evaluation grid, each checked to lie on `grid` (the generated
-    volumes' RAS shape and spacing) first, so both sets are resampled alike.
-
-    Raises:
-        InputError: naming the first floor file on another grid.
-    """
-    out = []
-    for path in files:
-        array, spacing = read_ras_grid(path)
-        check_floor_grid([(array.shape, spacing)], [path], grid)
-        out.append(prepare_volume(array, eval_shape))
-    return out
-
-
 def floor_block(
     gen: Sequence[np.ndarray],
     floor: Sequence[np.ndarray],
@@ -453,23 +336,6 @@ def floor_block(
         "notes": compared["notes"],
     }
     return block, compared["ratio"]
-
-
-def write_montage(
-    rows: dict[str, Sequence[np.ndarray]],
-    paths: Sequence[str | Path],
-    title: str,
-    overwrite: bool | None = None,
-) -> list[Path]:
-    """Draw the real-vs-generated montage once and write it to each of `paths` (atomically;
-    `overwrite` as in :func:`lift3d.utils.atomic_path`)."""
-    data = figure_png(montage_figure(rows, title))
-    written = []
-    for path in paths:
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            tmp.write_bytes(data)
-        written.append(Path(path))
-    return written
 
 
 def evaluate_generation(
