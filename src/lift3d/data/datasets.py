@@ -340,6 +340,8 @@ class SliceDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} slices")
         case_index, slice_index = divmod(index, self.num_slices)
+        if self.volumes.store is not None and self.axis == 0:
+            return self._from_store(case_index, slice_index)
         arrays = self._arrays(case_index)
         item: dict[str, Any] = {"case_id": self.volumes.cases[case_index].case_id}
         for modality in (*self.modalities, MASK_KEY):
@@ -356,6 +358,27 @@ class SliceDataset(Dataset):
             plane = np.ascontiguousarray(plane, dtype=np.float32)
             item[modality] = torch.from_numpy(plane).unsqueeze(0)
         item["depth"] = slice_index / (self.num_slices - 1) if self.num_slices > 1 else 0.0
+        item["index"] = slice_index
+        item["case_index"] = case_index
+        return item
+
+    def _from_store(self, case_index: int, slice_index: int) -> dict[str, Any]:
+        """The item of slice `slice_index`, reading only its planes from the store."""
+        store = self.volumes.store
+        assert store is not None
+        k, n = self.context, self.num_slices
+        lo, hi = max(0, slice_index - k), min(n, slice_index + k + 1)
+        item: dict[str, Any] = {"case_id": self.volumes.cases[case_index].case_id}
+        for modality in (*self.modalities, MASK_KEY):
+            if k and modality != MASK_KEY:
+                planes = store.read_planes(case_index, modality, lo, hi)
+                idx = np.clip(np.arange(slice_index - k, slice_index + k + 1), 0, n - 1) - lo
+                slab = np.ascontiguousarray(planes[idx], dtype=np.float32)  # (2k + 1, H, W)
+                item[modality] = torch.from_numpy(slab).unsqueeze(0)
+                continue
+            plane = store.read_planes(case_index, modality, slice_index, slice_index + 1)[0]
+            item[modality] = torch.from_numpy(plane.astype(np.float32, copy=False)).unsqueeze(0)
+        item["depth"] = slice_index / (n - 1) if n > 1 else 0.0
         item["index"] = slice_index
         item["case_index"] = case_index
         return item

@@ -4,8 +4,8 @@ Training reads a case's model-space arrays ``(D, H, W)`` many times; decoding a 
 preprocessing it costs far more than a training step, and keeping every decoded case in memory
 (``data.cache``) grows with the dataset (~150 MB per BraTS case, ~190 GB for BraTS 2023). The
 store writes each case once, per dataset and preprocessing setting, as plain ``.npy`` files;
-datasets open them with ``np.load(mmap_mode="r")`` per read and copy out only the slice they
-need, so process memory stays bounded whatever the number of cases, and later runs never decode
+datasets map them read-only per read (as ``np.load(mmap_mode="r")`` does, with random-access
+advice) and copy out only the slice they need, so process memory stays bounded whatever the number of cases, and later runs never decode
 the sources again (the role of MONAI's PersistentDataset, with memory maps).
 
 Layout of a store folder (``data.store``)::
@@ -42,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import mmap
 import os
 import re
 import sys
@@ -183,18 +184,24 @@ class CaseStore:
         """The case's `PreprocessRecord.to_dict()`."""
         return self.entries[index]["record"]
 
+    def _path(self, index: int, modality: str) -> Path:
+        return self.folder / "cases" / self.entries[index]["files"][modality]["name"]
+
     def open(self, index: int, modality: str) -> np.ndarray:
         """A read-only memory map of one (D, H, W) array; nothing is read until indexed.
 
         Drop it after use: the mapping (and the pages read through it) goes with the object.
+        The map is advised random access: a page fault reads that page, not the kernel's
+        read-around window (megabytes per fault on some disks: a 240 x 240 slice of a store
+        larger than the page cache then cost ~14 MB of disk reads per item).
 
         Raises:
             InputError: the file is gone or damaged (the store changed under a running job).
         """
         info = self.entries[index]["files"][modality]
-        path = self.folder / "cases" / info["name"]
+        path = self._path(index, modality)
         try:
-            array = np.load(path, mmap_mode="r", allow_pickle=False)
+            array = _map_npy(path)
         except (OSError, ValueError) as exc:
             raise InputError(
                 f"data store file unreadable ({type(exc).__name__}); it was changed or removed "
@@ -204,6 +211,42 @@ class CaseStore:
         if array.shape != tuple(info["shape"]) or array.dtype.str != info["dtype"]:
             raise InputError("data store file does not match its manifest entry", path)
         return array
+
+    def read_planes(self, index: int, modality: str, lo: int, hi: int) -> np.ndarray:
+        """Planes ``lo .. hi - 1`` along D, copied out: (hi - lo, H, W), only those bytes read.
+
+        The range is asked for in one go (``MADV_WILLNEED``) before it is copied, instead of
+        one page fault per page.
+        """
+        array = self.open(index, modality)
+        mm = array.base
+        plane = array[0].nbytes
+        if isinstance(mm, mmap.mmap) and hasattr(mmap, "MADV_WILLNEED") and hi > lo:
+            start = len(mm) - array.nbytes + lo * plane  # the header comes first
+            aligned = start - start % mmap.PAGESIZE
+            with contextlib.suppress(OSError):
+                mm.madvise(mmap.MADV_WILLNEED, aligned, start + (hi - lo) * plane - aligned)
+        return np.array(array[lo:hi])
+
+
+def _map_npy(path: Path) -> np.ndarray:
+    """Memory-map a C-order ``.npy`` read-only with random-access advice."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        if major == 1:
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        offset = f.tell()
+        if fortran or dtype.hasobject:
+            raise ValueError("not a C-order numeric array")
+        size = offset + int(np.prod(shape)) * dtype.itemsize
+        if os.fstat(f.fileno()).st_size != size:
+            raise ValueError("truncated")
+        mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    if hasattr(mmap, "MADV_RANDOM"):
+        mm.madvise(mmap.MADV_RANDOM)
+    return np.ndarray(shape, dtype, buffer=mm, offset=offset)
 
 
 def _read_manifest(folder: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
