@@ -19,12 +19,14 @@ test_seeds=${TEST_SEEDS:-1}
 lift3d=${LIFT3D:-lift3d}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread per job on a shared CPU
 python=${PYTHON:-python}
+read -r sx sy sz <<<"$shape"
+grid="[$sz,$sy,$sx]" # the model grid is (D, H, W): axial slices first
 # shellcheck disable=SC2086  # shape and spacing are word lists on purpose
 $lift3d phantom --kind "$kind" --layout synthrad --cases 8 --shape $shape --spacing $spacing \
   --seed 0 --out "$out/train"
 $lift3d train translate --task mr2ct --data "$out/train" --out "$out/run" \
   --config translate_demo --set translator.steps="$steps" mixer.steps="$mixer_steps" \
-  data.val_fraction=0.25 "data.shape=[${shape// /,}]" train.num_threads=1
+  data.val_fraction=0.25 "data.shape=$grid" train.num_threads=1
 for seed in $test_seeds; do
   test="$out/test$seed"
   # shellcheck disable=SC2086
