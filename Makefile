@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  ?= torch==2.13.0
 DEMO_OUT ?= demo_out
+# auto: the demo's translation and generation halves at once with 2+ cores; 1: in turn
+DEMO_JOBS ?= auto
 
 .PHONY: venv install install-dev demo test test-slow bench lint clean
 
@@ -19,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 venv install install-dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m lift3d.demo --out $(DEMO_OUT) --fresh
+	$(PY) -m lift3d.demo --out $(DEMO_OUT) --fresh --jobs $(DEMO_JOBS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

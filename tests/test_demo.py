@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -27,5 +28,9 @@ def test_quick_demo_runs_every_step(tmp_path, capsys):
     assert "scored on the model grid" not in printed
     assert sorted(p.name for p in evals.iterdir() if p.is_dir()) == ["mapper", "no-mapper"]
     assert (out / "runs" / "generate" / "report.html").is_file()
+    # With two or more cores the generation half ran as a second process; its log is printed.
+    if (os.cpu_count() or 1) >= 2:
+        assert "generation half (ran alongside" in printed
+        assert "[train generate: " in (out / "generate.log").read_text()
     # A second run into the same folder is refused without --fresh (exit 2).
     assert main(["--quick", "--out", str(out)]) == 2

@@ -14,6 +14,10 @@ exactly what a user runs:
    phantoms);
 7. `lift3d report` for each run.
 
+With two or more CPU cores (``--jobs auto``) the translation half (steps 1-5) and the generation
+half (step 6) run at the same time as two processes, each with half of the cores; the generation
+half's log is printed when both are done. Training picks a GPU by itself when there is one.
+
 Results on the phantom show that a mechanism works, never clinical quality.
 """
 
@@ -22,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,11 +40,19 @@ log = logging.getLogger("lift3d.demo")
 
 def _run(step: str, argv: list[str]) -> None:
     print(f"\n$ lift3d {' '.join(argv)}", flush=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu_seconds()
     code = lift3d_main(argv)
     if code != 0:
         raise SystemExit(f"demo step '{step}' failed with exit code {code}")
-    print(f"[{step}: {time.perf_counter() - t0:.1f} s]", flush=True)
+    # CPU seconds beside wall seconds: on a shared machine the wall time says little.
+    wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+    print(f"[{step}: {wall:.1f} s, CPU {cpu:.1f} s]", flush=True)
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished child processes (data-loader workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _config(name: str) -> str:
@@ -48,32 +62,83 @@ def _config(name: str) -> str:
     return str(config_path(name))
 
 
-def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> dict[str, Path]:
+def run_demo(
+    out: Path, *, quick: bool = False, skip_generate: bool = False, jobs: int = 1
+) -> dict[str, Path]:
     """Run the whole demo into `out` (created; must not exist unless empty).
 
     Args:
         out: demo folder.
         quick: tiny sizes and few steps (used by the slow test); the default is the real demo.
         skip_generate: leave out the unconditional part.
+        jobs: 2 runs the generation half in a second process alongside the translation half
+            (its log, ``OUT/generate.log``, is printed when both are done); 1 runs them in turn.
 
     Returns:
         The main output paths (evaluation JSONs, reports).
     """
-    from lift3d.config import GenerateConfig, load_config
-
     out.mkdir(parents=True, exist_ok=True)
-    n_train, n_test, shape = ("4", "2", ["32", "32", "32"]) if quick else ("16", "4", ["64"] * 3)
-    # Generation: held-out phantoms and samples per arm (KID from a handful of volumes is
-    # mostly noise), and the model grid of the generate config (also an evaluation grid).
-    # 96 samples per arm: KID from 32 moved by tens of percent between sample sets (docs/journal/
-    # 2026-11-26-generation-32-seeds-and-detail.md); sampling and scoring them costs seconds.
-    n_gen_test, n_samples = ("2", "3") if quick else ("12", "96")
+    threads = _threads(jobs)
+    child = None
+    if jobs > 1 and not skip_generate:
+        log_path = out / "generate.log"
+        print(
+            f"generation half: a second process alongside the translation half, "
+            f"{threads} thread(s) each (log: {log_path})",
+            flush=True,
+        )
+        argv = [sys.executable, "-m", "lift3d.demo", "--out", str(out), "--part", "generate"]
+        argv += ["--threads", str(threads)] + (["--quick"] if quick else [])
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        with open(log_path, "w") as log_file:
+            child = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    paths: dict[str, Path] = {}
+    try:
+        paths.update(run_translation(out, quick=quick, threads=threads))
+    except BaseException:
+        if child is not None:
+            child.terminate()
+        raise
+    if child is not None:
+        code = child.wait()
+        print(f"\n--- generation half (ran alongside; {out / 'generate.log'}) ---", flush=True)
+        print((out / "generate.log").read_text(), end="", flush=True)
+        if code != 0:
+            raise SystemExit(f"demo generation half failed with exit code {code}")
+        paths.update(generation_paths(out))
+    elif not skip_generate:
+        paths.update(run_generation(out, quick=quick, threads=threads))
+    print(
+        "\nDemo outputs (open the .nii.gz files in ITK-SNAP / 3D Slicer, the .html in a browser):"
+    )
+    print(f"  data:         {out / 'data'}")
+    print(f"  predictions:  {out / 'predictions'}")
+    if not skip_generate:
+        print(f"  generated:    {out / 'generated'}")
+    for key, value in paths.items():
+        print(f"  {key + ':':<22}{value}")
+    return paths
+
+
+def _threads(jobs: int) -> int:
+    """CPU threads per concurrent half: the cores shared evenly (at least 1)."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
+def _sizes(quick: bool) -> tuple[str, str, list[str]]:
+    """(training cases, held-out cases, phantom shape)."""
+    return ("4", "2", ["32", "32", "32"]) if quick else ("16", "4", ["64"] * 3)
+
+
+def run_translation(out: Path, *, quick: bool = False, threads: int = 1) -> dict[str, Path]:
+    """Steps 1-5: the SynthRAD-layout phantoms, the MR -> CT model and its mixer ablation."""
+    import torch
+
+    torch.set_num_threads(threads)
+    n_train, n_test, shape = _sizes(quick)
     data = out / "data"
     tr_cfg = _config("translate_tiny.yaml" if quick else "translate_demo.yaml")
-    gen_cfg = _config("generate_tiny.yaml" if quick else "generate_demo.yaml")
-    model_grid = [str(int(v)) for v in load_config(GenerateConfig, gen_cfg).data.shape]
     paths: dict[str, Path] = {}
-
     # 1-2. data
     _run(
         "phantom (train)",
@@ -124,6 +189,8 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
             str(run),
             "--config",
             tr_cfg,
+            "--set",
+            f"train.num_threads={threads}",
         ],
     )
     results = {}
@@ -172,140 +239,162 @@ def run_demo(out: Path, *, quick: bool = False, skip_generate: bool = False) -> 
     _run("report (mr2ct)", ["report", str(run), "--out", str(run / "report.html"), "--overwrite"])
     paths["mr2ct_report"] = run / "report.html"
 
+    return paths
+
+
+def generation_paths(out: Path) -> dict[str, Path]:
+    """The report of the generation half (written by `run_generation`)."""
+    return {"generate_report": out / "runs" / "generate" / "report.html"}
+
+
+def run_generation(out: Path, *, quick: bool = False, threads: int = 1) -> dict[str, Path]:
+    """Step 6: the BraTS-layout phantoms, the unconditional model and its mapper ablation."""
+    import torch
+
+    from lift3d.config import GenerateConfig, load_config
+
+    torch.set_num_threads(threads)
+    n_train, _, shape = _sizes(quick)
+    # Generation: held-out phantoms and samples per arm (KID from a handful of volumes is
+    # mostly noise), and the model grid of the generate config (also an evaluation grid).
+    # 96 samples per arm: KID from 32 moved by tens of percent between sample sets (docs/journal/
+    # 2026-11-26-generation-32-seeds-and-detail.md); sampling and scoring them costs seconds.
+    n_gen_test, n_samples = ("2", "3") if quick else ("12", "96")
+    data = out / "data"
+    gen_cfg = _config("generate_tiny.yaml" if quick else "generate_demo.yaml")
+    model_grid = [str(int(v)) for v in load_config(GenerateConfig, gen_cfg).data.shape]
+    paths: dict[str, Path] = {}
     # 6. unconditional generation
-    if not skip_generate:
+    _run(
+        "phantom (brats)",
+        [
+            "phantom",
+            "--layout",
+            "brats",
+            "--cases",
+            n_train,
+            "--shape",
+            *shape,
+            "--seed",
+            "2",
+            "--out",
+            str(data / "brats_train"),
+        ],
+    )
+    _run(
+        "phantom (brats held-out)",
+        [
+            "phantom",
+            "--layout",
+            "brats",
+            "--cases",
+            n_gen_test,
+            "--shape",
+            *shape,
+            "--seed",
+            "3",
+            "--out",
+            str(data / "brats_test"),
+        ],
+    )
+    grun = out / "runs" / "generate"
+    _run(
+        "train generate",
+        [
+            "train",
+            "generate",
+            "--data",
+            str(data / "brats_train"),
+            "--out",
+            str(grun),
+            "--config",
+            gen_cfg,
+            "--set",
+            f"train.num_threads={threads}",
+        ],
+    )
+    # Beside the translation half, that (shorter) half has finished by now: sample and score
+    # with every core.
+    cores = os.cpu_count() or 1
+    if threads < cores and (out / "runs" / "mr2ct" / "report.html").is_file():
+        torch.set_num_threads(cores)
+        print(f"(translation half done: sampling and scoring with {cores} threads)", flush=True)
+    # Scored with one evaluation encoder shared by both arms on the phantoms' own grid, and
+    # again on the model's grid when the config models a coarser one (both arms share G's
+    # resolution there, so that comparison isolates what the mapper changes).
+    grids = {"reference grid": []}
+    if model_grid != shape:
+        grids[f"model grid {'x'.join(model_grid)}"] = model_grid
+    gres: dict[str, dict[str, Path]] = {g: {} for g in grids}
+    for variant, extra in (("mapper", []), ("no-mapper", ["--no-mapper"])):
+        gen = out / "generated" / variant
         _run(
-            "phantom (brats)",
+            f"generate ({variant})",
             [
-                "phantom",
-                "--layout",
-                "brats",
-                "--cases",
-                n_train,
-                "--shape",
-                *shape,
-                "--seed",
-                "2",
-                "--out",
-                str(data / "brats_train"),
-            ],
-        )
-        _run(
-            "phantom (brats held-out)",
-            [
-                "phantom",
-                "--layout",
-                "brats",
-                "--cases",
-                n_gen_test,
-                "--shape",
-                *shape,
-                "--seed",
-                "3",
-                "--out",
-                str(data / "brats_test"),
-            ],
-        )
-        grun = out / "runs" / "generate"
-        _run(
-            "train generate",
-            [
-                "train",
                 "generate",
-                "--data",
-                str(data / "brats_train"),
-                "--out",
+                "--model",
                 str(grun),
-                "--config",
-                gen_cfg,
+                "--n",
+                n_samples,
+                "--seed",
+                "0",
+                "--out",
+                str(gen),
+                *extra,
             ],
         )
-        # Scored with one evaluation encoder shared by both arms on the phantoms' own grid, and
-        # again on the model's grid when the config models a coarser one (both arms share G's
-        # resolution there, so that comparison isolates what the mapper changes).
-        grids = {"reference grid": []}
-        if model_grid != shape:
-            grids[f"model grid {'x'.join(model_grid)}"] = model_grid
-        gres: dict[str, dict[str, Path]] = {g: {} for g in grids}
-        for variant, extra in (("mapper", []), ("no-mapper", ["--no-mapper"])):
-            gen = out / "generated" / variant
+        for grid, eval_shape in grids.items():
+            tag = "" if not eval_shape else "_model_grid"
+            ev = grun / "eval" / f"{variant}{tag}"
+            shape_args = ["--eval-shape", *eval_shape] if eval_shape else []
             _run(
-                f"generate ({variant})",
+                f"evaluate ({variant}, {grid})",
                 [
+                    "evaluate",
+                    "--task",
                     "generate",
-                    "--model",
-                    str(grun),
-                    "--n",
-                    n_samples,
-                    "--seed",
-                    "0",
-                    "--out",
+                    "--pred",
                     str(gen),
-                    *extra,
+                    "--ref",
+                    str(data / "brats_test"),
+                    "--out",
+                    str(ev),
+                    "--label",
+                    variant,
+                    "--eval-encoder",
+                    str(grun / "eval" / f"eval_encoder{tag}.safetensors"),
+                    *shape_args,
                 ],
             )
-            for grid, eval_shape in grids.items():
-                tag = "" if not eval_shape else "_model_grid"
-                ev = grun / "eval" / f"{variant}{tag}"
-                shape_args = ["--eval-shape", *eval_shape] if eval_shape else []
-                _run(
-                    f"evaluate ({variant}, {grid})",
-                    [
-                        "evaluate",
-                        "--task",
-                        "generate",
-                        "--pred",
-                        str(gen),
-                        "--ref",
-                        str(data / "brats_test"),
-                        "--out",
-                        str(ev),
-                        "--label",
-                        variant,
-                        "--eval-encoder",
-                        str(grun / "eval" / f"eval_encoder{tag}.safetensors"),
-                        *shape_args,
-                    ],
-                )
-                gres[grid][variant] = ev / "summary.json"
-        for grid, res in gres.items():
-            _print_comparison(
-                f"Unconditional generation on PHANTOM data, scored on the {grid}: "
-                "LiFT (mapper) vs no-mapper",
-                res["mapper"],
-                res["no-mapper"],
-                "mapper",
-                "no-mapper",
-            )
-        print(
-            "\nHow to read these tables: increment_distance compares how slices change along "
-            "each axis, the coherence the mapper adds; coronal/sagittal KID and FID compare "
-            "reformatted slices (cuts across the generated slices) with the held-out phantoms, "
-            "where independently sampled slices show as stripes. msssim_diversity is the mean "
-            "pairwise 3D MS-SSIM among one arm's samples (lower = more diverse; the papers' "
-            "diversity score), read against msssim_diversity_reference, the same among the "
-            "held-out phantoms (_gap: arm - reference); the fid_medicalnet / fid_radimagenet "
-            "rows of published tables need the weights files (README, 'Comparing with "
-            "published numbers'). This is one short run scored "
-            "with one evaluation encoder on 12 phantoms, and its numbers move with the seed. "
-            f"Compare the montages in {out / 'generated'} and see BENCHMARKS.md, 'Unconditional "
-            "generation', for results over seeds, encoders and held-out sets."
+            gres[grid][variant] = ev / "summary.json"
+    for grid, res in gres.items():
+        _print_comparison(
+            f"Unconditional generation on PHANTOM data, scored on the {grid}: "
+            "LiFT (mapper) vs no-mapper",
+            res["mapper"],
+            res["no-mapper"],
+            "mapper",
+            "no-mapper",
         )
-        _run(
-            "report (generate)",
-            ["report", str(grun), "--out", str(grun / "report.html"), "--overwrite"],
-        )
-        paths["generate_report"] = grun / "report.html"
-
     print(
-        "\nDemo outputs (open the .nii.gz files in ITK-SNAP / 3D Slicer, the .html in a browser):"
+        "\nHow to read these tables: increment_distance compares how slices change along "
+        "each axis, the coherence the mapper adds; coronal/sagittal KID and FID compare "
+        "reformatted slices (cuts across the generated slices) with the held-out phantoms, "
+        "where independently sampled slices show as stripes. msssim_diversity is the mean "
+        "pairwise 3D MS-SSIM among one arm's samples (lower = more diverse; the papers' "
+        "diversity score), read against msssim_diversity_reference, the same among the "
+        "held-out phantoms (_gap: arm - reference); the fid_medicalnet / fid_radimagenet "
+        "rows of published tables need the weights files (README, 'Comparing with "
+        "published numbers'). This is one short run scored "
+        "with one evaluation encoder on 12 phantoms, and its numbers move with the seed. "
+        f"Compare the montages in {out / 'generated'} and see BENCHMARKS.md, 'Unconditional "
+        "generation', for results over seeds, encoders and held-out sets."
     )
-    print(f"  data:         {data}")
-    print(f"  predictions:  {out / 'predictions'}")
-    if not skip_generate:
-        print(f"  generated:    {out / 'generated'}")
-    for key, value in paths.items():
-        print(f"  {key + ':':<22}{value}")
+    _run(
+        "report (generate)",
+        ["report", str(grun), "--out", str(grun / "report.html"), "--overwrite"],
+    )
+    paths["generate_report"] = grun / "report.html"
     return paths
 
 
@@ -330,9 +419,28 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-generate", action="store_true", help="leave out the unconditional-generation part"
     )
     parser.add_argument("--fresh", action="store_true", help="delete OUT first")
+    parser.add_argument(
+        "--jobs",
+        default="auto",
+        choices=("auto", "1", "2"),
+        help="2: the translation and generation halves run at the same time, each with half of "
+        "the CPU cores; 1: one after the other; auto (default): 2 with two or more cores",
+    )
+    parser.add_argument(
+        "--part", choices=("translate", "generate"), help="run one half only (into OUT)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads (default: the cores shared between the halves)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = Path(args.out)
+    jobs = int(args.jobs) if args.jobs != "auto" else (2 if (os.cpu_count() or 1) >= 2 else 1)
+    if args.part:  # one half into an existing folder (the second process of --jobs 2)
+        threads = args.threads or _threads(1)
+        run = run_translation if args.part == "translate" else run_generation
+        run(out, quick=args.quick, threads=threads)
+        return 0
     if out.exists() and any(out.iterdir()):
         if not args.fresh:
             print(
@@ -343,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    run_demo(out, quick=args.quick, skip_generate=args.skip_generate)
-    print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s.")
+    run_demo(out, quick=args.quick, skip_generate=args.skip_generate, jobs=jobs)
+    load = f", load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    print(f"\nDemo finished in {time.perf_counter() - t0:.0f} s ({jobs} process(es){load}).")
     return 0
 
 

@@ -83,17 +83,21 @@ class GenerationModel(nn.Module):
         d = self.num_slices
         return torch.linspace(0, 1, d, device=device) if d > 1 else torch.zeros(1, device=device)
 
-    def decode(self, codes: Tensor) -> Tensor:
+    def decode(self, codes: Tensor, depths: Tensor | None = None) -> Tensor:
         """Stack G(w_k, s_k) over k.
 
         Args:
             codes: (B, D, latent) trajectories.
+            depths: (D,) the normalised depth of each code, or None: all of the model's
+                slices (`depths`), D = ``num_slices``.
 
         Returns:
             (B, C, D, H, W) volumes in [0, 1].
         """
         b, d, _ = codes.shape
-        s = self.depths(codes.device).repeat(b)  # (B * D,)
+        if depths is None:
+            depths = self.depths(codes.device)
+        s = depths.to(codes.device).repeat(b)  # (B * D,)
         flat = rearrange(codes, "b d l -> (b d) l")
         if flat.requires_grad or flat.shape[0] <= self.slice_batch:
             slices = self.generator(flat, s)

@@ -312,6 +312,22 @@ def generator_step(
     return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
 
+def loss_factors(
+    shape: tuple[int, ...] | list[int], loss_size: list[int] | None
+) -> tuple[int, int, int] | None:
+    """Per-axis integer factors from the model grid (D, H, W) down to the mapper's loss
+    volume, or None when there is no loss size or some axis does not divide evenly (the loss
+    then resamples the decoded volumes trilinearly)."""
+    if loss_size is None:
+        return None
+    shape = [int(s) for s in shape]
+    size = [int(s) for s in loss_size]
+    if any(n <= 0 or s % n for s, n in zip(shape, size, strict=True)):
+        return None
+    factors = tuple(s // n for s, n in zip(shape, size, strict=True))
+    return None if factors == (1, 1, 1) else factors  # type: ignore[return-value]
+
+
 def mapper_step(
     mapper: nn.Module,
     batch: dict[str, Any],
@@ -331,7 +347,11 @@ def mapper_step(
         modalities: the channels, in order.
         gen_batch: generated volumes per step.
         num_positions: cuts per plane.
-        loss_size: (D, H, W) the loss volumes are resampled to, or None.
+        loss_size: (D, H, W) the loss volumes are resampled to, or None. When it divides the
+            model grid by integer factors, G decodes only every f_d-th slice (a random phase
+            per step, the same slices of the real volumes) and both are average-pooled
+            in-plane: the loss sees the same grid at a fraction of the cost of decoding every
+            slice (docs/journal/2026-11-27-demo-speed.md).
 
     Returns:
         ``{"loss", "ed_<plane>_<set>": energy distance per plane and feature set}``.
@@ -341,7 +361,18 @@ def mapper_step(
     flip = torch.rand(real.shape[0], device=real.device) < 0.5
     real = torch.where(flip[:, None, None, None, None], real.flip(-1), real)
     eps, per_slice = mapper.sample_noise(gen_batch, model.num_slices, device=real.device)
-    fake = model.decode(mapper(eps, per_slice))  # (B, C, D, H, W)
+    codes = mapper(eps, per_slice)  # (B, D, latent)
+    factors = loss_factors(model.shape, loss_size)
+    if factors is None:
+        fake = model.decode(codes)  # (B, C, D, H, W)
+    else:
+        # Decode only what the loss volume needs: every f_d-th slice (random phase, the same
+        # for the real volumes), average-pooled in-plane to the loss size.
+        f_d, f_h, f_w = factors
+        phase = int(torch.randint(0, f_d, (1,)))
+        depths = model.depths(real.device)[phase::f_d]
+        fake = F.avg_pool3d(model.decode(codes[:, phase::f_d], depths), (1, f_h, f_w))
+        real = F.avg_pool3d(real[:, :, phase::f_d], (1, f_h, f_w))
     loss, parts = triplanar_drifting_loss(
         fake, real, model.encoder.embed, num_positions=num_positions, loss_size=loss_size
     )
@@ -380,7 +411,7 @@ def encoder_preview(encoder: nn.Module, step: int, *, previews: Previews) -> dic
     rec = encoder.reconstruct(corrupted).clamp(0, 1)
     if previews.write:
         rows = {"real": x, "corrupted": corrupted.clamp(0, 1), "reconstruction": rec}
-        rows = {k: v[0, 0].cpu().numpy()[None].repeat(2, 0) for k, v in rows.items()}
+        rows = {k: v[0, 0].float().cpu().numpy()[None].repeat(2, 0) for k, v in rows.items()}
         preview_png(rows, previews.folder / f"encoder_{step:07d}.png", f"encoder step {step}")
     return {"recon_mse": float(F.mse_loss(rec, x))}
 
@@ -393,7 +424,7 @@ def generator_preview(generator: nn.Module, step: int, *, previews: Previews) ->
     w, s = w.to(device), torch.linspace(0, 1, depth, device=device)
     rows = {}
     for i in range(3):  # one code swept through depth, per row
-        rows[f"code {i}"] = generator(w[i : i + 1].expand(depth, -1), s)[:, 0].cpu().numpy()
+        rows[f"code {i}"] = generator(w[i : i + 1].expand(depth, -1), s)[:, 0].float().cpu().numpy()
     rows["real"] = real
     if previews.write:
         name = previews.folder / f"generator_{step:07d}.png"
@@ -408,10 +439,10 @@ def mapper_preview(
     """One LiFT sample and one no-mapper sample next to the real volume; through-plane
     gradient of the LiFT sample relative to the real one's."""
     real = previews.real[0].numpy()
-    lifted = model.sample(1, torch.Generator().manual_seed(0))[0, 0].cpu().numpy()
+    lifted = model.sample(1, torch.Generator().manual_seed(0))[0, 0].float().cpu().numpy()
     indep = model.sample(1, torch.Generator().manual_seed(0), use_mapper=False)[0, 0]
     if previews.write:
-        rows = {"LiFT": lifted, "no mapper": indep.cpu().numpy(), "real": real}
+        rows = {"LiFT": lifted, "no mapper": indep.float().cpu().numpy(), "real": real}
         preview_png(rows, previews.folder / f"mapper_{step:07d}.png", f"mapper step {step}")
     real_dz = float(np.abs(np.diff(real, axis=0)).mean())
     return {"zgrad_ratio": float(np.abs(np.diff(lifted, axis=0)).mean()) / max(real_dz, 1e-8)}
