@@ -251,3 +251,12 @@ def test_format_table_reads_json_written_before_precision():
     }
     text = format_table(old)
     assert "fp32" in text and "efficiency  0.40" in text and "2" in text
+
+
+def test_bench_bf16_generation_system_with_the_mapper():
+    """The mapper's GRU under bf16 autocast (FLOPs are counted in fp32, the same count)."""
+    system = bench.lift_generation_system((4, 16, 16), "tiny")
+    fp32 = bench.measure(system, repeats=5)
+    bf16 = bench.measure(system, repeats=5, precision="bf16")
+    assert bf16["flops_per_volume"] == fp32["flops_per_volume"] > 0
+    assert bf16["precision"] == "bf16" and bf16["tflops_per_s"] > 0

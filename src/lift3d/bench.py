@@ -216,7 +216,8 @@ def measure(
 ) -> dict[str, Any]:
     """Measure one system: wall time, FLOPs, peak memory and parameters for one volume.
 
-    The first warm-up run is counted for FLOPs; then `repeats` runs are timed.
+    The first warm-up run is counted for FLOPs (in fp32; a bf16 measurement then warms up in
+    bf16 too); then `repeats` runs are timed.
 
     Args:
         system: what to run.
@@ -236,21 +237,25 @@ def measure(
         raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
     device = torch.device(device)
     warmup = max(1, warmup)
-    with torch.no_grad(), autocast(device, precision), peak_memory(device) as memory:
+    with torch.no_grad(), peak_memory(device) as memory:
         module, fn = system.build(device)
         module.eval()
         params = sum(p.numel() for p in module.parameters())
-        flops, out = count_flops(fn)
+        # FLOPs do not depend on the precision; counted in fp32 because the counter's
+        # decompositions (the mapper's GRU) mix dtypes under autocast.
+        with autocast(device, "fp32"):
+            flops, out = count_flops(fn)
         del out
-        for _ in range(warmup - 1):
-            fn()
-        times = []
-        for _ in range(repeats):
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times.append(time.perf_counter() - start)
+        with autocast(device, precision):
+            for _ in range(warmup - 1 if precision == "fp32" else warmup):
+                fn()
+            times = []
+            for _ in range(repeats):
+                _sync(device)
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                times.append(time.perf_counter() - start)
         del module, fn
     unit_seconds = statistics.median(times)
     result: dict[str, Any] = {
