@@ -95,12 +95,13 @@ def run_demo(
     paths: dict[str, Path] = {}
     try:
         paths.update(run_translation(out, quick=quick, threads=threads))
-    except BaseException:
+        code = child.wait() if child is not None else 0
+    except BaseException:  # a failed step, Ctrl-C or a timeout: no orphaned second half
         if child is not None:
-            child.terminate()
+            child.kill()
+            child.wait()
         raise
     if child is not None:
-        code = child.wait()
         print(f"\n--- generation half (ran alongside; {out / 'generate.log'}) ---", flush=True)
         print((out / "generate.log").read_text(), end="", flush=True)
         if code != 0:
