@@ -15,7 +15,7 @@ rank shards like ``DistributedSampler``. A checkpoint stores the epoch and the b
 consumed in it plus every rank's Python/NumPy/torch RNG state, so ``N`` steps straight and
 ``N/2`` steps + kill + resume + ``N/2`` steps give the same weights on CPU. Randomness drawn
 inside DataLoader worker processes (``num_workers > 0``; the workers persist across epochs) is
-seeded once per session but not resumed mid-epoch.
+seeded once per `fit` call (a resume reseeds) but not resumed mid-epoch.
 
 Precision: ``train.precision`` goes to Fabric (`resolve_precision`): ``bf16-mixed`` autocasts
 forward passes to bf16 on CUDA and on the CPU alike (on a CPU with bf16 matrix units it is
@@ -606,13 +606,13 @@ class Engine:
         num_workers: int,
         epoch: int,
     ) -> DataLoader:
-        """The stage's DataLoader, built once per training session and iterated once per epoch
+        """The stage's DataLoader, built once per `fit` call and iterated once per epoch
         (the sampler's `set_epoch` picks the epoch's order before each pass).
 
         Pinned memory on CUDA (asynchronous host-to-device copies); with workers, the workers
         persist across epochs (no start-up per epoch) and each keeps `PREFETCH_FACTOR` batches
         ready, so the device does not wait on data loading. Worker processes are seeded once per
-        session from ``(seed, first epoch, rank)``; lift3d's datasets draw no randomness in
+        `fit` call from ``(seed, first epoch, rank)``; lift3d's datasets draw no randomness in
         them.
         """
         workers = num_workers > 0
