@@ -328,7 +328,9 @@ class SliceDataset(Dataset):
         return len(self.volumes) * self.num_slices
 
     def _arrays(self, case_index: int) -> dict[str, np.ndarray]:
-        if self.volumes.cache or self.volumes.store is not None:  # a store: memory maps
+        if (
+            self.volumes.cache or getattr(self.volumes, "store", None) is not None
+        ):  # a store: memory maps
             return self.volumes.load_arrays(case_index)[0]
         if self._last is None or self._last[0] != case_index:  # no cache: keep one volume
             self._last = (case_index, self.volumes.load_arrays(case_index))
@@ -340,7 +342,7 @@ class SliceDataset(Dataset):
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} slices")
         case_index, slice_index = divmod(index, self.num_slices)
-        if self.volumes.store is not None and self.axis == 0:
+        if getattr(self.volumes, "store", None) is not None and self.axis == 0:
             return self._from_store(case_index, slice_index)
         arrays = self._arrays(case_index)
         item: dict[str, Any] = {"case_id": self.volumes.cases[case_index].case_id}
