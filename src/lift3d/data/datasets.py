@@ -328,9 +328,8 @@ class SliceDataset(Dataset):
         return len(self.volumes) * self.num_slices
 
     def _arrays(self, case_index: int) -> dict[str, np.ndarray]:
-        if (
-            self.volumes.cache or getattr(self.volumes, "store", None) is not None
-        ):  # a store: memory maps
+        store = getattr(self.volumes, "store", None)
+        if self.volumes.cache or store is not None:  # a store: memory maps, opened per read
             return self.volumes.load_arrays(case_index)[0]
         if self._last is None or self._last[0] != case_index:  # no cache: keep one volume
             self._last = (case_index, self.volumes.load_arrays(case_index))
