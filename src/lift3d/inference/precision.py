@@ -6,11 +6,12 @@ and reductions in float32. Callers cast the network output back to float32 befor
 else touches it (clamping, restoring onto the source grid, the NaN check), so written volumes
 are float32 whatever the precision.
 
-``auto`` is bf16 on a CUDA device that supports it and fp32 on the CPU. bf16 on this project's
-CPU (AMX-BF16) is about 2x faster for the translator, but it moves outputs by a few HU on
-average (tens of HU at worst, at sharp edges; docs/journal/2026-11-27-precision-and-throughput.md),
-CPUs without bf16 matrix units run it slower than fp32, and CPU training validates in fp32; so
-on the CPU bf16 is opt-in (``--precision bf16``).
+``auto`` is bf16 on a CUDA device that supports it and fp32 on the CPU. On a CPU with AMX-BF16,
+bf16 is about 2x faster for wide layers but was slower for the narrow ``small`` models; it
+moves outputs by a few HU on average (tens of HU at worst, at sharp edges;
+docs/journal/2026-11-27-precision-and-throughput.md); CPUs without bf16 matrix units run it
+slower than fp32; and CPU training validates in fp32. So on the CPU bf16 is opt-in
+(``--precision bf16``).
 
 ``compile`` (`torch.compile` of the per-slice blocks) is opt-in and meant for CUDA, where the
 fixed-shape slice batches compile once per volume shape; the first call pays the compilation.
