@@ -364,6 +364,9 @@ def run_generation(out: Path, *, quick: bool = False, threads: int = 1) -> dict[
                     variant,
                     "--eval-encoder",
                     str(grun / "eval" / f"eval_encoder{tag}.safetensors"),
+                    # the real-vs-real floor: the training phantoms scored the same way
+                    "--floor",
+                    str(data / "brats_train"),
                     *shape_args,
                 ],
             )
@@ -384,7 +387,10 @@ def run_generation(out: Path, *, quick: bool = False, threads: int = 1) -> dict[
         "where independently sampled slices show as stripes. msssim_diversity is the mean "
         "pairwise 3D MS-SSIM among one arm's samples (lower = more diverse; the papers' "
         "diversity score), read against msssim_diversity_reference, the same among the "
-        "held-out phantoms (_gap: arm - reference); the fid_medicalnet / fid_radimagenet "
+        "held-out phantoms (_gap: arm - reference); '<score> / floor' rows divide a score by "
+        "the same score of the 16 real training phantoms against the same held-out set (1 = "
+        "as close as real data; real_vs_generated.png beside each summary.json shows real "
+        "slices beside generated ones); the fid_medicalnet / fid_radimagenet "
         "rows of published tables need the weights files (README, 'Comparing with "
         "published numbers'). This is one short run scored "
         "with one evaluation encoder on 12 phantoms, and its numbers move with the seed. "
