@@ -165,6 +165,22 @@ def test_cli_refuses_bad_context_slices_in_one_line(argv, phantom_synthrad_dir, 
     assert not out.exists()  # a run refused before training leaves nothing behind
 
 
+def test_cli_checks_context_slices_before_reading_the_data(tmp_path, capsys):
+    """The check runs before data discovery: an empty data folder is not reached."""
+    from lift3d.cli import main
+
+    data = tmp_path / "empty"
+    data.mkdir()
+    out = tmp_path / "run"
+    args = ["train", "translate", "--task", "mr2ct", "--data", str(data), "--out", str(out)]
+    args += ["--config", "translate_tiny", "--set", "model.context_slices=16"]
+    args += ["data.shape=[16,16,16]"]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "model.context_slices" in err[0], err
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("context", [0, 2])
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_volume_thinner_than_the_mixer_context_translates(depth, context):

@@ -156,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         cfg.train.seed = args.seed
     validate_config(cfg)  # the values given as flags too
+    if args.kind == "translate":
+        from lift3d.models.registry import check_translation_model_config
+
+        check_translation_model_config(cfg)  # keys that depend on each other, before discovery
     resolve_device(cfg.train.device)  # CUDA asked for but absent: fail before creating RUN
     if not Path(args.data).exists():
         raise InputError("training data folder not found", args.data)

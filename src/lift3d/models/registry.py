@@ -130,12 +130,12 @@ def build_generation_model(
     return build_generation(size, channels, shape, encoder_objective=encoder_objective)
 
 
-def translation_model_from_config(cfg: TranslateConfig, use_mixer: bool = True) -> nn.Module:
-    """The `TranslationModel` a config describes (random init).
+def check_translation_model_config(cfg: TranslateConfig) -> None:
+    """Check the model keys that depend on each other or on the registry, without building.
 
     Raises:
         InputError: naming the config key: unknown size, ``model.context_slices`` negative or
-            not below the slice count ``data.shape[0]``, an option the model rejects.
+            not below the slice count ``data.shape[0]``.
     """
     m = cfg.model
     if m.size not in TRANSLATION_SIZES:
@@ -151,6 +151,17 @@ def translation_model_from_config(cfg: TranslateConfig, use_mixer: bool = True) 
             f"config key 'model.context_slices': must be in 0..{depth - 1} (below the "
             f"{depth} slices of data.shape), got {m.context_slices}"
         )
+
+
+def translation_model_from_config(cfg: TranslateConfig, use_mixer: bool = True) -> nn.Module:
+    """The `TranslationModel` a config describes (random init).
+
+    Raises:
+        InputError: naming the config key (`check_translation_model_config`), or an option the
+            model rejects.
+    """
+    check_translation_model_config(cfg)
+    m = cfg.model
     try:
         return build_translation_model(
             m.size,
