@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -172,3 +173,23 @@ def test_folder_lock_is_exclusive(tmp_path):
     assert not lock.exists()
     with utils.folder_lock(tmp_path):  # free again once released
         pass
+
+
+def test_folder_lock_wait_blocks_until_released_and_keeps_the_file(tmp_path):
+    order: list[str] = []
+    held = threading.Event()
+
+    def holder() -> None:
+        with utils.folder_lock(tmp_path, wait=True, name=".build.lock"):
+            held.set()
+            time.sleep(0.3)
+            order.append("holder done")
+
+    t = threading.Thread(target=holder)
+    t.start()
+    held.wait(10)
+    with utils.folder_lock(tmp_path, wait=True, name=".build.lock") as lock:
+        order.append("waiter in")
+    t.join()
+    assert order == ["holder done", "waiter in"]
+    assert lock.exists()  # kept: a waiter and a newcomer must lock the same file

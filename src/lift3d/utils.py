@@ -237,18 +237,22 @@ LOCK_NAME = ".lift3d.lock"
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path) -> Iterator[Path]:
-    """Hold an exclusive advisory lock on `folder` (``folder/.lift3d.lock``) for the block.
+def folder_lock(folder: str | Path, *, wait: bool = False, name: str = LOCK_NAME) -> Iterator[Path]:
+    """Hold an exclusive advisory lock on `folder` (``folder/<name>``) for the block.
 
-    For outputs written over a long time by one process (a training run folder): a second
-    lift3d process that asks for the same folder fails at once instead of writing into it.
-    The lock goes with the process, so a killed run leaves no lock behind.
+    ``wait=False``, for outputs written over a long time by one process (a training run
+    folder): a second lift3d process that asks for the same folder fails at once instead of
+    writing into it, and the lock file is removed on release. ``wait=True``, for work a second
+    process should reuse rather than redo (a data store): it waits for the holder, and the lock
+    file is kept (removing it would let a waiter and a newcomer both hold a lock, on two
+    different files). The lock goes with the process, so a killed run leaves no lock behind.
 
     Raises:
-        InputError: another process holds the lock; the folder cannot be written.
+        InputError: ``wait=False`` and another process holds the lock; the folder cannot be
+            written.
     """
     folder = Path(folder)
-    path = folder / LOCK_NAME
+    path = folder / name
     try:
         import fcntl
     except ImportError:  # no flock on this platform: no lock
@@ -262,11 +266,17 @@ def folder_lock(folder: str | Path) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise InputError(
-                "another lift3d process is writing into this folder; wait for it to finish "
-                "or choose another output",
-                folder,
-            ) from None
+            if not wait:
+                raise InputError(
+                    "another lift3d process is writing into this folder; wait for it to finish "
+                    "or choose another output",
+                    folder,
+                ) from None
+            log.info("waiting for another lift3d process working in %s", folder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        if wait:
+            yield path
+            return
         try:
             yield path
         finally:

@@ -47,7 +47,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,13 @@ import numpy as np
 from lift3d.constants import CT_WINDOW_HU, MR_PERCENTILES
 from lift3d.data.layouts import Case
 from lift3d.errors import InputError
-from lift3d.utils import atomic_path, atomic_write_text, clean_stale_temps, write_error
+from lift3d.utils import (
+    atomic_path,
+    atomic_write_text,
+    clean_stale_temps,
+    folder_lock,
+    write_error,
+)
 from lift3d.version import __version__
 
 log = logging.getLogger(__name__)
@@ -133,36 +139,6 @@ def _entry_key(case: Case, identity: Mapping[str, list]) -> str:
     """Case id + the digest of its source paths: two datasets with one case id do not collide."""
     safe = re.sub(r"[^A-Za-z0-9_-]", "_", case.case_id)
     return f"{safe}-{_digest({m: v[0] for m, v in identity.items()}, 8)}"
-
-
-@contextlib.contextmanager
-def _build_lock(folder: Path) -> Iterator[None]:
-    """Exclusive lock on `folder` for one builder at a time; a second one waits.
-
-    `lift3d.utils.folder_lock` fails at once when the folder is held, which is right for a run
-    folder but not here: a second run on the same data should wait for the build and reuse it.
-    The lock file is never removed (removing it would let a waiter and a newcomer both hold a
-    lock, on two different files).
-    """
-    try:
-        import fcntl
-    except ImportError:  # no flock on this platform
-        yield
-        return
-    path = folder / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise write_error(exc, path) from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another lift3d process building the data store %s", folder)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 class CaseStore:
@@ -392,7 +368,8 @@ def _build(
         (folder / "cases").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise write_error(exc, folder) from None
-    with _build_lock(folder):
+    # one builder at a time; a second one waits and then reuses what the first wrote
+    with folder_lock(folder, wait=True, name=LOCK):
         listed = _read_manifest(folder, settings)  # another builder may have finished meanwhile
         todo = [i for i in todo if not _entry_valid(folder, listed.get(keys[i]), identities[i])]
         if not todo:
