@@ -34,3 +34,29 @@ def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the network's convolution blocks (CUDA; the first volume pays the "
         "compilation)",
     )
+
+
+def load_training_config(args: argparse.Namespace, command: str):
+    """The config of ``lift3d <command> translate|generate``: the file (``--config``) with the
+    ``--set`` overrides, ``--data`` as ``data.root`` and ``--task`` (translate only), checked.
+
+    Raises:
+        InputError: ``--task`` with generate, a bad key or value (named).
+    """
+    from lift3d.config import GenerateConfig, TranslateConfig, load_config, validate_config
+    from lift3d.configs import config_path
+    from lift3d.errors import InputError
+
+    if args.kind == "generate" and args.task is not None:
+        raise InputError(f"--task applies to '{command} translate' only")
+    config_class = TranslateConfig if args.kind == "translate" else GenerateConfig
+    path = config_path(args.config) if args.config else None
+    cfg = load_config(config_class, path, list(args.overrides))  # keys, types, values checked
+    cfg.data.root = str(args.data)
+    if args.task is not None:
+        cfg.task = args.task
+    for key in ("device", "seed"):  # flags of 'lift3d train' only
+        if getattr(args, key, None) is not None:
+            setattr(cfg.train, key, getattr(args, key))
+    validate_config(cfg)  # the values given as flags too
+    return cfg

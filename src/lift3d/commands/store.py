@@ -43,23 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lift3d.config import GenerateConfig, TranslateConfig, load_config, validate_config
-    from lift3d.configs import config_path
+    from lift3d.commands import load_training_config
     from lift3d.data.datasets import VolumeDataset
     from lift3d.data.discovery import discover_cases
     from lift3d.data.store import AUTO, resolve_store_dir
     from lift3d.errors import InputError
     from lift3d.models.lift import task_modalities
 
-    if args.kind == "generate" and args.task is not None:
-        raise InputError("--task applies to 'store translate' only")
-    config_class = TranslateConfig if args.kind == "translate" else GenerateConfig
-    path = config_path(args.config) if args.config else None
-    cfg = load_config(config_class, path, list(args.overrides))
-    cfg.data.root = str(args.data)
-    if args.task is not None:
-        cfg.task = args.task
-    validate_config(cfg)
+    cfg = load_training_config(args, "store")
     if not Path(args.data).exists():
         raise InputError("training data folder not found", args.data)
     if args.kind == "translate":

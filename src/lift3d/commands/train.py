@@ -134,28 +134,11 @@ def run(args: argparse.Namespace) -> int:
     import contextlib
     from pathlib import Path
 
-    from lift3d.config import load_config, validate_config
-    from lift3d.configs import config_path
+    from lift3d.commands import load_training_config
     from lift3d.errors import InputError
     from lift3d.utils import folder_lock, resolve_device
 
-    path = config_path(args.config) if args.config else None
-    overrides = list(args.overrides)
-    if args.kind == "translate":
-        from lift3d.config import TranslateConfig as ConfigClass
-    else:
-        if args.task is not None:
-            raise InputError("--task applies to 'train translate' only")
-        from lift3d.config import GenerateConfig as ConfigClass
-    cfg = load_config(ConfigClass, path, overrides)  # keys, types and values checked
-    cfg.data.root = str(args.data)
-    if args.kind == "translate" and args.task is not None:
-        cfg.task = args.task
-    if args.device is not None:
-        cfg.train.device = args.device
-    if args.seed is not None:
-        cfg.train.seed = args.seed
-    validate_config(cfg)  # the values given as flags too
+    cfg = load_training_config(args, "train")
     if args.kind == "translate":
         from lift3d.models.registry import check_translation_model_config
 
