@@ -29,7 +29,6 @@ import os
 import platform
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ from lift3d.losses.translation import slice_loss
 from lift3d.models.lift import make_input, select_target
 from lift3d.models.registry import generation_model_from_config, translation_model_from_config
 from lift3d.training.engine import Engine
-from lift3d.training.generate import mapper_step
+from lift3d.training.generate import prepare_mapper_stage
 from lift3d.utils import resolve_device
 
 PRECISIONS = {"fp32": "32-true", "bf16": "bf16-mixed"}
@@ -186,18 +185,7 @@ def mapper_throughput(
     )
     engine = Engine(cfg.train, run_dir, full_config=cfg, task="generate", show_progress=False)
     model = generation_model_from_config(cfg).to(engine.device)
-    model.freeze_for_mapper()
-    model.mapper.set_base_path(mc.path_sigma, mc.path_mix)
-    if mc.learn_path:
-        model.mapper.learn_base_path(True)
-    step = partial(
-        mapper_step,
-        model=model,
-        modalities=list(cfg.model.modalities),
-        gen_batch=mc.gen_batch,
-        num_positions=mc.num_positions,
-        loss_size=mc.loss_size,
-    )
+    step = prepare_mapper_stage(cfg, model)
     clock = StepClock(step, engine.device)
     opt = torch.optim.Adam(model.mapper.parameters(), lr=mc.lr)
     engine.fit(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -537,6 +538,24 @@ def train_generator(
     return model.generator
 
 
+def prepare_mapper_stage(cfg: GenerateConfig, model: nn.Module) -> Callable[..., dict]:
+    """Freeze E and G, set T's base path from ``cfg.mapper`` and return the stage's step
+    function ``step(mapper, batch)`` (`mapper_step` bound to the model and the config)."""
+    mc = cfg.mapper
+    model.freeze_for_mapper()
+    model.mapper.set_base_path(mc.path_sigma, mc.path_mix)
+    if mc.learn_path:
+        model.mapper.learn_base_path(True)
+    return partial(
+        mapper_step,
+        model=model,
+        modalities=list(cfg.model.modalities),
+        gen_batch=mc.gen_batch,
+        num_positions=mc.num_positions,
+        loss_size=mc.loss_size,
+    )
+
+
 def train_mapper(
     cfg: GenerateConfig,
     engine: Engine,
@@ -561,18 +580,7 @@ def train_mapper(
     """
     mc = cfg.mapper
     model.to(torch.device(engine.device))
-    model.freeze_for_mapper()
-    model.mapper.set_base_path(mc.path_sigma, mc.path_mix)
-    if mc.learn_path:
-        model.mapper.learn_base_path(True)
-    step = partial(
-        mapper_step,
-        model=model,
-        modalities=list(cfg.model.modalities),
-        gen_batch=mc.gen_batch,
-        num_positions=mc.num_positions,
-        loss_size=mc.loss_size,
-    )
+    step = prepare_mapper_stage(cfg, model)
     opt = torch.optim.Adam(model.mapper.parameters(), lr=mc.lr)
     sched = None
     if mc.lr_schedule == "cosine":
