@@ -126,3 +126,21 @@ def test_bad_kind_or_spacing_exit_2(tmp_path, capsys, bad):
     assert exc.value.code == 2
     assert "error" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_multislice_none_and_its_errors(tmp_path, capsys):
+    import json
+
+    base = ["phantom", "--cases", "1", "--shape", "16", "16", "16", "--kind", "realistic"]
+    assert main([*base, "--multislice", "none", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / MARKER_NAME).read_text())["multislice"] == []
+    capsys.readouterr()
+    for bad in (
+        ["--multislice", "t3w"],  # not a sequence
+        ["--multislice", "t1n", "--kind", "basic"],  # the basic phantom has no motion
+    ):
+        out = tmp_path / "bad"
+        assert main([*base, *bad, "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "multislice" in err, err
+        assert not out.exists()

@@ -10,8 +10,13 @@ from scipy.ndimage import binary_dilation, binary_erosion
 
 from lift3d import InputError, read_volume
 from lift3d.data.discovery import discover_cases
+from lift3d.data.phantom_realistic import (
+    MULTISLICE_DEFAULT,
+    _average_down,
+    _render_factors,
+    make_realistic_phantom,
+)
 from lift3d.data.phantom_realistic import TISSUES as REAL_TISSUES
-from lift3d.data.phantom_realistic import _average_down, _render_factors, make_realistic_phantom
 from lift3d.data.synthetic import (
     MARKER_NAME,
     MR_MODALITIES,
@@ -407,3 +412,59 @@ def test_bad_kind_or_spacing_raise_input_error(tmp_path, kwargs):
     with pytest.raises(InputError):
         write_phantom_dataset(tmp_path / "out", cases=1, shape=(16, 16, 16), **kwargs)
     assert not (tmp_path / "out").exists()
+
+
+def test_realistic_multislice_moves_and_dims_the_second_package_only():
+    """Interleaved 2D stacks (t1n, t2w, t2f by default): every second slice cuts a displaced
+    head with 2-8 % less signal; the first package, the 3D t1c, the CT and the labels are the
+    bytes of an all-3D acquisition."""
+    moved = make_realistic_phantom(7, REAL_SHAPE, case=1)
+    still = make_realistic_phantom(7, REAL_SHAPE, case=1, multislice=())
+    assert MULTISLICE_DEFAULT == ("t1n", "t2w", "t2f")
+    for key in ("t1c", "ct", "tissue", "seg", "brain", "mask"):
+        np.testing.assert_array_equal(moved[key], still[key])
+    body = moved["mask"] > 0
+    for mod in MULTISLICE_DEFAULT:
+        np.testing.assert_array_equal(moved[mod][:, :, 0::2], still[mod][:, :, 0::2])
+        assert not np.array_equal(moved[mod][:, :, 1::2], still[mod][:, :, 1::2])
+        # cross-talk: the second package's total signal 2-8 % lower (plus the noise floor)
+        ratio = moved[mod][:, :, 1::2].sum() / still[mod][:, :, 1::2].sum()
+        assert 0.9 < ratio < 0.985, (mod, ratio)
+        # motion: neighbouring slices disagree more than in a 3D acquisition, relative to the
+        # in-plane differences
+        dz = [np.abs(np.diff(p[mod], axis=2))[body[:, :, 1:]].mean() for p in (moved, still)]
+        dx = [np.abs(np.diff(p[mod], axis=0))[body[1:]].mean() for p in (moved, still)]
+        assert dz[0] / dx[0] > 1.05 * dz[1] / dx[1], (mod, dz, dx)
+
+
+def test_realistic_multislice_choice_and_bad_names(tmp_path):
+    spin_echo = make_realistic_phantom(3, (24, 24, 20), case=0, multislice=("t1c",))
+    gradient_echo = make_realistic_phantom(3, (24, 24, 20), case=0, multislice=())
+    assert not np.array_equal(spin_echo["t1c"], gradient_echo["t1c"])
+    np.testing.assert_array_equal(spin_echo["t2w"], gradient_echo["t2w"])
+    with pytest.raises(InputError, match="t3w"):
+        make_realistic_phantom(3, (24, 24, 20), multislice=("t3w",))
+    # The dataset writer: the marker records the choice (the synthrad MR is the t1c, so only
+    # its MR changes); the basic kind has no motion.
+    for name, choice in (("se", ("t1c",)), ("ge", None)):
+        write_phantom_dataset(
+            tmp_path / name,
+            "synthrad",
+            cases=1,
+            shape=(24, 24, 20),
+            kind="realistic",
+            multislice=choice,
+        )
+    se, ge = file_bytes(tmp_path / "se"), file_bytes(tmp_path / "ge")
+    assert json.loads(se[MARKER_NAME])["multislice"] == ["t1c"]
+    assert json.loads(ge[MARKER_NAME])["multislice"] == list(MULTISLICE_DEFAULT)
+    case = f"Task1/brain/{synthrad_case_id(0)}"
+    assert se[f"{case}/mr.nii.gz"] != ge[f"{case}/mr.nii.gz"]
+    assert se[f"{case}/ct.nii.gz"] == ge[f"{case}/ct.nii.gz"]
+    with pytest.raises(InputError, match="--kind realistic"):
+        write_phantom_dataset(tmp_path / "b", cases=1, shape=(16, 16, 16), multislice=("t1n",))
+    with pytest.raises(InputError, match="t3w"):
+        write_phantom_dataset(
+            tmp_path / "c", cases=1, shape=(16, 16, 16), kind="realistic", multislice=("t3w",)
+        )
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

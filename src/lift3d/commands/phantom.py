@@ -46,6 +46,13 @@ def _spacing(text: str) -> float:
     return value
 
 
+def _multislice(values: list[str] | None) -> tuple[str, ...] | None:
+    """--multislice: None (the kind's default), () for 'none', else the sequences."""
+    if values is None:
+        return None
+    return () if [v.lower() for v in values] == ["none"] else tuple(values)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kind",
@@ -82,6 +89,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1.0, 1.0, 1.0],
         help="voxel size in mm, e.g. 1 1 2.5 for thick axial slices (default: 1 1 1)",
     )
+    parser.add_argument(
+        "--multislice",
+        nargs="+",
+        metavar="MOD",
+        help="--kind realistic: MR sequences acquired as interleaved 2D slice stacks (head motion "
+        "between the two packages, slice cross-talk), or 'none'. Default: t1n t2w t2f (2D in "
+        "most BraTS protocols; t1c is 3D). The synthrad layout's MR is the t1c: "
+        "--multislice t1c models a 2D spin-echo MR",
+    )
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: 0)")
     parser.add_argument("--out", required=True, help="output folder (absent or empty)")
     parser.add_argument(
@@ -110,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         tumour=args.tumour,
         kind=args.kind,
         spacing=tuple(args.spacing),
+        multislice=_multislice(args.multislice),
         overwrite=args.overwrite,
         progress=sys.stderr.isatty(),
     )

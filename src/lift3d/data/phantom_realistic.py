@@ -36,6 +36,20 @@ here because real scans have it:
   2.5 mm. The noise is white (a soft kernel would correlate it within a slice; not modelled).
   `ct_noise=False` leaves it out, for benchmarks that separate a model's through-plane error
   from the reference's own voxel noise; the files the CLI writes always have it.
+- **Interleaved 2D multi-slice acquisition** (`multislice`, default t1n, t2w and t2f): BraTS
+  protocols acquire native T1, T2 and FLAIR as 2D slice stacks (often axial, 1-6 mm) and T1Gd
+  as a 3D volume (Bakas et al., Sci Data 2017); a 2D stack is excited in two interleaved
+  packages (odd slices, then even ones) a minute or more apart. Two effects follow, drawn per
+  case and sequence: (1) **motion between the packages** -- the head of the second package's
+  slices is displaced rigidly by 0.25-1.5 mm in plane (random direction) and -0.5..0.5 mm along
+  the slice axis, the typical drift of a cooperative patient over minutes, so neighbouring
+  slices cut anatomy that does not line up (the comb / staircase seen in reformats of 2D
+  stacks); (2) **slice cross-talk** -- imperfect slice profiles partially saturate each
+  slice's neighbours, so the package acquired second has 2-8 % less signal. The labels, the CT
+  and 3D sequences stay on the first package's position (the CT is acquired separately and
+  registered to the MR). The SynthRAD layout's MR is the T1Gd (3D): pass
+  ``multislice=("t1c",)`` to model a 2D spin-echo planning MR instead. Slices lie along the
+  third (superior) axis.
 - **BraTS tumours with compartments**: necrotic core (label 1: dark on T1, bright on T2, mid on
   FLAIR, no enhancement), enhancing rim (label 3: bright on t1c only, with patchy enhancement),
   oedema (label 2: dark on T1, bright on T2 and brightest on FLAIR), following white matter.
@@ -89,6 +103,9 @@ _REALISTIC_VERSION = 1
 _CT_LUT = (-1000.0, 40.0, -100.0, 1400.0, 8.0, 6.0, 38.0, 28.0, 20.0, 22.0, 36.0, -1000.0, 600.0)
 _CT_RANGE = (-1024, 3071)
 _CT_NOISE_SLICE_MM = 5.0  # slice thickness at which `ct_noise_5mm` is drawn
+# Sequences acquired as interleaved 2D multi-slice stacks by default (BraTS: T1, T2, FLAIR 2D;
+# T1Gd 3D).
+MULTISLICE_DEFAULT: tuple[str, ...] = ("t1n", "t2w", "t2f")
 
 
 def _subject(seed: int, case: int, tumour: bool) -> dict:
@@ -133,6 +150,40 @@ def _subject(seed: int, case: int, tumour: bool) -> dict:
     p["marrow_hu"] = rng.uniform(450.0, 800.0)
     p["noise_seed"] = rng.integers(0, 2**63 - 1)
     return p
+
+
+def _multislice(seed: int, case: int) -> dict[str, dict]:
+    """Per-sequence interleave parameters from (seed, case) only, drawn for every sequence in a
+    fixed order (from their own stream: the other draws do not depend on `multislice`)."""
+    rng = np.random.default_rng(
+        np.random.SeedSequence([int(seed), int(case), 2, 7919, _REALISTIC_VERSION])
+    )
+    out = {}
+    for mod in MR_MODALITIES:
+        angle = rng.uniform(0.0, 2 * np.pi)
+        shift = rng.uniform(0.25, 1.5)  # in-plane displacement of the second package, mm
+        out[mod] = {
+            "shift_mm": (shift * np.cos(angle), shift * np.sin(angle), rng.uniform(-0.5, 0.5)),
+            "crosstalk": rng.uniform(0.02, 0.08),  # signal loss of the second package
+        }
+    return out
+
+
+def _second_package_moved(
+    img: np.ndarray, factors: Sequence[int], fine_spacing: Sequence[float], shift_mm
+) -> np.ndarray:
+    """`img` (fine grid) with the sub-slices of every second output slice taken from the head
+    displaced by `shift_mm` (linear interpolation on the fine grid, before partial volume)."""
+    from scipy.ndimage import shift as nd_shift
+
+    fz = int(factors[2])
+    n = img.shape[2] // fz
+    sub = np.concatenate([np.arange(k * fz, (k + 1) * fz) for k in range(1, n, 2)])
+    vox = [float(m) / float(s) for m, s in zip(shift_mm, fine_spacing)]
+    moved = nd_shift(img, vox, order=1, mode="constant", cval=0.0, prefilter=False)
+    out = img.copy()
+    out[:, :, sub] = moved[:, :, sub]
+    return out
 
 
 def _anatomy(p: dict, shape: Sequence[int], spacing: Sequence[float]) -> tuple:
@@ -197,6 +248,7 @@ def make_realistic_phantom(
     tumour: bool = True,
     case: int = 0,
     ct_noise: bool = True,
+    multislice: Sequence[str] = MULTISLICE_DEFAULT,
 ) -> dict[str, np.ndarray]:
     """Make one seeded realistic head phantom on a RAS grid (properties: module docstring).
 
@@ -209,6 +261,9 @@ def make_realistic_phantom(
         case: subject index within the dataset.
         ct_noise: add the CT's quantum noise (default). False gives the same CT without it
             (every other array unchanged): a noise-free reference for benchmark diagnostics.
+        multislice: MR sequences acquired as interleaved 2D stacks (motion between the two
+            packages, cross-talk; module docstring); () for all 3D. A sequence's first-package
+            slices are the same bytes either way.
 
     Returns:
         The keys of `make_phantom`: ``tissue`` (uint8 codes, see this module's `TISSUES`),
@@ -221,6 +276,14 @@ def make_realistic_phantom(
     if len(spacing) != 3 or min(spacing) <= 0:
         raise InputError(f"spacing must be 3 positive sizes in mm, got {tuple(spacing)}")
     spacing = tuple(float(s) for s in spacing)
+    multislice = tuple(multislice)
+    unknown = sorted(set(multislice) - set(MR_MODALITIES))
+    if unknown:
+        raise InputError(
+            f"multislice sequences must be among {', '.join(MR_MODALITIES)}, got "
+            f"{', '.join(unknown)}"
+        )
+    interleave = _multislice(seed, case)
     p = _subject(seed, case, tumour)
     rng = np.random.default_rng(p["noise_seed"])
     factors = _render_factors(spacing)
@@ -242,7 +305,11 @@ def make_realistic_phantom(
         img = lut[fine] * tex
         if mod == "t1c":
             img[enhancing] *= patchy[enhancing]
+        if mod in multislice:
+            img = _second_package_moved(img, factors, fine_spacing, interleave[mod]["shift_mm"])
         img = _average_down(img, factors) * _bias_field(p["bias"][mod], px, py, pz)
+        if mod in multislice:
+            img[:, :, 1::2] *= np.float32(1.0 - interleave[mod]["crosstalk"])
         n1 = rng.standard_normal(shape, dtype=np.float32)
         n2 = rng.standard_normal(shape, dtype=np.float32)
         out[mod] = np.sqrt((img + sigma * n1) ** 2 + (sigma * n2) ** 2).astype(np.float32)

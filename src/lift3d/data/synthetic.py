@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from lift3d.data.phantom_anatomy import (
     _rotation,
     _waves,
 )
-from lift3d.data.phantom_realistic import make_realistic_phantom
+from lift3d.data.phantom_realistic import MULTISLICE_DEFAULT, make_realistic_phantom
 from lift3d.data.volume import Volume, write_volume
 from lift3d.errors import InputError
 from lift3d.utils import atomic_write_text, check_output_path
@@ -297,6 +298,7 @@ def write_phantom_dataset(
     *,
     kind: str = "basic",
     spacing: Sequence[float] = (1.0, 1.0, 1.0),
+    multislice: Sequence[str] | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> list[Path]:
@@ -319,6 +321,10 @@ def write_phantom_dataset(
             ``"realistic"`` (`lift3d.data.phantom_realistic.make_realistic_phantom`: bone and
             air both dark in MR, air cells next to bone, partial volume, varied anatomy).
         spacing: voxel size in mm, e.g. (1, 1, 2.5) for thick axial slices.
+        multislice: realistic kind only: the MR sequences acquired as interleaved 2D stacks
+            (motion between packages, cross-talk); None: the kind's default
+            (`lift3d.data.phantom_realistic.MULTISLICE_DEFAULT`), () for none. The SynthRAD
+            layout's MR is the t1c.
         overwrite: replace an existing dataset (files of an earlier phantom run are removed).
             Without it every file is created exclusively: a file that appears meanwhile
             (another run writing the same folder) is an error.
@@ -339,7 +345,19 @@ def write_phantom_dataset(
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
         raise InputError(f"--spacing needs 3 positive sizes in mm, got {spacing}")
-    make = make_realistic_phantom if kind == "realistic" else make_phantom
+    if kind == "realistic":
+        multislice = MULTISLICE_DEFAULT if multislice is None else tuple(multislice)
+        unknown = sorted(set(multislice) - set(MR_MODALITIES))
+        if unknown:
+            raise InputError(
+                f"--multislice takes MR sequences ({', '.join(MR_MODALITIES)}), got "
+                f"{', '.join(unknown)}"
+            )
+        make = partial(make_realistic_phantom, multislice=multislice)
+    elif multislice:
+        raise InputError("--multislice needs --kind realistic (the basic phantom has no motion)")
+    else:
+        make = make_phantom
     if layout not in LAYOUTS:
         raise InputError(f"unknown phantom layout {layout!r}; use one of {', '.join(LAYOUTS)}")
     if int(cases) < 1:
@@ -358,7 +376,9 @@ def write_phantom_dataset(
         for index in bar:
             phantom = make(seed, shape, spacing, tumour=tumour, case=index)
             _write_case(out, layout, index, phantom, written, overwrite)
-        _write_marker(out, layout, cases, shape, seed, tumour, written, overwrite, kind, spacing)
+        _write_marker(
+            out, layout, cases, shape, seed, tumour, written, overwrite, kind, spacing, multislice
+        )
     except BaseException:
         _remove_written(out, written)  # no half-written dataset (full disk, Ctrl-C ...)
         raise
@@ -377,6 +397,7 @@ def _write_marker(
     overwrite: bool,
     kind: str = "basic",
     spacing: tuple[float, ...] = (1.0, 1.0, 1.0),
+    multislice: Sequence[str] | None = None,
 ) -> None:
     marker = {
         "generator": "lift3d.data.synthetic",
@@ -387,6 +408,7 @@ def _write_marker(
         "shape": list(shape),
         "kind": kind,
         "spacing_mm": list(spacing),
+        **({"multislice": list(multislice)} if kind == "realistic" else {}),
         "seed": int(seed),
         "tumour": bool(tumour),
         "note": PHANTOM_NOTE,
