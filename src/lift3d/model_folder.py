@@ -8,7 +8,8 @@ RUN/
   model.safetensors   final weights; header metadata {"format", "task", "subtask", "config"}:
                       the model is rebuilt from this config alone (like nanoGPT's model_args)
   config.yaml         the same resolved config, for people and for `--config RUN/config.yaml`
-  run.json            task, subtask, package/torch versions, seed, device, command line
+  run.json            task, subtask, package/torch versions, seed, device, command line;
+                      generation: "stages_done", the stages trained so far (below)
   reference.json      generation only: the reference grid and intensity record, the split,
                       the output-detail calibration (`lift3d.inference.detail`)
   metrics.json        translation only: the last validation scores
@@ -16,11 +17,21 @@ RUN/
 
 A folder of the other task, a folder written by a lift3d without the ``format`` header, or a
 newer format than this lift3d reads is refused with a one-line `InputError` saying what to do.
+
+A generation run writes its folder twice: after the generator stage (``"stages_done":
+["encoder", "generator"]``; the mapper T in the weights is untrained) and after the mapper stage
+(all three stages). E and G are frozen while T trains, so the first folder already samples the
+final no-mapper ablation (``lift3d generate --no-mapper``) while T trains; reading it for the
+mapper (``use_mapper=True``, the default) is refused with a one-line `InputError`. A folder
+without ``"stages_done"`` (older lift3d, translation) is finished. The weights are written
+before ``run.json`` names the stage, each file atomically, so a reader in another process sees
+a folder that is at least as trained as its ``run.json`` says.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +60,8 @@ REFERENCE_FILE = "reference.json"
 METRICS_FILE = "metrics.json"
 
 CONFIG_CLASSES: dict[str, type] = {"translate": TranslateConfig, "generate": GenerateConfig}
+GENERATION_STAGES = ("encoder", "generator", "mapper")
+STAGES_KEY = "stages_done"
 
 
 @dataclass
@@ -75,6 +88,23 @@ class ModelFolder:
     def weights(self) -> Path:
         return self.path / WEIGHTS_FILE
 
+    @property
+    def stages_done(self) -> list[str]:
+        """The trained stages of a generation folder (`stages_done`); [] for translation."""
+        return trained_stages(self.run) if self.task == "generate" else []
+
+    @property
+    def mapper_trained(self) -> bool:
+        """Generation: the mapper stage is trained (the folder is final)."""
+        return "mapper" in self.stages_done
+
+
+def trained_stages(run: dict[str, Any]) -> list[str]:
+    """The generation stages a ``run.json`` says are trained: its ``"stages_done"``, or all of
+    them when it has none (a folder written before the field existed is finished)."""
+    done = run.get(STAGES_KEY)
+    return list(GENERATION_STAGES) if done is None else [str(s) for s in done]
+
 
 def update_run_json(run_dir: str | Path, **fields: Any) -> None:
     """Merge `fields` into ``run_dir/run.json`` (created when missing)."""
@@ -98,9 +128,13 @@ def save_model(
     *,
     reference: dict[str, Any] | None = None,
     run_info: dict[str, Any] | None = None,
+    stages: Sequence[str] | None = None,
 ) -> Path:
-    """Write the final model into `run_dir`: weights with their config, ``config.yaml``,
+    """Write the model into `run_dir`: weights with their config, ``config.yaml``,
     ``run.json`` fields and, for generation, ``reference.json``.
+
+    The weights are written (atomically) before ``run.json``, so a reader that sees a stage
+    named in ``run.json`` loads weights at least that far trained.
 
     Args:
         model: the unwrapped model (a `TranslationModel` or `GenerationModel`) matching `cfg`.
@@ -108,6 +142,8 @@ def save_model(
         run_dir: the run folder (created when missing).
         reference: generation only: the ``reference.json`` content.
         run_info: extra ``run.json`` fields.
+        stages: generation only: the stages trained so far (``run.json["stages_done"]``);
+            default all of `GENERATION_STAGES` (the final folder).
 
     Returns:
         `run_dir` as a Path.
@@ -116,7 +152,21 @@ def save_model(
     subtask = cfg.task if task == "translate" else "generate"
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if stages is not None and task != "generate":
+        raise ValueError("stages: a generation folder only")
+    if task == "generate":
+        stages = list(GENERATION_STAGES if stages is None else stages)
+        unknown = [s for s in stages if s not in GENERATION_STAGES]
+        if unknown:
+            raise ValueError(f"unknown generation stage(s) {unknown}")
     save_config(cfg, run_dir / CONFIG_FILE)
+    if reference is not None:
+        atomic_write_text(
+            run_dir / REFERENCE_FILE, json.dumps(reference, indent=1, default=_json_default)
+        )
+    meta = {"format": FORMAT_VERSION, "task": task, "subtask": subtask}
+    save_weights(model, run_dir / WEIGHTS_FILE, {**meta, "config": config_to_dict(cfg)})
+    fields = {} if stages is None else {STAGES_KEY: stages}
     update_run_json(
         run_dir,
         task=task,
@@ -124,22 +174,25 @@ def save_model(
         lift3d_version=__version__,
         torch_version=torch.__version__,
         **(run_info or {}),
+        **fields,
     )
-    if reference is not None:
-        atomic_write_text(
-            run_dir / REFERENCE_FILE, json.dumps(reference, indent=1, default=_json_default)
-        )
-    meta = {"format": FORMAT_VERSION, "task": task, "subtask": subtask}
-    save_weights(model, run_dir / WEIGHTS_FILE, {**meta, "config": config_to_dict(cfg)})
     return run_dir
 
 
-def read_model_folder(model_dir: str | Path, task: str) -> ModelFolder:
+def read_model_folder(model_dir: str | Path, task: str, *, use_mapper: bool = True) -> ModelFolder:
     """Check that `model_dir` is a finished model folder of `task` and read its metadata.
+
+    Args:
+        model_dir: the folder.
+        task: "translate" | "generate".
+        use_mapper: generation: the caller samples with the trajectory mapper, so the mapper
+            stage must be trained; False accepts a folder written after the generator stage
+            (E and G final, the no-mapper ablation).
 
     Raises:
         InputError: not a folder, not a lift3d model folder, of the other task (named),
-            training not finished, an older or newer format, unreadable metadata.
+            training not finished (for the mapper: its stage not trained yet), an older or
+            newer format, unreadable metadata.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
@@ -158,6 +211,8 @@ def read_model_folder(model_dir: str | Path, task: str) -> ModelFolder:
             f"not {task!r}; train one with 'lift3d train {task}'",
             model_dir,
         )
+    if task == "generate":
+        _check_stages(model_dir, trained_stages(run), use_mapper)
     required = (WEIGHTS_FILE, REFERENCE_FILE) if task == "generate" else (WEIGHTS_FILE,)
     for name in required:
         if not (model_dir / name).is_file():
@@ -194,15 +249,46 @@ def read_model_folder(model_dir: str | Path, task: str) -> ModelFolder:
     return ModelFolder(model_dir, task, subtask, cfg, run, reference)
 
 
+def _check_stages(model_dir: Path, done: list[str], use_mapper: bool) -> None:
+    """Refuse a generation folder whose stages do not cover what the caller samples with."""
+    if "generator" not in done:
+        raise InputError(
+            "generation training has not finished its generator stage yet (run.json "
+            f"stages_done: {done}); wait for it or resume it with 'lift3d train generate "
+            "--resume'",
+            model_dir,
+        )
+    if use_mapper and "mapper" not in done:
+        raise InputError(
+            "the mapper stage is not trained yet (this folder holds E and G only); sample the "
+            "no-mapper ablation with --no-mapper, or wait for training to finish (or resume it "
+            "with 'lift3d train generate --resume')",
+            model_dir,
+        )
+
+
 def load_model(
-    model_dir: str | Path, task: str, device: str = "cpu", use_mixer: bool = True
+    model_dir: str | Path,
+    task: str,
+    device: str = "cpu",
+    use_mixer: bool = True,
+    *,
+    use_mapper: bool = True,
 ) -> tuple[nn.Module, ModelFolder]:
     """Rebuild a model from its folder (no flags needed) and load the final weights.
+
+    Args:
+        model_dir: the folder.
+        task: "translate" | "generate".
+        device: torch device.
+        use_mixer: translation: build the z-mixer.
+        use_mapper: generation: as in `read_model_folder` (False: a folder whose mapper stage
+            is not trained yet loads too; its mapper weights are untrained).
 
     Returns:
         (model in eval mode on `device`, the checked `ModelFolder`).
     """
-    folder = read_model_folder(model_dir, task)
+    folder = read_model_folder(model_dir, task, use_mapper=use_mapper)
     model = build_model(task, folder.config, use_mixer=use_mixer)
     size = folder.config.model.size
     new_base = task == "translate" and size == "base"

@@ -11,7 +11,8 @@ HELP = (
     "sample_XXXX.nii.gz per sample on the training data's reference grid (one file per modality, "
     "sample_XXXX-<mod>.nii.gz, when several modalities were trained jointly), a tri-planar "
     "montage.png and generation.json. --no-mapper samples every slice's latent independently "
-    "(the ablation without the trajectory mapper)."
+    "(the ablation without the trajectory mapper); it also works on a folder whose training has "
+    "finished the generator stage but not yet the mapper stage (E and G are final by then)."
 )
 EXAMPLE = "lift3d generate --model runs/gen --n 8 --out runs/gen_samples --seed 1"
 
@@ -26,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-mapper",
         action="store_true",
-        help="ablation: independent latent per slice instead of the trajectory mapper",
+        help="ablation: independent latent per slice instead of the trajectory mapper (works "
+        "as soon as training has finished the generator stage)",
     )
     parser.add_argument(
         "--detail",
@@ -50,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n <= 0:
         raise InputError(f"--n must be a positive number of samples, got {args.n}")
-    read_model_folder(args.model, "generate")  # bad model folder: fail before touching the output
+    # A bad model folder (or, without --no-mapper, a mapper not trained yet) fails before the
+    # output is touched.
+    read_model_folder(args.model, "generate", use_mapper=not args.no_mapper)
     check_output_path(args.out, inputs=[args.model], overwrite=args.overwrite)
     device = resolve_device(args.device)
     files = generate_volumes(

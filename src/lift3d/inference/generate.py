@@ -4,7 +4,9 @@
 ``run.json`` (task "generate"), ``model.safetensors`` (E + G + T) and ``reference.json`` (the
 training data's reference grid and intensity record). Each sample is one forward pass of the
 trajectory mapper T and D batched passes of the slice generator G; with ``use_mapper=False``
-every slice's latent is drawn independently (the no-mapper ablation).
+every slice's latent is drawn independently (the no-mapper ablation), which a folder written
+after the generator stage (mapper not trained yet, `lift3d.model_folder`) already samples;
+such a folder is refused with ``use_mapper=True``.
 
 Output folder: ``sample_0000.nii.gz`` ... (one modality), or ``sample_0000-<mod>.nii.gz`` per
 modality when several are generated jointly; ``montage.png`` (tri-planar views of the first
@@ -66,7 +68,8 @@ def generate_volumes(
         n: number of samples (> 0).
         out_dir: output folder (checked by the caller with `check_output_path`).
         seed: noise seed; sample i is the same for the same (model, seed, i, mapper flag).
-        use_mapper: False gives the no-mapper ablation.
+        use_mapper: False gives the no-mapper ablation (also from a folder whose mapper stage is
+            not trained yet; True refuses such a folder).
         detail: add the model's calibrated output detail (`lift3d.inference.detail`; models
             trained before it have none). Its noise depends only on (seed, i), not on
             `use_mapper`.
@@ -88,7 +91,7 @@ def generate_volumes(
         precision = resolve_precision(precision, device)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    model, folder = load_model(model_dir, "generate", device)
+    model, folder = load_model(model_dir, "generate", device, use_mapper=use_mapper)
     if compile:
         compile_blocks(model, ("_ModBlock",))
     ref = folder.reference
@@ -141,6 +144,7 @@ def generate_volumes(
     )
     info = {
         "model": str(Path(model_dir).resolve()),
+        "model_stages": folder.stages_done,  # the trained stages when these were sampled
         "seed": seed,
         "use_mapper": use_mapper,
         "n": n,

@@ -13,13 +13,16 @@ each a function of its own:
 `train_generation` runs them in order and writes the model folder with
 `lift3d.model_folder.save_model`: ``model.safetensors`` (E + G + T), ``reference.json`` (the
 training data's reference grid and intensity record, so `lift3d generate` writes volumes on
-it) and preview PNGs under ``val/``. The output-detail calibration is a separate step on the
+it) and preview PNGs under ``val/``. The folder is written once after the generator stage
+(``run.json["stages_done"]`` = encoder, generator: ``lift3d generate --no-mapper`` works while T
+trains, since T's stage freezes E and G) and again, final, after the mapper stage. The output-detail calibration is a separate step on the
 finished folder (`lift3d.inference.detail.calibrate_model_folder`, run by
 ``lift3d train generate``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable
@@ -44,7 +47,15 @@ from lift3d.data.volume import nifti_codes, read_volume
 from lift3d.errors import InputError
 from lift3d.losses.drifting import drifting_loss_sets
 from lift3d.losses.triplanar import triplanar_drifting_loss
-from lift3d.model_folder import WEIGHTS_FILE, save_model, update_run_json
+from lift3d.model_folder import (
+    GENERATION_STAGES,
+    RUN_FILE,
+    STAGES_KEY,
+    WEIGHTS_FILE,
+    save_model,
+    trained_stages,
+    update_run_json,
+)
 from lift3d.models.registry import generation_model_from_config
 from lift3d.report.figures import preview_png
 from lift3d.training.engine import Engine
@@ -626,7 +637,9 @@ def reference_record(cfg: GenerateConfig, data: TrainingData) -> dict[str, Any]:
 
 
 def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = False) -> Path:
-    """Run the three stages (each resumable) and write the model folder.
+    """Run the three stages (each resumable) and write the model folder: after the generator
+    stage marked ``"stages_done": ["encoder", "generator"]`` (usable with ``--no-mapper``), and
+    after the mapper stage marked finished.
 
     Args:
         cfg: the resolved config (``cfg.data.root`` set).
@@ -646,14 +659,35 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     check_generate_config(cfg)
     data = load_training_data(cfg)
     engine = Engine(cfg.train, run_dir, full_config=cfg, task="generate")
-    update_run_json(run_dir, subtask="generate")
+    # A new run has no stage yet (a resumed one keeps what its folder says).
+    done_before = _folder_stages(run_dir)
+    if engine.is_main:
+        update_run_json(
+            run_dir, subtask="generate", **({} if done_before is not None else {STAGES_KEY: []})
+        )
     model = generation_model_from_config(cfg)
     previews = Previews.for_run(run_dir, data, engine)
+    reference = reference_record(cfg, data)
     train_encoder(cfg, engine, model, data.volumes, previews)
     train_generator(cfg, engine, model, data.volumes, previews)
+    if engine.is_main and "generator" not in (done_before or []):
+        # E and G are final (the mapper stage freezes them): the no-mapper ablation can be
+        # sampled from the folder while T trains.
+        save_model(model, cfg, run_dir, reference=reference, stages=GENERATION_STAGES[:2])
+        log.info("encoder and generator written to %s (mapper not trained yet)", run_dir)
     train_mapper(cfg, engine, model, data.volumes, previews)
     model.to("cpu")
     if engine.is_main:
-        save_model(model, cfg, run_dir, reference=reference_record(cfg, data))
+        save_model(model, cfg, run_dir, reference=reference, stages=GENERATION_STAGES)
         log.info("model written to %s", run_dir / WEIGHTS_FILE)
     return run_dir
+
+
+def _folder_stages(run_dir: Path) -> list[str] | None:
+    """The stages the model folder in `run_dir` already holds (weights written), or None."""
+    if not (run_dir / WEIGHTS_FILE).is_file() or not (run_dir / RUN_FILE).is_file():
+        return None
+    try:
+        return trained_stages(json.loads((run_dir / RUN_FILE).read_text()))
+    except (OSError, json.JSONDecodeError):
+        return None
