@@ -16,6 +16,12 @@ cross-subject-striped volumes from real ones far more clearly than 150 steps. Kn
 removed: for volumes whose slices are *blurrier* than the reference, stripes can hide the blur
 with some encoder seeds. Use several encoder seeds and check with
 `benchmarks/metric_sanity_generate.py` (docs/journal/2026-11-25-generation-32-evaluator.md).
+
+Sharing (``--eval-encoder FILE``): the first evaluation trains the encoder and saves it, later
+ones load it. Evaluations started at the same time take a lock beside the file
+(``FILE.lock``, `lift3d.utils.folder_lock` with ``wait=True``) around "load it, or train and
+save it", so the second waits for the first and loads its file instead of training a second,
+different encoder.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import torch.nn.functional as F
 from lift3d.errors import InputError
 from lift3d.models.encoder import SliceEncoder
 from lift3d.models.weights import load_weights, save_weights
-from lift3d.utils import atomic_write_text
+from lift3d.utils import atomic_write_text, folder_lock, write_error
 
 EVAL_ENCODER_STEPS = 600
 EVAL_OBJECTIVE = "masked"
@@ -230,13 +236,48 @@ def eval_encoder_for(
         (encoder, identity): the identity also says ``loaded_from`` or ``saved_to``.
 
     Raises:
-        InputError: a loaded encoder is unreadable or was trained on another grid.
+        InputError: a loaded encoder is unreadable or was trained on another grid; the shared
+            file's folder cannot be written.
     """
-    if eval_encoder is not None:
-        if Path(eval_encoder).exists() or Path(eval_encoder).with_suffix(".json").exists():
-            encoder_path = eval_encoder
+    kwargs = {
+        "ref_volumes": ref_volumes,
+        "ref_dir": ref_dir,
+        "refs": refs,
+        "eval_shape": eval_shape,
+        "encoder_path": encoder_path,
+        "save_encoder": save_encoder,
+        "seed": seed,
+        "steps": steps,
+    }
+    if eval_encoder is None:
+        return _eval_encoder(**kwargs)
+    shared = Path(eval_encoder)
+    try:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(exc, shared.parent) from None
+    # One process trains and saves, the others wait here and then load its file.
+    with folder_lock(shared.parent, wait=True, name=f"{shared.name}.lock"):
+        if shared.exists() or shared.with_suffix(".json").exists():
+            kwargs["encoder_path"] = shared
         else:
-            save_encoder = eval_encoder
+            kwargs["save_encoder"] = shared
+        return _eval_encoder(**kwargs)
+
+
+def _eval_encoder(
+    ref_volumes: Sequence[np.ndarray],
+    *,
+    ref_dir: Path,
+    refs: Sequence[tuple[str, Path]],
+    eval_shape: Sequence[int],
+    encoder_path: str | Path | None,
+    save_encoder: str | Path | None,
+    seed: int,
+    steps: int,
+) -> tuple[EvalDescriptor, dict[str, Any]]:
+    """`eval_encoder_for` once the shared file is resolved: load `encoder_path`, or train (and
+    save to `save_encoder`)."""
     shape = [int(s) for s in eval_shape]
     if encoder_path is not None:
         enc, identity = load_eval_encoder(encoder_path)
