@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
@@ -11,9 +10,10 @@ from lift3d.demo import main
 
 
 @pytest.mark.slow
-def test_quick_demo_runs_every_step(tmp_path, capsys):
+@pytest.mark.parametrize("jobs", ["2", "1"])
+def test_quick_demo_runs_every_step(tmp_path, capsys, jobs):
     out = tmp_path / "demo"
-    assert main(["--quick", "--out", str(out)]) == 0
+    assert main(["--quick", "--out", str(out), "--jobs", jobs]) == 0
     printed = capsys.readouterr().out
     assert "scored on the reference grid" in printed
     assert "no-mixer" in printed
@@ -28,9 +28,52 @@ def test_quick_demo_runs_every_step(tmp_path, capsys):
     assert "scored on the model grid" not in printed
     assert sorted(p.name for p in evals.iterdir() if p.is_dir()) == ["mapper", "no-mapper"]
     assert (out / "runs" / "generate" / "report.html").is_file()
-    # With two or more cores the generation half ran as a second process; its log is printed.
-    if (os.cpu_count() or 1) >= 2:
+    # Both arms were scored with one evaluation encoder: one evaluation trained and saved it,
+    # the other loaded that file.
+    identities = [
+        json.loads((evals / name / "summary.json").read_text())["summary"]["eval_encoder"]
+        for name in ("mapper", "no-mapper")
+    ]
+    assert identities[0]["weights_sha256"] == identities[1]["weights_sha256"]
+    assert sorted("saved_to" in i for i in identities) == [False, True]
+    # Both arms' table is printed once, after the translation table.
+    title = "Unconditional generation on PHANTOM data"
+    assert printed.count(title) == 1
+    assert printed.index("MR->CT on held-out PHANTOM cases") < printed.index(title)
+    assert printed.count("[evaluate (no-mapper, reference grid): ") == 1
+    # With --jobs 2 the generation half ran as a second process (its log is printed) and the
+    # translation process scored the no-mapper arm while it trained the mapper.
+    if jobs == "2":
         assert "generation half (ran alongside" in printed
-        assert "[train generate: " in (out / "generate.log").read_text()
+        log = (out / "generate.log").read_text()
+        assert "[train generate: " in log and "[evaluate (mapper, reference grid): " in log
+        assert "[evaluate (no-mapper" not in log
+        assert "no-mapper arm (scored here" in printed
+    else:
+        assert not (out / "generate.log").exists()
     # A second run into the same folder is refused without --fresh (exit 2).
     assert main(["--quick", "--out", str(out)]) == 2
+
+
+def test_no_mapper_arm_stops_waiting_when_the_generation_process_failed(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from lift3d import demo
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
+    child.wait()
+    with pytest.raises(SystemExit, match="exited \\(code 3\\) before its generator stage"):
+        demo.run_no_mapper_arm(tmp_path, child, quick=True)
+    assert "waiting for the generation process" not in capsys.readouterr().out
+
+
+def test_generation_process_reads_the_no_mapper_arm_record(tmp_path, monkeypatch):
+    from lift3d import demo
+
+    monkeypatch.setattr(demo, "POLL_S", 0.01)
+    summary = tmp_path / "summary.json"
+    (tmp_path / demo.NO_MAPPER_DONE).write_text(
+        json.dumps({"summaries": {"reference grid": str(summary)}})
+    )
+    assert demo._wait_for_no_mapper_arm(tmp_path) == {"reference grid": summary}

@@ -15,8 +15,16 @@ exactly what a user runs:
 7. `lift3d report` for each run.
 
 With two or more CPU cores (``--jobs auto``) the translation half (steps 1-5) and the generation
-half (step 6) run at the same time as two processes, each with half of the cores; the generation
-half's log is printed when both are done. Training picks a GPU by itself when there is one.
+half (step 6) run at the same time as two processes, each with half of the cores. `lift3d train
+generate` writes its model folder once after the generator stage (the mapper stage freezes E and
+G, so the no-mapper arm is final then) and again after the mapper stage. So the translation
+process, once its half is done, waits for that first folder and samples and scores the no-mapper
+arm from it (``generate --no-mapper``, ``evaluate``: this trains the shared evaluation encoder)
+while the generation process trains the mapper; the generation process then samples and scores
+the mapper arm (its ``evaluate`` loads the shared encoder, or waits for it), with every core once
+the translation process is done, and prints both arms' tables and writes the report. Its log is
+printed when both are done. ``--jobs 1`` runs every step in turn (mapper arm first), with the
+same outputs. Training picks a GPU by itself when there is one.
 
 Results on the phantom show that a mechanism works, never clinical quality.
 """
@@ -31,9 +39,11 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from lift3d.cli import main as lift3d_main
+from lift3d.utils import atomic_write_text
 
 log = logging.getLogger("lift3d.demo")
 
@@ -72,7 +82,9 @@ def run_demo(
         quick: tiny sizes and few steps (used by the slow test); the default is the real demo.
         skip_generate: leave out the unconditional part.
         jobs: 2 runs the generation half in a second process alongside the translation half
-            (its log, ``OUT/generate.log``, is printed when both are done); 1 runs them in turn.
+            (its log, ``OUT/generate.log``, is printed when both are done), the no-mapper arm
+            scored by this process after its own half, while the other trains the mapper
+            (`run_no_mapper_arm`); 1 runs everything in turn.
 
     Returns:
         The main output paths (evaluation JSONs, reports).
@@ -84,26 +96,31 @@ def run_demo(
         log_path = out / "generate.log"
         print(
             f"generation half: a second process alongside the translation half, "
-            f"{threads} thread(s) each (log: {log_path})",
+            f"{threads} thread(s) each (log: {log_path}); the translation process then scores "
+            "the no-mapper arm while the generation process trains the mapper",
             flush=True,
         )
         argv = [sys.executable, "-m", "lift3d.demo", "--out", str(out), "--part", "generate"]
-        argv += ["--threads", str(threads)] + (["--quick"] if quick else [])
+        argv += ["--split", "--threads", str(threads)] + (["--quick"] if quick else [])
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
         with open(log_path, "w") as log_file:
             child = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     paths: dict[str, Path] = {}
     try:
         paths.update(run_translation(out, quick=quick, threads=threads))
-        code = child.wait() if child is not None else 0
+        if child is not None:
+            run_no_mapper_arm(out, child, quick=quick, threads=threads)
+            code = child.wait()
     except BaseException:  # a failed step, Ctrl-C or a timeout: no orphaned second half
         if child is not None:
+            failed_alone = child.poll() not in (None, 0)
             child.kill()
             child.wait()
+            if failed_alone:  # the generation half's own error is in its log
+                _print_generation_log(out)
         raise
     if child is not None:
-        print(f"\n--- generation half (ran alongside; {out / 'generate.log'}) ---", flush=True)
-        print((out / "generate.log").read_text(), end="", flush=True)
+        _print_generation_log(out)
         if code != 0:
             raise SystemExit(f"demo generation half failed with exit code {code}")
         paths.update(generation_paths(out))
@@ -119,6 +136,13 @@ def run_demo(
     for key, value in paths.items():
         print(f"  {key + ':':<22}{value}")
     return paths
+
+
+def _print_generation_log(out: Path) -> None:
+    path = out / "generate.log"
+    if path.is_file():
+        print(f"\n--- generation half (ran alongside; {path}) ---", flush=True)
+        print(path.read_text(), end="", flush=True)
 
 
 def _threads(jobs: int) -> int:
@@ -248,135 +272,121 @@ def generation_paths(out: Path) -> dict[str, Path]:
     return {"generate_report": out / "runs" / "generate" / "report.html"}
 
 
-def run_generation(out: Path, *, quick: bool = False, threads: int = 1) -> dict[str, Path]:
-    """Step 6: the BraTS-layout phantoms, the unconditional model and its mapper ablation."""
-    import torch
+# The translation process writes this (OUT/<name>) when it has scored the no-mapper arm
+# (--jobs 2); the generation process waits for it before its tables and report.
+NO_MAPPER_DONE = "no_mapper_arm.json"
+POLL_S = 2.0
 
+
+@dataclass
+class _GenerationPlan:
+    """What the generation half works with (both of its processes derive the same plan)."""
+
+    data: Path
+    run: Path
+    config: str
+    shape: list[str]
+    n_train: str
+    n_test: str
+    n_samples: str
+    grids: dict[str, list[str]]  # name -> --eval-shape values ([] = the phantoms' own grid)
+
+
+def _generation_plan(out: Path, quick: bool) -> _GenerationPlan:
     from lift3d.config import GenerateConfig, load_config
 
-    torch.set_num_threads(threads)
     n_train, _, shape = _sizes(quick)
     # Generation: held-out phantoms and samples per arm (KID from a handful of volumes is
     # mostly noise), and the model grid of the generate config (also an evaluation grid).
     # 96 samples per arm: KID from 32 moved by tens of percent between sample sets (docs/journal/
     # 2026-11-26-generation-32-seeds-and-detail.md); sampling and scoring them costs seconds.
-    n_gen_test, n_samples = ("2", "3") if quick else ("12", "96")
-    data = out / "data"
-    gen_cfg = _config("generate_tiny.yaml" if quick else "generate_demo.yaml")
-    model_grid = [str(int(v)) for v in load_config(GenerateConfig, gen_cfg).data.shape]
-    paths: dict[str, Path] = {}
-    # 6. unconditional generation
-    _run(
-        "phantom (brats)",
-        [
-            "phantom",
-            "--layout",
-            "brats",
-            "--cases",
-            n_train,
-            "--shape",
-            *shape,
-            "--seed",
-            "2",
-            "--out",
-            str(data / "brats_train"),
-        ],
-    )
-    _run(
-        "phantom (brats held-out)",
-        [
-            "phantom",
-            "--layout",
-            "brats",
-            "--cases",
-            n_gen_test,
-            "--shape",
-            *shape,
-            "--seed",
-            "3",
-            "--out",
-            str(data / "brats_test"),
-        ],
-    )
-    grun = out / "runs" / "generate"
-    _run(
-        "train generate",
-        [
-            "train",
-            "generate",
-            "--data",
-            str(data / "brats_train"),
-            "--out",
-            str(grun),
-            "--config",
-            gen_cfg,
-            "--set",
-            f"train.num_threads={threads}",
-        ],
-    )
-    # Beside the translation half, that (shorter) half has finished by now: sample and score
-    # with every core.
-    cores = os.cpu_count() or 1
-    if threads < cores and (out / "runs" / "mr2ct" / "report.html").is_file():
-        torch.set_num_threads(cores)
-        print(f"(translation half done: sampling and scoring with {cores} threads)", flush=True)
+    n_test, n_samples = ("2", "3") if quick else ("12", "96")
+    config = _config("generate_tiny.yaml" if quick else "generate_demo.yaml")
+    model_grid = [str(int(v)) for v in load_config(GenerateConfig, config).data.shape]
     # Scored with one evaluation encoder shared by both arms on the phantoms' own grid, and
     # again on the model's grid when the config models a coarser one (both arms share G's
     # resolution there, so that comparison isolates what the mapper changes).
     grids = {"reference grid": []}
     if model_grid != shape:
         grids[f"model grid {'x'.join(model_grid)}"] = model_grid
-    gres: dict[str, dict[str, Path]] = {g: {} for g in grids}
-    for variant, extra in (("mapper", []), ("no-mapper", ["--no-mapper"])):
-        gen = out / "generated" / variant
+    return _GenerationPlan(
+        data=out / "data",
+        run=out / "runs" / "generate",
+        config=config,
+        shape=shape,
+        n_train=n_train,
+        n_test=n_test,
+        n_samples=n_samples,
+        grids=grids,
+    )
+
+
+def run_generation(
+    out: Path, *, quick: bool = False, threads: int = 1, split: bool = False
+) -> dict[str, Path]:
+    """Step 6: the BraTS-layout phantoms, the unconditional model and its mapper ablation.
+
+    Args:
+        out: demo folder.
+        quick: smoke-test sizes.
+        threads: CPU threads.
+        split: the second process of ``--jobs 2``: the no-mapper arm is scored by the
+            translation process (`run_no_mapper_arm`, from the model folder written after the
+            generator stage, while this process trains the mapper); this one scores the mapper
+            arm, then waits for ``OUT/no_mapper_arm.json`` before the tables and the report.
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    plan = _generation_plan(out, quick)
+    # 6. unconditional generation
+    for step, cases, seed, folder in (
+        ("phantom (brats)", plan.n_train, "2", "brats_train"),
+        ("phantom (brats held-out)", plan.n_test, "3", "brats_test"),
+    ):
         _run(
-            f"generate ({variant})",
+            step,
             [
-                "generate",
-                "--model",
-                str(grun),
-                "--n",
-                n_samples,
+                "phantom",
+                "--layout",
+                "brats",
+                "--cases",
+                cases,
+                "--shape",
+                *plan.shape,
                 "--seed",
-                "0",
+                seed,
                 "--out",
-                str(gen),
-                *extra,
+                str(plan.data / folder),
             ],
         )
-        for grid, eval_shape in grids.items():
-            tag = "" if not eval_shape else "_model_grid"
-            ev = grun / "eval" / f"{variant}{tag}"
-            shape_args = ["--eval-shape", *eval_shape] if eval_shape else []
-            _run(
-                f"evaluate ({variant}, {grid})",
-                [
-                    "evaluate",
-                    "--task",
-                    "generate",
-                    "--pred",
-                    str(gen),
-                    "--ref",
-                    str(data / "brats_test"),
-                    "--out",
-                    str(ev),
-                    "--label",
-                    variant,
-                    "--eval-encoder",
-                    str(grun / "eval" / f"eval_encoder{tag}.safetensors"),
-                    # the real-vs-real floor: the training phantoms scored the same way
-                    "--floor",
-                    str(data / "brats_train"),
-                    *shape_args,
-                ],
-            )
-            gres[grid][variant] = ev / "summary.json"
-    for grid, res in gres.items():
+    _run(
+        "train generate",
+        [
+            "train",
+            "generate",
+            "--data",
+            str(plan.data / "brats_train"),
+            "--out",
+            str(plan.run),
+            "--config",
+            plan.config,
+            "--set",
+            f"train.num_threads={threads}",
+        ],
+    )
+    if not split:
+        gres = _score_arm(out, plan, "mapper")
+        no_mapper = _score_arm(out, plan, "no-mapper")
+    else:
+        gres = _score_arm(out, plan, "mapper", idle_cores_after=out)
+        no_mapper = _wait_for_no_mapper_arm(out)
+    for grid in plan.grids:
         _print_comparison(
             f"Unconditional generation on PHANTOM data, scored on the {grid}: "
             "LiFT (mapper) vs no-mapper",
-            res["mapper"],
-            res["no-mapper"],
+            gres[grid],
+            no_mapper[grid],
             "mapper",
             "no-mapper",
         )
@@ -399,10 +409,155 @@ def run_generation(out: Path, *, quick: bool = False, threads: int = 1) -> dict[
     )
     _run(
         "report (generate)",
-        ["report", str(grun), "--out", str(grun / "report.html"), "--overwrite"],
+        ["report", str(plan.run), "--out", str(plan.run / "report.html"), "--overwrite"],
     )
-    paths["generate_report"] = grun / "report.html"
-    return paths
+    return generation_paths(out)
+
+
+def _score_arm(
+    out: Path,
+    plan: _GenerationPlan,
+    variant: str,
+    *,
+    idle_cores_after: Path | None = None,
+) -> dict[str, Path]:
+    """`lift3d generate` one arm ("mapper" | "no-mapper") and `lift3d evaluate` it on every
+    grid of the plan; returns grid -> summary.json.
+
+    The first evaluation on a grid trains the evaluation encoder and saves it
+    (``--eval-encoder``); the other arm's loads it (or waits for it when both run at once).
+    `idle_cores_after`: the demo folder, when the other process may finish its work meanwhile;
+    once it has (``OUT/no_mapper_arm.json``), the remaining steps use every core.
+    """
+    import torch
+
+    gen = out / "generated" / variant
+    extra = ["--no-mapper"] if variant == "no-mapper" else []
+
+    def claim_idle_cores() -> None:
+        cores = os.cpu_count() or 1
+        if idle_cores_after is None or torch.get_num_threads() >= cores:
+            return
+        if (idle_cores_after / NO_MAPPER_DONE).is_file():
+            torch.set_num_threads(cores)
+            print(f"(the translation process is done: {cores} threads from here)", flush=True)
+
+    claim_idle_cores()
+    _run(
+        f"generate ({variant})",
+        [
+            "generate",
+            "--model",
+            str(plan.run),
+            "--n",
+            plan.n_samples,
+            "--seed",
+            "0",
+            "--out",
+            str(gen),
+            *extra,
+        ],
+    )
+    summaries = {}
+    for grid, eval_shape in plan.grids.items():
+        tag = "" if not eval_shape else "_model_grid"
+        ev = plan.run / "eval" / f"{variant}{tag}"
+        shape_args = ["--eval-shape", *eval_shape] if eval_shape else []
+        claim_idle_cores()
+        _run(
+            f"evaluate ({variant}, {grid})",
+            [
+                "evaluate",
+                "--task",
+                "generate",
+                "--pred",
+                str(gen),
+                "--ref",
+                str(plan.data / "brats_test"),
+                "--out",
+                str(ev),
+                "--label",
+                variant,
+                "--eval-encoder",
+                str(plan.run / "eval" / f"eval_encoder{tag}.safetensors"),
+                # the real-vs-real floor: the training phantoms scored the same way
+                "--floor",
+                str(plan.data / "brats_train"),
+                *shape_args,
+            ],
+        )
+        summaries[grid] = ev / "summary.json"
+    return summaries
+
+
+def run_no_mapper_arm(
+    out: Path, child: subprocess.Popen, *, quick: bool = False, threads: int = 1
+) -> dict[str, Path]:
+    """``--jobs 2``, in the translation process once its half is done: wait until the generation
+    process has written the model folder after the generator stage, sample and score the
+    no-mapper arm from it (E and G are final: the mapper stage freezes them) while that process
+    trains the mapper, then write ``OUT/no_mapper_arm.json`` for it.
+
+    Raises:
+        SystemExit: the generation process exited before the generator stage was done.
+    """
+    import torch
+
+    from lift3d.errors import InputError
+    from lift3d.model_folder import read_model_folder
+
+    torch.set_num_threads(threads)
+    plan = _generation_plan(out, quick)
+    print(
+        "\n--- generation half, no-mapper arm (scored here while the generation process trains "
+        "the mapper) ---",
+        flush=True,
+    )
+    t0, said = time.perf_counter(), False
+    while True:
+        try:
+            read_model_folder(plan.run, "generate", use_mapper=False)
+            break
+        except InputError as exc:
+            code = child.poll()
+            if code is not None:
+                raise SystemExit(
+                    f"demo generation half exited (code {code}) before its generator stage was "
+                    f"done ({exc}); see {out / 'generate.log'}"
+                ) from None
+            if not said:
+                print(
+                    f"waiting for the generation process to finish its generator stage "
+                    f"({plan.run / 'run.json'}, stages_done) ...",
+                    flush=True,
+                )
+                said = True
+        time.sleep(POLL_S)
+    if said:
+        print(f"generator stage done (waited {time.perf_counter() - t0:.0f} s)", flush=True)
+    summaries = _score_arm(out, plan, "no-mapper")
+    record = {grid: str(path) for grid, path in summaries.items()}
+    atomic_write_text(out / NO_MAPPER_DONE, json.dumps({"summaries": record}, indent=1))
+    return summaries
+
+
+def _wait_for_no_mapper_arm(out: Path) -> dict[str, Path]:
+    """In the generation process of ``--jobs 2``: wait for the translation process's
+    ``OUT/no_mapper_arm.json``; fail if that process is gone (no orphan waits forever)."""
+    path, parent = out / NO_MAPPER_DONE, os.getppid()
+    t0, said = time.perf_counter(), False
+    while not path.is_file():
+        if os.getppid() != parent:
+            raise SystemExit("demo: the translation process is gone; stopping the generation half")
+        if not said:
+            print(
+                "waiting for the no-mapper arm (scored by the translation process) ...", flush=True
+            )
+            said = True
+        time.sleep(POLL_S)
+    if said:
+        print(f"no-mapper arm scored (waited {time.perf_counter() - t0:.0f} s)", flush=True)
+    return {grid: Path(p) for grid, p in json.loads(path.read_text())["summaries"].items()}
 
 
 def _print_comparison(title: str, a: Path, b: Path, label_a: str, label_b: str) -> None:
@@ -431,10 +586,17 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         choices=("auto", "1", "2"),
         help="2: the translation and generation halves run at the same time, each with half of "
-        "the CPU cores; 1: one after the other; auto (default): 2 with two or more cores",
+        "the CPU cores (the translation process then scores the no-mapper arm while the other "
+        "trains the mapper); 1: one after the other; auto (default): 2 with two or more cores",
     )
     parser.add_argument(
         "--part", choices=("translate", "generate"), help="run one half only (into OUT)"
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="with --part generate: leave the no-mapper arm to the translation process and wait "
+        "for its OUT/no_mapper_arm.json before the tables (the second process of --jobs 2)",
     )
     parser.add_argument(
         "--threads", type=int, help="CPU threads (default: the cores shared between the halves)"
@@ -445,8 +607,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = int(args.jobs) if args.jobs != "auto" else (2 if (os.cpu_count() or 1) >= 2 else 1)
     if args.part:  # one half into an existing folder (the second process of --jobs 2)
         threads = args.threads or _threads(1)
-        run = run_translation if args.part == "translate" else run_generation
-        run(out, quick=args.quick, threads=threads)
+        if args.part == "translate":
+            run_translation(out, quick=args.quick, threads=threads)
+        else:
+            run_generation(out, quick=args.quick, threads=threads, split=args.split)
         return 0
     if out.exists() and any(out.iterdir()):
         if not args.fresh:
