@@ -162,3 +162,23 @@ def test_pairs_are_capped_seeded_and_recorded():
         diversity(vols[:1])
     with pytest.raises(ValueError):
         diversity([vols[0], vols[1][:8]])
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 32), (64, 48, 40)])
+def test_one_pass_equals_monai_msssim_and_ssim(shape):
+    """pairwise_similarity computes both scores in one pass over the scales: equal to MONAI's
+    MultiScaleSSIMMetric and SSIMMetric run separately."""
+    rng = np.random.default_rng(3)
+    base = rng.random(shape, dtype=np.float32)
+    vols = [np.clip(base + 0.2 * rng.standard_normal(shape), 0, 1) for _ in range(4)]
+    pairs = sample_pairs(4, 6)
+    weights = msssim_weights(shape)
+    ms, ss = pairwise_similarity(vols, pairs, weights=weights)
+    a = torch.stack([torch.from_numpy(vols[i].astype(np.float32)) for i, _ in pairs])[:, None]
+    b = torch.stack([torch.from_numpy(vols[j].astype(np.float32)) for _, j in pairs])[:, None]
+    kw = dict(spatial_dims=3, data_range=1.0, kernel_sigma=1.5, reduction="none")
+    want_ms = MultiScaleSSIMMetric(kernel_size=7, weights=weights, **kw)(a, b).reshape(-1)
+    want_ss = SSIMMetric(win_size=7, **kw)(a, b).reshape(-1)
+    np.testing.assert_allclose(ms, want_ms.double().numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ss, want_ss.double().numpy(), rtol=1e-5, atol=1e-6)
+    assert len(set(np.round(ms, 6))) > 1  # distinct pairs, distinct scores
