@@ -82,8 +82,8 @@ if [ "$QUICK" = 1 ]; then
 else
     GCFG=generate_demo; GSHAPE="64 64 64"; GSET="train.val_every=0"
 fi
-$L3D phantom --layout brats --cases 24 --shape $GSHAPE --seed 0 --out "$W/brats" >/dev/null
-$L3D phantom --layout synthrad --cases 8 --shape 32 32 32 --seed 1 --out "$W/synthrad" >/dev/null
+$L3D phantom --kind basic --layout brats --cases 24 --shape $GSHAPE --seed 0 --out "$W/brats" >/dev/null
+$L3D phantom --kind basic --layout synthrad --cases 8 --shape 32 32 32 --seed 1 --out "$W/synthrad" >/dev/null
 t0=$(date +%s.%N)
 timeout 200 $L3D train generate --data "$W/brats" --out "$W/gen_run" --config $GCFG \
     --device "$DEVICE" --set $GSET 2>&1 | grep -vE "it/s|s/it" | tail -6

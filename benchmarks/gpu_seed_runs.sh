@@ -6,7 +6,7 @@
 #   DEVICE=cpu CONFIG=generate_tiny SEEDS="1" OUT=seed_dry bash benchmarks/gpu_seed_runs.sh  # dry run
 #   SETS="data.shape=[32,32,32] data.spacing_mm=[2,2,2]" ... # extra --set overrides for every run
 #
-# Training data: the demo's (`lift3d phantom --cases 16 --shape 64 64 64 --seed 2`). Writes
+# Training data: the demo's (`lift3d phantom --kind basic --layout brats --cases 16 --shape 64 64 64 --seed 2`). Writes
 # $OUT/seed_runs.tar.gz with <seed>/{model.safetensors, reference.json, config.yaml, run.json,
 # log.txt} and $OUT/seed_runs.txt (wall time per run).
 set -u
@@ -15,7 +15,7 @@ SEEDS=${SEEDS:-"1 2 3"}; PER_RUN=${PER_RUN:-150}; SETS=${SETS:-}
 mkdir -p "$OUT"
 source benchmarks/gpu_env.sh
 W=$(mktemp -d)
-$PY -m lift3d phantom --layout brats --cases 16 --shape 64 64 64 --seed 2 --out "$W/train" >/dev/null
+$PY -m lift3d phantom --kind basic --layout brats --cases 16 --shape 64 64 64 --seed 2 --out "$W/train" >/dev/null
 for s in $SEEDS; do
     t0=$(date +%s.%N)
     timeout "$PER_RUN" $PY -m lift3d train generate --data "$W/train" --out "$W/runs/$s" \

@@ -4,7 +4,9 @@ Every step goes through the real `lift3d` command line (`lift3d.cli.main`), so t
 exactly what a user runs:
 
 1. write a phantom training set (16 cases) and a held-out set (4 cases) in the SynthRAD layout,
-   and a BraTS-layout set for unconditional generation;
+   and a BraTS-layout set for unconditional generation (``--kind basic``: the phantom the
+   demo's configs and its time budget were set on; the realistic phantom, the CLI's default,
+   is where benchmarks/bench_ablation.sh compares 2D, 2.5D and LiFT);
 2. `lift3d inspect` the training set;
 3. `lift3d train translate --task mr2ct` (a small model, a few minutes on a CPU);
 4. `lift3d translate` the held-out cases with and without the z-mixer;
@@ -169,6 +171,8 @@ def run_translation(out: Path, *, quick: bool = False, threads: int = 1) -> dict
         "phantom (train)",
         [
             "phantom",
+            "--kind",
+            "basic",
             "--layout",
             "synthrad",
             "--cases",
@@ -185,6 +189,8 @@ def run_translation(out: Path, *, quick: bool = False, threads: int = 1) -> dict
         "phantom (held-out)",
         [
             "phantom",
+            "--kind",
+            "basic",
             "--layout",
             "synthrad",
             "--cases",
@@ -348,6 +354,8 @@ def run_generation(
             step,
             [
                 "phantom",
+                "--kind",
+                "basic",
                 "--layout",
                 "brats",
                 "--cases",

@@ -110,10 +110,12 @@ def test_kind_realistic_with_thick_slices(tmp_path, capsys):
     assert '"kind": "realistic"' in marker and "2.5" in marker
 
 
-def test_kind_defaults_to_basic(tmp_path):
-    out = tmp_path / "ph"
-    assert main(["phantom", "--cases", "1", "--shape", "16", "16", "16", "--out", str(out)]) == 0
-    assert '"kind": "basic"' in (out / MARKER_NAME).read_text()
+def test_kind_defaults_to_realistic_and_basic_by_name(tmp_path):
+    argv = ["phantom", "--cases", "1", "--shape", "16", "16", "16", "--out"]
+    assert main([*argv, str(tmp_path / "a")]) == 0
+    assert '"kind": "realistic"' in (tmp_path / "a" / MARKER_NAME).read_text()
+    assert main([*argv, str(tmp_path / "b"), "--kind", "basic"]) == 0
+    assert '"kind": "basic"' in (tmp_path / "b" / MARKER_NAME).read_text()
 
 
 @pytest.mark.parametrize(

@@ -57,10 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--kind",
         choices=("basic", "realistic"),
-        default="basic",
-        help="basic: every tissue distinguishable in one MR slice; realistic: cortical bone and "
-        "air both dark in MR, sinuses and mastoid air cells next to bone, fatty marrow, "
-        "partial volume, bias field, Rician noise, varied anatomy (default: basic)",
+        default="realistic",
+        help="realistic (default): cortical bone and air both dark in MR, sinuses and mastoid air "
+        "cells next to bone, fatty marrow, partial volume, bias field, Rician noise, varied "
+        "anatomy, interleaved 2D MR stacks (--multislice); basic: every tissue distinguishable "
+        "in one MR slice (the demo's data)",
     )
     parser.add_argument(
         "--layout",
