@@ -52,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="--task generate: evaluation encoder file (.safetensors, identity in .json beside "
         "it); loaded when it exists, else trained on the reference volumes and saved there, so "
-        "several evaluations (e.g. LiFT and --no-mapper) share one feature space",
+        "several evaluations (e.g. LiFT and --no-mapper) share one feature space; the real "
+        "sets' scores (reference diversity, --floor) are kept in PATH's .scores/ folder beside it "
+        "and reused by the next evaluation",
     )
     parser.add_argument(
         "--eval-shape",

@@ -39,7 +39,8 @@ real beside generated centre cuts in the three planes is written where ``montage
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,12 @@ from lift3d.evaluation.floor import (
     match_counts,
     read_floor,
     write_montage,
+)
+from lift3d.evaluation.score_cache import (
+    cache_folder,
+    cached_scores,
+    encoder_key,
+    file_identity,
 )
 from lift3d.evaluation.volumes import (  # noqa: F401 - also imported from here
     generated_files,
@@ -177,6 +184,7 @@ def diversity_metrics(
     *,
     max_pairs: int = DIVERSITY_MAX_PAIRS,
     seed: int = 0,
+    reference: Callable[[], dict[str, Any]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """MS-SSIM and SSIM diversity of the generated and of the reference volumes.
 
@@ -185,6 +193,8 @@ def diversity_metrics(
         ref: (D, H, W) reference volumes on the same grid.
         max_pairs: pairs scored per set at most (seeded random subset).
         seed: pair RNG seed.
+        reference: returns the references' :func:`diversity` (e.g. from a score cache);
+            None computes it here.
 
     Returns:
         (scores, settings): ``msssim_diversity`` (+ ``_std`` over pairs),
@@ -200,7 +210,7 @@ def diversity_metrics(
         names += ("ssim_diversity", "ssim_diversity_reference")
         return dict.fromkeys(names, needs), {"grid": grid, "status": needs}
     g = diversity(gen, max_pairs=max_pairs, seed=seed)
-    r = diversity(ref, max_pairs=max_pairs, seed=seed)
+    r = reference() if reference is not None else diversity(ref, max_pairs=max_pairs, seed=seed)
     scores = {
         "msssim_diversity": g["msssim"],
         "msssim_diversity_std": g["msssim_std"],
@@ -297,6 +307,7 @@ def floor_block(
     *,
     gen_idx: Sequence[int],
     seed: int,
+    cache: Callable[[Callable[[], dict[str, Any]]], dict[str, Any]] | None = None,
     **kw: Any,
 ) -> tuple[dict[str, Any], dict[str, float | None]]:
     """Score the floor set like the generated set, at equal sample counts.
@@ -309,6 +320,8 @@ def floor_block(
         summary: the generated set's scores (all its volumes).
         gen_idx: the generated volumes matched with the floor (all unless it was subsampled).
         seed: seed of the scores' random subsets.
+        cache: ``cache(compute)`` returns the floor set's scores, computed or stored earlier
+            (`lift3d.evaluation.score_cache`); None computes them.
         kw: ``max_slices``, ``diversity_pairs`` of :func:`set_scores`.
 
     Returns:
@@ -316,7 +329,11 @@ def floor_block(
         ``generated_scores`` (the generated set's at the matched count: its summary unless it
         was subsampled), ``difference`` (generated - floor) and ``notes`` (why a ratio is None).
     """
-    floor_scores = set_scores(floor, ref, enc, extractors, seed=seed, **kw)
+
+    def compute() -> dict[str, Any]:
+        return set_scores(floor, ref, enc, extractors, seed=seed, **kw)
+
+    floor_scores = cache(compute) if cache is not None else compute()
     if len(gen_idx) < len(gen):
         gen_scores = set_scores([gen[i] for i in gen_idx], ref, enc, extractors, seed=seed, **kw)
     else:
@@ -438,7 +455,26 @@ def evaluate_generation(
         steps=encoder_steps,
     )
     summary: dict[str, Any] = distribution_metrics(gen, ref, enc, max_slices=max_slices, seed=seed)
-    div, div_settings = diversity_metrics(gen, ref, max_pairs=diversity_pairs, seed=seed)
+    # The real sets' scores are the same for every evaluation sharing this encoder file: kept
+    # beside it and reused (score_cache; keyed by files, encoder identity and settings).
+    folder = cache_folder(eval_encoder)
+    real_key = {
+        "references": file_identity(f for _, f in refs),
+        "eval_shape": [int(s) for s in eval_shape],
+        "seed": seed,
+    }
+    div, div_settings = diversity_metrics(
+        gen,
+        ref,
+        max_pairs=diversity_pairs,
+        seed=seed,
+        reference=partial(
+            cached_scores,
+            folder,
+            {"what": "reference diversity", "max_pairs": diversity_pairs, **real_key},
+            partial(diversity, ref, max_pairs=diversity_pairs, seed=seed),
+        ),
+    )
     summary.update(div)
     scores, pretrained = pretrained_scores(gen, ref, extractors, seed=seed)
     summary.update(scores)
@@ -464,6 +500,19 @@ def evaluate_generation(
             seed=seed,
             max_slices=max_slices,
             diversity_pairs=diversity_pairs,
+            cache=partial(
+                cached_scores,
+                folder,
+                {
+                    "what": "floor set",
+                    "floor": file_identity(found[i][1] for i in floor_idx),
+                    "encoder": encoder_key(identity),
+                    "extractors": {k: v for k, v in extractor_ids.items() if k != "eval_encoder"},
+                    "max_slices": max_slices,
+                    "diversity_pairs": diversity_pairs,
+                    **real_key,
+                },
+            ),
         )
         summary["floor"] = {
             "dir": str(floor_dir.resolve()),
