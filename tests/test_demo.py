@@ -17,6 +17,17 @@ def test_quick_demo_runs_every_step(tmp_path, capsys, jobs):
     printed = capsys.readouterr().out
     assert "scored on the reference grid" in printed
     assert "no-mixer" in printed
+    # The 2.5D arm: its own translator (one neighbouring slice on each side, no mixer stage),
+    # scored on the same held-out cases and printed beside 2D and LiFT.
+    arms = "MR->CT on held-out PHANTOM cases: 2D, 2.5D and LiFT"
+    assert printed.count(arms) == 1
+    assert printed.index("LiFT (mixer) vs the no-mixer ablation") < printed.index(arms)
+    assert "context_slices: 1" in (out / "runs" / "mr2ct_2.5d" / "config.yaml").read_text()
+    arm = json.loads((out / "runs" / "mr2ct_2.5d" / "eval" / "summary.json").read_text())
+    assert arm["label"] == "2.5D" and arm["summary"]["n_cases"] == 2
+    table = printed[printed.index(arms) :].splitlines()
+    assert table[2].split()[:4] == ["metric", "2D", "2.5D", "LiFT"]
+    assert any(line.startswith("dz_corr ") for line in table[:16])
     evals = out / "runs" / "generate" / "eval"
     for name in ("mapper", "no-mapper"):
         summary = json.loads((evals / name / "summary.json").read_text())["summary"]

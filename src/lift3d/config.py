@@ -163,6 +163,7 @@ class TranslateModelConfig:
     mixer_depth: int | None = None
     z_context: int | None = None
     mixer_hidden: float | None = None
+    mixer_inplane: int | None = None  # in-plane kernel of each mixer z-tap (odd); 0 pointwise
     chunk_size: int = 32  # z-chunk (output slices) for validation and inference
     context_slices: int = 0  # 2.5D: k neighbouring source slices on each side as channels
 
@@ -172,6 +173,7 @@ class TranslateModelConfig:
         "mixer_depth": COUNT,
         "z_context": COUNT,
         "mixer_hidden": POSITIVE,
+        "mixer_inplane": NON_NEGATIVE,
         "chunk_size": NON_NEGATIVE,
         "context_slices": NON_NEGATIVE,
     }

@@ -10,7 +10,10 @@ exactly what a user runs:
 2. `lift3d inspect` the training set;
 3. `lift3d train translate --task mr2ct` (a small model, a few minutes on a CPU);
 4. `lift3d translate` the held-out cases with and without the z-mixer;
-5. `lift3d evaluate` both and print them side by side;
+5. `lift3d evaluate` both and print them side by side; then the 2.5D arm: the same translator
+   config trained with one neighbouring MR slice on each side as input channels
+   (``model.context_slices=1``, no mixer), scored the same way, and the three arms (2D, 2.5D,
+   LiFT) printed in one table;
 6. `lift3d train generate` + `lift3d generate` with and without the trajectory mapper, evaluated
    (per-plane KID / FID, increment distances, MS-SSIM diversity of both arms and of the held-out
    phantoms);
@@ -22,9 +25,9 @@ generate` writes its model folder once after the generator stage (the mapper sta
 G, so the no-mapper arm is final then) and again after the mapper stage. So the translation
 process, once its half is done, waits for that first folder and samples and scores the no-mapper
 arm from it (``generate --no-mapper``, ``evaluate``: this trains the shared evaluation encoder)
-while the generation process trains the mapper; the generation process then samples and scores
-the mapper arm (its ``evaluate`` loads the shared encoder, or waits for it), with every core once
-the translation process is done, and prints both arms' tables and writes the report. Its log is
+while the generation process trains the mapper, and then trains and scores the 2.5D arm; the
+generation process samples and scores the mapper arm (its ``evaluate`` loads the shared encoder,
+or waits for it), with every core once the translation process is done, and prints both arms' tables and writes the report. Its log is
 printed when both are done. ``--jobs 1`` runs every step in turn (mapper arm first), with the
 same outputs. Training picks a GPU by itself when there is one.
 
@@ -99,7 +102,8 @@ def run_demo(
         print(
             f"generation half: a second process alongside the translation half, "
             f"{threads} thread(s) each (log: {log_path}); the translation process then scores "
-            "the no-mapper arm while the generation process trains the mapper",
+            "the no-mapper arm while the generation process trains the mapper, then trains the "
+            "2.5D translation arm",
             flush=True,
         )
         argv = [sys.executable, "-m", "lift3d.demo", "--out", str(out), "--part", "generate"]
@@ -112,6 +116,9 @@ def run_demo(
         paths.update(run_translation(out, quick=quick, threads=threads))
         if child is not None:
             run_no_mapper_arm(out, child, quick=quick, threads=threads)
+        paths.update(run_context_arm(out, quick=quick, threads=threads))
+        if child is not None:
+            atomic_write_text(out / TRANSLATION_DONE, "done\n")
             code = child.wait()
     except BaseException:  # a failed step, Ctrl-C or a timeout: no orphaned second half
         if child is not None:
@@ -273,6 +280,104 @@ def run_translation(out: Path, *, quick: bool = False, threads: int = 1) -> dict
     return paths
 
 
+# The rows of the 2D / 2.5D / LiFT table: accuracy, through-plane coherence, per-plane PSNR.
+ARM_METRICS = (
+    "mae",
+    "psnr",
+    "ssim",
+    "dz_mae",
+    "dz_corr",
+    "zgrad_ratio",
+    "psnr_axial",
+    "psnr_coronal",
+    "psnr_sagittal",
+)
+
+
+def run_context_arm(out: Path, *, quick: bool = False, threads: int = 1) -> dict[str, Path]:
+    """Step 5, the 2.5D arm: the demo's translator config trained with one neighbouring MR slice
+    on each side as input channels (``model.context_slices=1``; no mixer stage), translated and
+    scored on the same held-out cases, then printed beside the 2D and LiFT arms of
+    `run_translation` (whose evaluations it reads)."""
+    import torch
+
+    from lift3d.evaluation import arms_table
+
+    torch.set_num_threads(threads)
+    data = out / "data"
+    tr_cfg = _config("translate_tiny.yaml" if quick else "translate_demo.yaml")
+    run = out / "runs" / "mr2ct_2.5d"
+    print("\n--- MR->CT, 2.5D arm (one neighbouring slice on each side as input) ---", flush=True)
+    _run(
+        "train translate (2.5D)",
+        [
+            "train",
+            "translate",
+            "--task",
+            "mr2ct",
+            "--data",
+            str(data / "synthrad_train"),
+            "--out",
+            str(run),
+            "--config",
+            tr_cfg,
+            "--set",
+            f"train.num_threads={threads}",
+            "model.context_slices=1",
+            "mixer.steps=0",
+        ],
+    )
+    pred = out / "predictions" / "mr2ct_2.5d"
+    _run(
+        "translate (2.5D)",
+        [
+            "translate",
+            "--model",
+            str(run),
+            "--input",
+            str(data / "synthrad_test"),
+            "--output",
+            str(pred),
+            "--no-mixer",
+        ],
+    )
+    ev = run / "eval"
+    _run(
+        "evaluate (2.5D)",
+        [
+            "evaluate",
+            "--task",
+            "mr2ct",
+            "--pred",
+            str(pred),
+            "--ref",
+            str(data / "synthrad_test"),
+            "--out",
+            str(ev),
+            "--label",
+            "2.5D",
+        ],
+    )
+    lift_evals = out / "runs" / "mr2ct" / "eval"
+    arms = {
+        "2D": lift_evals / "no-mixer" / "summary.json",
+        "2.5D": ev / "summary.json",
+        "LiFT (2D + mixer)": lift_evals / "mixer" / "summary.json",
+    }
+    print("\nMR->CT on held-out PHANTOM cases: 2D, 2.5D and LiFT (mean ± sd over cases)")
+    print(arms_table({k: json.loads(v.read_text()) for k, v in arms.items()}, ARM_METRICS))
+    print(
+        "2D: the translator alone (--no-mixer); LiFT: the same translator with its z-mixer; "
+        "2.5D: a translator with one neighbouring MR slice on each side as input channels "
+        "(model.context_slices=1), no mixer. dz_mae / dz_corr compare the slice-to-slice "
+        "changes with the reference's, zgrad_ratio is best at 1. The demo's basic phantom has "
+        "unambiguous slices; on the realistic phantom with interleaved 2D MR, where a 2D model "
+        "flickers, 2.5D beats LiFT on every score (BENCHMARKS.md, 'Translation on the "
+        "phantom', three training seeds)."
+    )
+    return {"mr2ct_eval_2.5d": ev / "summary.json"}
+
+
 def generation_paths(out: Path) -> dict[str, Path]:
     """The report of the generation half (written by `run_generation`)."""
     return {"generate_report": out / "runs" / "generate" / "report.html"}
@@ -281,6 +386,8 @@ def generation_paths(out: Path) -> dict[str, Path]:
 # The translation process writes this (OUT/<name>) when it has scored the no-mapper arm
 # (--jobs 2); the generation process waits for it before its tables and report.
 NO_MAPPER_DONE = "no_mapper_arm.json"
+# ... and this when it has no more work (the 2.5D arm scored): its cores are free from then on.
+TRANSLATION_DONE = "translation_process_done"
 POLL_S = 2.0
 
 
@@ -435,7 +542,7 @@ def _score_arm(
     The first evaluation on a grid trains the evaluation encoder and saves it
     (``--eval-encoder``); the other arm's loads it (or waits for it when both run at once).
     `idle_cores_after`: the demo folder, when the other process may finish its work meanwhile;
-    once it has (``OUT/no_mapper_arm.json``), the remaining steps use every core.
+    once it has (``OUT/translation_process_done``), the remaining steps use every core.
     """
     import torch
 
@@ -446,7 +553,7 @@ def _score_arm(
         cores = os.cpu_count() or 1
         if idle_cores_after is None or torch.get_num_threads() >= cores:
             return
-        if (idle_cores_after / NO_MAPPER_DONE).is_file():
+        if (idle_cores_after / TRANSLATION_DONE).is_file():
             torch.set_num_threads(cores)
             print(f"(the translation process is done: {cores} threads from here)", flush=True)
 
@@ -617,6 +724,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = args.threads or _threads(1)
         if args.part == "translate":
             run_translation(out, quick=args.quick, threads=threads)
+            run_context_arm(out, quick=args.quick, threads=threads)
         else:
             run_generation(out, quick=args.quick, threads=threads, split=args.split)
         return 0

@@ -504,6 +504,7 @@ def test_sigterm_while_writing_leaves_no_temp_file(
         ("translator.batch_size=0", "translator.batch_size"),
         ("model.size=huge", "model.size"),
         ("model.context_slices=-1", "model.context_slices"),
+        ("model.mixer_inplane=2", "model.mixer_inplane"),
     ],
 )
 def test_config_values_checked_before_the_run_folder_is_made(

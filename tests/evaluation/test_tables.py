@@ -45,3 +45,22 @@ def test_needs_rows_keep_their_text():
     line = next(x for x in table.splitlines() if x.startswith("fid_medicalnet"))
     assert needs in line and "12.50" in line and "n/a" not in line
     assert needs in format_summary({"summary": a["summary"], "label": "A", "task": "generate"})
+
+
+def test_arms_table_names_the_best_arm_per_metric():
+    from lift3d.evaluation import arms_table
+
+    arms = {
+        "2D": {"summary": {"mae": 160.0, "mae_std": 5.0, "dz_corr": 0.50, "zgrad_ratio": 1.30}},
+        "2.5D": {"summary": {"mae": 140.0, "dz_corr": 0.60, "zgrad_ratio": 0.93}},
+        "LiFT": {"summary": {"mae": 150.0, "dz_corr": 0.60, "zgrad_ratio": 1.05}},
+    }
+    lines = arms_table(arms, ["mae", "dz_corr", "zgrad_ratio", "missing"]).splitlines()
+    assert lines[0].split() == ["metric", "2D", "2.5D", "LiFT", "best"]
+    rows = {line.split()[0]: line for line in lines[2:]}
+    assert set(rows) == {"mae", "dz_corr", "zgrad_ratio"}  # no row for a metric nobody has
+    assert rows["mae"].endswith("2.5D") and "160.0 ± 5.000" in rows["mae"]  # lower is better
+    assert rows["dz_corr"].endswith("2.5D = LiFT")  # a tie names both
+    assert rows["zgrad_ratio"].endswith("LiFT")  # closest to 1
+    with_phantom = arms_table({k: {**v, "phantom": True} for k, v in arms.items()})
+    assert with_phantom.startswith("PHANTOM")

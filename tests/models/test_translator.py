@@ -72,10 +72,10 @@ def test_no_mixer_ignores_trained_mixer():
         torch.testing.assert_close(ablation(x), per_slice_reference(model, x), atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("size", ["tiny", "small"])
-def test_chunk_size_independence(size):
+@pytest.mark.parametrize(("size", "inplane"), [("tiny", 0), ("small", 0), ("tiny", 3)])
+def test_chunk_size_independence(size, inplane):
     torch.manual_seed(0)
-    model = build_translation_model(size, in_channels=2).eval()
+    model = build_translation_model(size, in_channels=2, mixer_inplane=inplane).eval()
     randomise_mixers(model)
     x = torch.rand(2, 2, 23, 12, 20)  # H, W not multiples of the U-Net stride: padded inside
     with torch.no_grad():

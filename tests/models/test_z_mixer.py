@@ -85,3 +85,39 @@ def test_bad_arguments():
         BidirectionalZMixer(8, z_context=0)
     with pytest.raises(ValueError, match="features"):
         BidirectionalZMixer(8)(torch.randn(1, 4, 7))
+
+
+@pytest.mark.parametrize("forward", [True, False])
+def test_inplane_taps_of_size_one_equal_pointwise_taps(forward):
+    torch.manual_seed(0)
+    pointwise = DirectionalZConv(channels=5, z_context=3, forward=forward)
+    spatial = DirectionalZConv(channels=5, z_context=3, forward=forward, inplane=1)
+    with torch.no_grad():
+        spatial.weight.copy_(pointwise.weight[:, None, None, :])
+        spatial.bias.copy_(torch.randn(5))
+        pointwise.bias.copy_(spatial.bias)
+    x = torch.randn(2, 9, 4, 6, 5)
+    torch.testing.assert_close(spatial(x), pointwise(x), atol=1e-6, rtol=1e-6)
+
+
+def test_inplane_tap_reaches_neighbouring_positions_of_the_chosen_slices_only():
+    conv = DirectionalZConv(channels=1, z_context=1, forward=True, inplane=3)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[1, 1, 2, 0] = 1.0  # the previous slice, one voxel to the right
+    x = torch.zeros(1, 5, 7, 7, 1)
+    x[0, 2, 3, 4, 0] = 1.0  # slice 2, (y, x) = (3, 4)
+    out = conv(x)[0, ..., 0]
+    assert out[3, 3, 3] == 1.0  # slice 3 sees slice 2 at x + 1
+    assert out.abs().sum() == 1.0  # nothing else: not the current slice, not the next one
+
+
+def test_inplane_mixer_is_identity_at_init_and_needs_maps():
+    torch.manual_seed(0)
+    mixer = BidirectionalZMixer(feat_dim=6, depth=2, z_context=2, inplane=3)
+    h = torch.randn(1, 8, 5, 5, 6)
+    assert torch.equal(mixer(h), h)
+    with pytest.raises(ValueError, match="maps"):
+        mixer(torch.randn(1, 8, 6))
+    with pytest.raises(ValueError, match="odd"):
+        BidirectionalZMixer(feat_dim=6, inplane=2)

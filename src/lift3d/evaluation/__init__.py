@@ -46,13 +46,19 @@ from lift3d.evaluation.paired import (
     summarise,
 )
 from lift3d.evaluation.results import evaluate_folder, to_csv, to_json, write_results
-from lift3d.evaluation.tables import compare_summaries, comparison_rows, format_summary
+from lift3d.evaluation.tables import (
+    arms_table,
+    compare_summaries,
+    comparison_rows,
+    format_summary,
+)
 
 __all__ = [
     "COHERENCE_METRICS",
     "EVAL_ENCODER_STEPS",
     "IMAGE_METRICS",
     "EvalDescriptor",
+    "arms_table",
     "compare_summaries",
     "compare_to_floor",
     "comparison_rows",

@@ -268,3 +268,42 @@ def compare_summaries(
             "sample count; 1 = as close to the references as real data (diversity: as diverse)"
         )
     return "\n".join(lines)
+
+
+def arms_table(results: dict[str, dict[str, Any]], metrics: Sequence[str] | None = None) -> str:
+    """Several evaluations side by side (e.g. 2D, 2.5D, LiFT): one column per arm, mean ± std
+    over cases, the best arm of each metric named in the last column.
+
+    Args:
+        results: arm label -> evaluate JSON dict (or just its ``summary``), in column order.
+        metrics: rows, in order; default the metrics every arm has, in the first arm's order.
+
+    Returns:
+        A plain-text table (with the phantom note when any result is from phantoms).
+    """
+    if not results:
+        raise ValueError("arms_table needs at least one result")
+    labels = list(results)
+    summaries = {k: v.get("summary", v) for k, v in results.items()}
+    if metrics is None:
+        first = summaries[labels[0]]
+        metrics = [m for m in _metric_names(first) if all(m in s for s in summaries.values())]
+    rows = []
+    for name in metrics:
+        values = {k: finite(s.get(name)) for k, s in summaries.items()}
+        if all(v is None for v in values.values()):
+            continue
+        best: list[str] = []
+        for label, value in values.items():
+            if value is None:
+                continue
+            if not best or _better(name, values[best[0]], value) == 1:
+                best = [label]
+            elif _better(name, values[best[0]], value) == 0:
+                best.append(label)
+        no_side = _better(name, 0.0, 1.0) is None
+        winner = "" if no_side or len(best) == len(labels) else " = ".join(best)
+        rows.append([name, *(_mean_std(summaries[k], name) for k in labels), winner])
+    lines = [PHANTOM_NOTE] if any(r.get("phantom") for r in results.values()) else []
+    lines.append(_table(["metric", *labels, "best"], rows))
+    return "\n".join(lines)

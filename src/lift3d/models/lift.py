@@ -38,6 +38,7 @@ class TranslationModel(nn.Module):
         mixer_depth: blocks per mixer.
         z_context: slices seen on each side by one mixer block.
         mixer_hidden: mixer block width as a fraction of the feature channels.
+        mixer_inplane: in-plane kernel of each mixer z-tap (odd; 0: pointwise taps).
         use_mixer: default for `forward`; False gives the no-mapper ablation.
         chunk_size: default z-chunk (core slices) for `forward`; None processes whole volumes.
         context_slices: k source slices on each side given to F as extra channels (2.5D input);
@@ -51,6 +52,7 @@ class TranslationModel(nn.Module):
         mixer_depth: int = 2,
         z_context: int = 4,
         mixer_hidden: float = 1.0,
+        mixer_inplane: int = 0,
         use_mixer: bool = True,
         chunk_size: int | None = None,
         context_slices: int = 0,
@@ -75,6 +77,7 @@ class TranslationModel(nn.Module):
                 depth=mixer_depth,
                 z_context=z_context,
                 hidden_dim=max(1, round(c * mixer_hidden)),
+                inplane=mixer_inplane,
             )
             for c in points[:mixer_levels]
         )

@@ -76,7 +76,8 @@ def build_translation_model(
         use_mixer: False builds the no-mapper ablation default (mixers present but unused).
         **overrides: replace registry options (``channels``, ``res_blocks``, ``mixer_levels``,
             ``mixer_depth``,
-            ``z_context``, ``mixer_hidden``, ``chunk_size``, ``context_slices``: k neighbouring
+            ``z_context``, ``mixer_hidden``, ``mixer_inplane`` (in-plane kernel of each mixer
+            z-tap, 0 = pointwise), ``chunk_size``, ``context_slices``: k neighbouring
             slices on each side as extra input channels, F then takes C * (2k + 1)); None
             values are ignored.
 
@@ -91,6 +92,7 @@ def build_translation_model(
     opts = {"res_blocks": 0, **TRANSLATION_SIZES[size]}
     opts["chunk_size"] = None
     opts["context_slices"] = 0
+    opts.setdefault("mixer_inplane", 0)
     for key, value in overrides.items():
         if key not in opts:
             raise ValueError(f"unknown translation model option {key!r}")
@@ -135,7 +137,7 @@ def check_translation_model_config(cfg: TranslateConfig) -> None:
 
     Raises:
         InputError: naming the config key: unknown size, ``model.context_slices`` negative or
-            not below the slice count ``data.shape[0]``.
+            not below the slice count ``data.shape[0]``, an even ``model.mixer_inplane``.
     """
     m = cfg.model
     if m.size not in TRANSLATION_SIZES:
@@ -150,6 +152,11 @@ def check_translation_model_config(cfg: TranslateConfig) -> None:
         raise InputError(
             f"config key 'model.context_slices': must be in 0..{depth - 1} (below the "
             f"{depth} slices of data.shape), got {m.context_slices}"
+        )
+    if m.mixer_inplane and m.mixer_inplane % 2 == 0:
+        raise InputError(
+            f"config key 'model.mixer_inplane': must be odd (an in-plane kernel) or 0, got "
+            f"{m.mixer_inplane}"
         )
 
 
@@ -172,6 +179,7 @@ def translation_model_from_config(cfg: TranslateConfig, use_mixer: bool = True) 
             mixer_depth=m.mixer_depth,
             z_context=m.z_context,
             mixer_hidden=m.mixer_hidden,
+            mixer_inplane=m.mixer_inplane,
             chunk_size=m.chunk_size or None,
             context_slices=m.context_slices,
         )

@@ -8,8 +8,11 @@ are joined, projected and added back as a zero-initialised residual, ``h'_d = h_
 initialisation the mixer is exactly the identity, so training starts from the per-slice
 translator F.
 
-Everything except the z-convolutions is pointwise in (d, y, x), so the receptive field along z is
-finite, ``depth * z_context`` slices on each side; that makes overlapping z-chunk inference exact
+With ``inplane=k > 0`` each z-tap also has its own k x k in-plane kernel (a directional depthwise
+3D convolution, kernel (z_context + 1) x k x k): a slice can then be compared with its neighbours
+*at nearby in-plane positions*, which a pointwise tap cannot do, e.g. to undo the in-plane
+displacement between the two packages of an interleaved 2D MR stack. Everything else is pointwise
+in (d, y, x), and in-plane kernels see whole slices, so the receptive field along z is finite, ``depth * z_context`` slices on each side; that makes overlapping z-chunk inference exact
 (`lift3d.models.lift.TranslationModel`). Channels-last layout keeps the pointwise projections
 plain matrix products, which is several times faster on CPU than 1x1x1 `Conv3d`.
 """
@@ -26,20 +29,30 @@ class DirectionalZConv(nn.Module):
 
     ``forward=True``: ``out[d] = b + sum_j w_j * x[d - j]``, j = 0..z_context (earlier slices);
     ``forward=False``: ``out[d] = b + sum_j w_j * x[d + j]`` (later slices).
+    With ``inplane=k > 0`` each ``w_j`` is a k x k in-plane kernel (zero padding in plane) and
+    the input must be per-slice maps (B, D, h, w, E).
     """
 
-    def __init__(self, channels: int, z_context: int, forward: bool) -> None:
+    def __init__(self, channels: int, z_context: int, forward: bool, inplane: int = 0) -> None:
         super().__init__()
+        if inplane < 0 or (inplane and inplane % 2 == 0):
+            raise ValueError(f"in-plane mixer kernel must be 0 or odd, got {inplane}")
         self.z_context = z_context
         self.causal = forward
-        weight = 0.02 * torch.randn(z_context + 1, channels)
-        weight[0] += 1.0  # start near the identity tap; the zero-init projection keeps M(h) = 0
+        self.inplane = inplane
+        taps = (z_context + 1, inplane, inplane) if inplane else (z_context + 1,)
+        weight = 0.02 * torch.randn(*taps, channels)
+        # start near the identity tap; the zero-init projection keeps M(h) = 0
+        centre = (0, inplane // 2, inplane // 2) if inplane else (0,)
+        weight[centre] += 1.0
         self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, D, ..., E) -> (B, D, ..., E)."""
         z, depth = self.z_context, x.shape[1]
+        if self.inplane:
+            return self._forward_3d(x)
         pad = [0, 0] * (x.dim() - 2) + ([z, 0] if self.causal else [0, z])
         xp = F.pad(x, pad)  # (B, D + z, ..., E); pad lists dims last-first
         out = self.bias.expand_as(x)
@@ -48,17 +61,32 @@ class DirectionalZConv(nn.Module):
             out = torch.addcmul(out, xp[:, start : start + depth], self.weight[j])
         return out
 
+    def _forward_3d(self, x: Tensor) -> Tensor:
+        if x.dim() != 5:
+            raise ValueError(
+                f"an in-plane mixer kernel needs (B, D, h, w, E) maps, got {x.dim()}-D"
+            )
+        z, k = self.z_context, self.inplane
+        xc = x.permute(0, 4, 1, 2, 3)  # (B, E, D, h, w)
+        xc = F.pad(xc, (0, 0, 0, 0, z, 0) if self.causal else (0, 0, 0, 0, 0, z))
+        # conv3d correlates: out[d] = sum_t W[t] xp[d + t]; causal xp[d + t] = x[d + t - z], so
+        # W[t] = w_{z - t}; anti-causal xp[d + t] = x[d + t], W[t] = w_t
+        w = self.weight.flip(0) if self.causal else self.weight  # (z + 1, k, k, E)
+        w = w.permute(3, 0, 1, 2).unsqueeze(1)  # (E, 1, z + 1, k, k)
+        out = F.conv3d(xc, w, self.bias, padding=(0, k // 2, k // 2), groups=x.shape[-1])
+        return out.permute(0, 2, 3, 4, 1)  # (B, D, h, w, E)
+
 
 class ZMixerBlock(nn.Module):
     """LayerNorm -> in-projection -> forward and backward z-convolutions -> GELU ->
     out-projection (zero-initialised) -> residual. All but the z-convolutions are pointwise."""
 
-    def __init__(self, feat_dim: int, hidden_dim: int, z_context: int) -> None:
+    def __init__(self, feat_dim: int, hidden_dim: int, z_context: int, inplane: int = 0) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(feat_dim)
         self.proj_in = nn.Linear(feat_dim, hidden_dim)
-        self.fwd = DirectionalZConv(hidden_dim, z_context, forward=True)
-        self.bwd = DirectionalZConv(hidden_dim, z_context, forward=False)
+        self.fwd = DirectionalZConv(hidden_dim, z_context, forward=True, inplane=inplane)
+        self.bwd = DirectionalZConv(hidden_dim, z_context, forward=False, inplane=inplane)
         self.proj_out = nn.Linear(2 * hidden_dim, feat_dim)
         # Zero-init output projection: training starts exactly at the per-slice (no-mapper) model.
         nn.init.zeros_(self.proj_out.weight)
@@ -78,10 +106,16 @@ class BidirectionalZMixer(nn.Module):
         depth: number of blocks.
         z_context: slices seen on each side by one block.
         hidden_dim: width inside a block (default: ``feat_dim``).
+        inplane: in-plane kernel of each z-tap (odd; 0: pointwise taps, the plain mixer).
     """
 
     def __init__(
-        self, feat_dim: int, depth: int = 2, z_context: int = 4, hidden_dim: int | None = None
+        self,
+        feat_dim: int,
+        depth: int = 2,
+        z_context: int = 4,
+        hidden_dim: int | None = None,
+        inplane: int = 0,
     ) -> None:
         super().__init__()
         if depth < 1:
@@ -92,7 +126,9 @@ class BidirectionalZMixer(nn.Module):
         self.depth = depth
         self.z_context = z_context
         hidden = hidden_dim or feat_dim
-        self.blocks = nn.ModuleList(ZMixerBlock(feat_dim, hidden, z_context) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            ZMixerBlock(feat_dim, hidden, z_context, inplane) for _ in range(depth)
+        )
 
     @property
     def receptive_field(self) -> int:
