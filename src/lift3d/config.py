@@ -250,11 +250,15 @@ class GenModelConfig:
 
     size: str = "small"  # tiny | small | base (lift3d.models.generation.GENERATION_SIZES)
     modalities: list[str] = field(default_factory=lambda: ["t1n"])  # all four: joint C=4
+    # 0: G draws pixels; c > 0: G draws a (c, H/4, W/4) latent map decoded by a slice
+    # autoencoder trained in the encoder stage (lift3d.models.slice_generator.SliceAutoencoder)
+    generator_latent: int = 0
 
     RETIRED: ClassVar[dict[str, Any]] = {"encoder_objective": "denoise"}
     CHECKS: ClassVar[dict[str, Check]] = {
         "size": one_of(*GENERATION_SIZE_NAMES),
         "modalities": NON_EMPTY,
+        "generator_latent": NON_NEGATIVE,
     }
 
 

@@ -188,3 +188,31 @@ def test_mapper_training_keeps_encoder_and_generator_frozen():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(not torch.equal(a, b) for a, b in zip(mapper_before, model.mapper.parameters()))
+
+
+@pytest.mark.parametrize("size", [(16, 16), (60, 62), (7, 9)])
+def test_slice_autoencoder_shapes_and_latent_range(size):
+    from lift3d.models.slice_generator import SliceAutoencoder
+
+    ae = SliceAutoencoder(2, latent_channels=3, width=8)
+    x = torch.rand(4, 2, *size)
+    z = ae.encode(x)
+    assert z.shape == (4, 3, *SliceAutoencoder.latent_size(size))
+    assert z.abs().max() <= 1
+    rec = ae.decode(z, size)
+    assert rec.shape == x.shape and 0 <= rec.min() <= rec.max() <= 1
+    ae.reconstruction_loss(x).backward()
+    assert all(p.grad is not None for p in ae.parameters())
+
+
+def test_latent_generator_decodes_through_its_autoencoder():
+    torch.manual_seed(0)
+    gen = SliceGenerator(8, 1, (32, 32), width=16, latent_channels=4)
+    assert gen.sizes[-1] == (8, 8)  # the stack draws the (32 / 4)^2 latent map
+    w, s = torch.randn(3, 8), torch.rand(3)
+    out = gen(w, s)
+    assert out.shape == (3, 1, 32, 32) and 0 <= out.min() <= out.max() <= 1
+    with torch.no_grad():  # another decoder, another slice from the same latent map
+        gen.autoencoder.dec_high[-1].bias.add_(1.0)
+    assert not torch.allclose(gen(w, s), out)
+    assert SliceGenerator(8, 1, (32, 32), width=16).autoencoder is None

@@ -291,3 +291,29 @@ def test_train_mapper_stage_alone_with_previews(phantom_brats_dir, tmp_path):
     assert [r["step"] for r in val] == [2, 4] and all(r["zgrad_ratio"] > 0 for r in val)
     last = json.loads((run / "logs/mapper.jsonl").read_text().splitlines()[-1])
     assert "ed_coronal_incr" in last and np.isfinite(last["loss"])
+
+
+def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_after(
+    phantom_brats_dir, tmp_path
+):
+    """model.generator_latent: the encoder stage trains E and G's slice autoencoder together
+    (its reconstruction loss logged, a preview row), the generator stage trains only G's
+    latent stack, and samples decode through the autoencoder."""
+    run = tmp_path / "run"
+    cfg, data, engine, model, before = _stage_setup(
+        phantom_brats_dir, run, "model.generator_latent=3", "train.val_every=2"
+    )
+    assert model.generator.autoencoder.latent_channels == 3
+    previews = Previews.for_run(run, data, engine)
+    train_encoder(cfg, engine, model, data.volumes, previews)
+    assert _changed(model, before, "encoder") and _changed(model, before, "generator.autoencoder")
+    last = json.loads((run / "logs/encoder.jsonl").read_text().splitlines()[-1])
+    assert last["recon_l1"] > 0 and last["pretext"] > 0
+    val = json.loads((run / "logs/encoder_val.jsonl").read_text().splitlines()[-1])
+    assert val["autoencoder_l1"] > 0
+    after_encoder = {k: v.clone() for k, v in model.state_dict().items()}
+    train_generator(cfg, engine, model, data.volumes, previews)
+    assert _changed(model, after_encoder, "generator.blocks")
+    assert not _changed(model, after_encoder, "generator.autoencoder")
+    samples = model.sample(2, torch.Generator().manual_seed(0))
+    assert samples.shape == (2, 1, *model.shape) and 0 <= samples.min() <= samples.max() <= 1

@@ -144,8 +144,10 @@ def build_generation(
     channels: int,
     shape: Sequence[int],
     encoder_objective: str = "denoise",
+    generator_latent: int = 0,
 ) -> GenerationModel:
-    """Build E, G, T for a size name (see `GENERATION_SIZES`)."""
+    """Build E, G, T for a size name (see `GENERATION_SIZES`); ``generator_latent=c > 0``: G
+    draws c-channel latent maps for a slice autoencoder's decoder (`SliceGenerator`)."""
     if size not in GENERATION_SIZES:
         raise ValueError(
             f"unknown generation model size {size!r}; one of {sorted(GENERATION_SIZES)}"
@@ -153,6 +155,12 @@ def build_generation(
     spec = GENERATION_SIZES[size]
     d, h, w = (int(s) for s in shape)
     encoder = SliceEncoder(channels, spec["widths"], objective=encoder_objective)  # type: ignore[arg-type]
-    generator = SliceGenerator(spec["latent"], channels, (h, w), width=spec["width"])  # type: ignore[arg-type]
+    generator = SliceGenerator(
+        spec["latent"],  # type: ignore[arg-type]
+        channels,
+        (h, w),
+        width=spec["width"],  # type: ignore[arg-type]
+        latent_channels=generator_latent,
+    )
     mapper = TrajectoryMapper(spec["latent"], d, hidden=spec["hidden"], layers=spec["layers"])  # type: ignore[arg-type]
     return GenerationModel(encoder, generator, mapper, (d, h, w))

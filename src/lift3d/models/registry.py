@@ -115,6 +115,7 @@ def build_generation_model(
     channels: int,
     shape: tuple[int, int, int],
     encoder_objective: str = "denoise",
+    generator_latent: int = 0,
 ) -> nn.Module:
     """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
     mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.
@@ -124,12 +125,19 @@ def build_generation_model(
         channels: C (1 modality, or the four BraTS modalities jointly).
         shape: model grid (D, H, W).
         encoder_objective: ``denoise`` | ``masked`` (E's self-supervised objective).
+        generator_latent: 0, or the latent channels of G's slice autoencoder.
 
     Raises:
         ValueError: unknown size.
     """
 
-    return build_generation(size, channels, shape, encoder_objective=encoder_objective)
+    return build_generation(
+        size,
+        channels,
+        shape,
+        encoder_objective=encoder_objective,
+        generator_latent=generator_latent,
+    )
 
 
 def check_translation_model_config(cfg: TranslateConfig) -> None:
@@ -194,4 +202,5 @@ def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
         cfg.model.size,
         len(cfg.model.modalities),
         tuple(int(s) for s in cfg.data.shape),
+        generator_latent=cfg.model.generator_latent,
     )

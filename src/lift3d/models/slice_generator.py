@@ -5,6 +5,12 @@ pass. The default is a small convolutional generator (a constant-free StyleGAN-l
 the code and a depth embedding set the first feature map and modulate every block) trained with
 the drifting objective in the encoder's feature space. Any one-step differentiable generator with
 a latent input fits the interface ``generate(noise, cond) -> (N, C, H, W)``.
+
+With ``latent_channels=c > 0`` the stack draws a small latent map (c, H/4, W/4) instead of
+pixels, and the decoder of a slice autoencoder (`SliceAutoencoder`, trained beforehand to
+reconstruct real slices and then frozen) turns it into the slice: the decoder supplies the
+sharp edges and texture it learned from real slices, and the drifting loss only has to place
+the small latent (the "autoencoder decoder" generator of METHOD.md, "Components").
 """
 
 from __future__ import annotations
@@ -56,6 +62,82 @@ class _ModBlock(nn.Module):
         return F.silu(h)
 
 
+def _gn(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+class SliceAutoencoder(nn.Module):
+    """Deterministic 2D autoencoder: slice (C, H, W) in [0, 1] <-> latent map (c, ~H/4, ~W/4)
+    in [-1, 1] (tanh). Trained with an L1 reconstruction loss (`reconstruction_loss`).
+
+    Args:
+        channels: slice channels C.
+        latent_channels: c.
+        width: channels at full resolution (2x width at 1/2 and 1/4).
+    """
+
+    FACTOR = 4
+
+    def __init__(self, channels: int = 1, latent_channels: int = 4, width: int = 32) -> None:
+        super().__init__()
+        self.channels = channels
+        self.latent_channels = latent_channels
+        w, w2 = width, 2 * width
+        self.enc = nn.Sequential(
+            nn.Conv2d(channels, w, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(w, w2, 3, stride=2, padding=1),
+            _gn(w2),
+            nn.SiLU(),
+            nn.Conv2d(w2, w2, 3, padding=1),
+            _gn(w2),
+            nn.SiLU(),
+            nn.Conv2d(w2, w2, 3, stride=2, padding=1),
+            _gn(w2),
+            nn.SiLU(),
+            nn.Conv2d(w2, latent_channels, 1),
+        )
+        self.dec_low = nn.Sequential(
+            nn.Conv2d(latent_channels, w2, 3, padding=1),
+            _gn(w2),
+            nn.SiLU(),
+            nn.Conv2d(w2, w2, 3, padding=1),
+            _gn(w2),
+            nn.SiLU(),
+        )
+        self.dec_mid = nn.Sequential(
+            nn.Conv2d(w2, w, 3, padding=1), _gn(w), nn.SiLU(), nn.Conv2d(w, w, 3, padding=1)
+        )
+        self.dec_high = nn.Sequential(
+            _gn(w),
+            nn.SiLU(),
+            nn.Conv2d(w, w, 3, padding=1),
+            nn.SiLU(),
+            nn.Conv2d(w, channels, 3, padding=1),
+        )
+
+    @staticmethod
+    def latent_size(size: tuple[int, int]) -> tuple[int, int]:
+        """(h, w) of the latent map of an (H, W) slice."""
+        return tuple(math.ceil(math.ceil(n / 2) / 2) for n in size)  # type: ignore[return-value]
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, c, ~H/4, ~W/4) in [-1, 1]."""
+        return torch.tanh(self.enc(x))
+
+    def decode(self, z: Tensor, size: tuple[int, int]) -> Tensor:
+        """(N, c, h, w) latent maps -> (N, C, H, W) slices in [0, 1]."""
+        h = self.dec_low(z)
+        mid = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
+        h = self.dec_mid(F.interpolate(h, size=mid, mode="nearest"))
+        h = self.dec_high(F.interpolate(h, size=size, mode="nearest"))
+        return torch.sigmoid(h)
+
+    def reconstruction_loss(self, x: Tensor) -> Tensor:
+        """L1 between slices and their reconstruction."""
+        return F.l1_loss(self.decode(self.encode(x), tuple(x.shape[-2:])), x)
+
+
 class SliceGenerator(nn.Module):
     """Convolutional generator from (w, s) to an (C, H, W) slice in [0, 1].
 
@@ -66,6 +148,9 @@ class SliceGenerator(nn.Module):
         width: channels of the first (coarsest) feature map; halved per block down to 16.
         depth_dim: size of the depth embedding.
         depth_conditioned: feed the depth s (False: G ignores s).
+        latent_channels: 0 = the stack draws pixels; c > 0 = it draws a (c, ~H/4, ~W/4)
+            latent map that the decoder of ``self.autoencoder`` (a `SliceAutoencoder`, trained
+            on real slices before G and frozen with it) turns into the slice.
     """
 
     def __init__(
@@ -76,6 +161,7 @@ class SliceGenerator(nn.Module):
         width: int = 128,
         depth_dim: int = 16,
         depth_conditioned: bool = True,
+        latent_channels: int = 0,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
@@ -83,7 +169,13 @@ class SliceGenerator(nn.Module):
         self.slice_size = (int(slice_size[0]), int(slice_size[1]))
         self.depth_dim = depth_dim
         self.depth_conditioned = depth_conditioned
+        self.latent_channels = latent_channels
+        self.autoencoder = (
+            SliceAutoencoder(out_channels, latent_channels) if latent_channels > 0 else None
+        )
         h, w = self.slice_size
+        if self.autoencoder is not None:
+            h, w = SliceAutoencoder.latent_size(self.slice_size)
         # Blocks until the coarsest map is <= 4 on its shorter side.
         n_up = max(1, int(math.floor(math.log2(max(min(h, w), 4) / 4))))
         self.sizes = [
@@ -103,7 +195,7 @@ class SliceGenerator(nn.Module):
         self.blocks = nn.ModuleList(
             _ModBlock(chans[i], chans[i + 1], 2 * latent_dim) for i in range(n_up)
         )
-        self.head = nn.Conv2d(chans[-1], out_channels, 3, padding=1)
+        self.head = nn.Conv2d(chans[-1], latent_channels or out_channels, 3, padding=1)
         self.chans = chans
 
     def forward(self, w: Tensor, s: Tensor | None = None) -> Tensor:
@@ -130,6 +222,8 @@ class SliceGenerator(nn.Module):
         h = h.contiguous(memory_format=torch.channels_last)
         for block, size in zip(self.blocks, self.sizes[1:]):
             h = block(h, style, size)
+        if self.autoencoder is not None:
+            return self.autoencoder.decode(torch.tanh(self.head(h)), self.slice_size)
         return torch.sigmoid(self.head(h))
 
     def generate(self, noise: Tensor, cond: Tensor | None = None) -> Tensor:

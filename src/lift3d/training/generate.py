@@ -291,6 +291,17 @@ def encoder_step(encoder: nn.Module, batch: dict[str, Any], *, modalities: list[
     return {"loss": encoder.pretext_loss(_channels(batch, modalities))}
 
 
+def encoder_autoencoder_step(
+    pair: nn.ModuleDict, batch: dict[str, Any], *, modalities: list[str]
+) -> dict:
+    """The encoder stage when G decodes through a slice autoencoder: E's pretext loss plus the
+    autoencoder's L1 reconstruction loss, on the same slices."""
+    x = _channels(batch, modalities)
+    pretext = pair["encoder"].pretext_loss(x)
+    recon = pair["autoencoder"].reconstruction_loss(x)
+    return {"loss": pretext + recon, "pretext": pretext.detach(), "recon_l1": recon.detach()}
+
+
 def generator_step(
     generator: nn.Module,
     batch: dict[str, Any],
@@ -416,16 +427,28 @@ class Previews:
         return cls(run_dir / "val", real, torch.device(engine.device), engine.is_main)
 
 
-def encoder_preview(encoder: nn.Module, step: int, *, previews: Previews) -> dict[str, float]:
-    """Corrupt and reconstruct the middle slice of the preview volume."""
+def encoder_preview(
+    encoder: nn.Module,
+    step: int,
+    *,
+    previews: Previews,
+    autoencoder: nn.Module | None = None,
+) -> dict[str, float]:
+    """Corrupt and reconstruct the middle slice of the preview volume (and, when G has a
+    slice autoencoder, its reconstruction of the clean slice)."""
     x = previews.real[:, previews.real.shape[1] // 2][None].to(previews.device)  # (1, C, H, W)
     corrupted = encoder.corrupt(x, torch.Generator().manual_seed(0))
     rec = encoder.reconstruct(corrupted).clamp(0, 1)
+    rows = {"real": x, "corrupted": corrupted.clamp(0, 1), "reconstruction": rec}
+    scores = {"recon_mse": float(F.mse_loss(rec, x))}
+    if autoencoder is not None:
+        ae = autoencoder.decode(autoencoder.encode(x), tuple(x.shape[-2:]))
+        rows["autoencoder"] = ae
+        scores["autoencoder_l1"] = float(F.l1_loss(ae, x))
     if previews.write:
-        rows = {"real": x, "corrupted": corrupted.clamp(0, 1), "reconstruction": rec}
         rows = {k: v[0, 0].float().cpu().numpy()[None].repeat(2, 0) for k, v in rows.items()}
         preview_png(rows, previews.folder / f"encoder_{step:07d}.png", f"encoder step {step}")
-    return {"recon_mse": float(F.mse_loss(rec, x))}
+    return scores
 
 
 def generator_preview(generator: nn.Module, step: int, *, previews: Previews) -> dict[str, float]:
@@ -473,7 +496,8 @@ def train_encoder(
     """Stage ``encoder``: E's pretext task on slices cut along all three model axes.
 
     Slices along H and W are resized to the (H, W) of axial slices. Trains ``model.encoder``
-    in place (resuming from its checkpoints).
+    in place (resuming from its checkpoints), and with it G's slice autoencoder when G has one
+    (``model.generator_latent > 0``: `encoder_autoencoder_step`).
 
     Args:
         cfg: the run's config (``encoder`` section: steps, lr, batch size).
@@ -487,6 +511,27 @@ def train_encoder(
     """
     modalities = list(cfg.model.modalities)
     slices = ConcatDataset([SliceDataset(volumes, axis=a) for a in (0, 1, 2)])
+    autoencoder = model.generator.autoencoder
+    if autoencoder is not None:
+        pair = nn.ModuleDict({"encoder": model.encoder, "autoencoder": autoencoder})
+        preview = None
+        if previews is not None:
+            preview = lambda net, step: encoder_preview(  # noqa: E731
+                net["encoder"], step, previews=previews, autoencoder=net["autoencoder"]
+            )
+        pair = engine.fit(
+            "encoder",
+            pair,
+            torch.optim.Adam(pair.parameters(), lr=cfg.encoder.lr),
+            slices,
+            step_fn=partial(encoder_autoencoder_step, modalities=modalities),
+            max_steps=cfg.encoder.steps,
+            batch_size=cfg.encoder.batch_size,
+            collate_fn=_resize_collate(model.shape[1:], modalities),
+            validate_fn=preview,
+        )
+        model.encoder, model.generator.autoencoder = pair["encoder"], pair["autoencoder"]
+        return model.encoder
     opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.encoder.lr)
     model.encoder = engine.fit(
         "encoder",
@@ -527,6 +572,9 @@ def train_generator(
     encoder = model.encoder.to(torch.device(engine.device)).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
+    if model.generator.autoencoder is not None:  # trained in the encoder stage; frozen here
+        for p in model.generator.autoencoder.parameters():
+            p.requires_grad_(False)
     step = partial(
         generator_step,
         encoder=encoder,
@@ -534,7 +582,8 @@ def train_generator(
         tokens=cfg.generator_tokens,
         thumbnail=cfg.generator_thumbnail,
     )
-    opt = torch.optim.Adam(model.generator.parameters(), lr=cfg.generator.lr, betas=(0.5, 0.99))
+    trainable = [p for p in model.generator.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
     model.generator = engine.fit(
         "generator",
         model.generator,
