@@ -34,12 +34,15 @@ def gflop_per_volume(run: Path, use_mixer: bool) -> float:
     return flops / 8 * BRATS_SLICES / 1e9
 
 
-def arms(context: int) -> dict[str, tuple[int, str]]:
+def arms(context: int) -> dict[str, tuple[str, str]]:
+    """Arm name -> (run tag, mixer or no-mixer): runs ``run-<tag>-s<seed>``, evaluations
+    ``eval-<tag>-<mixer>-s<seed>``."""
     return {
-        "2D": (0, "no-mixer"),
-        "LiFT (2D + mixer)": (0, "mixer"),
-        f"2.5D (k={context})": (context, "no-mixer"),
-        f"LiFT-2.5D (k={context} + mixer)": (context, "mixer"),
+        "2D": ("c0", "no-mixer"),
+        "LiFT (2D + mixer)": ("c0", "mixer"),
+        f"2.5D (k={context})": (f"c{context}", "no-mixer"),
+        f"LiFT-2.5D (k={context} + mixer)": (f"c{context}", "mixer"),
+        "LiFT joint (F + mixer trained together)": ("joint", "mixer"),
     }
 
 
@@ -63,18 +66,20 @@ def main() -> None:
     task = first.get("task", "mr2ct")
     keys = (*METRICS.get(task, METRICS["mr2ct"]), *PLANES)
     rows, raw = [], {}
-    for name, (ctx, mixer) in arms(args.context).items():
+    for name, (tag, mixer) in arms(args.context).items():
         per_seed = []
         for seed in args.seeds:
-            path = out / f"eval-c{ctx}-{mixer}-s{seed}" / "summary.json"
+            path = out / f"eval-{tag}-{mixer}-s{seed}" / "summary.json"
             if path.is_file():
                 summary = json.loads(path.read_text())
                 per_seed.append(summary.get("summary", summary))
-        run = out / f"run-c{ctx}-s{args.seeds[0]}"
+        if not per_seed:
+            continue
+        run = out / f"run-{tag}-s{args.seeds[0]}"
         seconds = [
-            float((out / f"run-c{ctx}-s{s}" / "train_seconds.txt").read_text())
+            float((out / f"run-{tag}-s{s}" / "train_seconds.txt").read_text())
             for s in args.seeds
-            if (out / f"run-c{ctx}-s{s}" / "train_seconds.txt").is_file()
+            if (out / f"run-{tag}-s{s}" / "train_seconds.txt").is_file()
         ]
         cost = gflop_per_volume(run, mixer == "mixer") if run.is_dir() else float("nan")
         values = {k: [float(s[k]) for s in per_seed if s.get(k) is not None] for k in keys}

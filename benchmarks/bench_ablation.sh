@@ -4,13 +4,17 @@
 # 2.5D arm, k neighbouring source slices on each side as input channels), each followed by its
 # z-mixer, translates the held-out cases with and without the mixer and scores them:
 #   2D = F alone, LiFT = F + mixer, 2.5D = F(k) alone, LiFT-2.5D = F(k) + mixer.
-# Then prints the mean +- sd table (benchmarks/ablation_table.py). PHANTOM results.
+# With JOINT=1 also a LiFT model whose F and mixer are trained together from the start (no
+# per-slice stage: STEPS joint steps on random 16-slice chunks, F at the mixer's lr), scored with
+# its mixer (its F alone is no 2D model). Then prints the mean +- sd table
+# (benchmarks/ablation_table.py). PHANTOM results.
 # Usage (venv active, or LIFT3D=.venv/bin/lift3d PYTHON=.venv/bin/python):
 #   benchmarks/bench_ablation.sh TASK OUT [STEPS] [MIXER_STEPS]      TASK: mr2ct | missing
 # Environment: SEEDS="0 1 2" (training seeds), TEST_SEED=2 (held-out phantom seed, 3 cases; the
 # training set is seed 0, 8 cases), CONTEXT=1 (k of the 2.5D arm), KIND=realistic, SHAPE="64 64 64",
 # SPACING="1 1 1", MULTISLICE (realistic kind: see `lift3d phantom --help`), TARGET=t1c (missing:
-# the modality synthesised from the other three), JOBS=1 (training runs at once, 1 thread each).
+# the modality synthesised from the other three), JOBS=1 (training runs at once, 1 thread each),
+# JOINT=0 (1: add the jointly trained LiFT arm).
 set -euo pipefail
 task=${1:?task: mr2ct or missing}
 out=${2:?output folder}
@@ -24,6 +28,7 @@ spacing=${SPACING:-1 1 1}
 shape=${SHAPE:-64 64 64}
 target=${TARGET:-t1c}
 jobs=${JOBS:-1}
+joint=${JOINT:-0}
 lift3d=${LIFT3D:-lift3d}
 python=${PYTHON:-python}
 export OMP_NUM_THREADS=1 # one thread per job on a shared CPU
@@ -47,21 +52,29 @@ for set in "train 0 8" "test $test_seed 3"; do
     --shape $shape --spacing $spacing "${multislice[@]}" --seed "$seed" --out "$out/$name"
 done
 
-train_one() { # seed context
-  local run="$out/run-c$2-s$1"
+train_one() { # seed arm (c0, c<k>: two stages with context k; joint: F and mixer together)
+  local run="$out/run-$2-s$1" sets
   [ -f "$run/model.safetensors" ] && return 0
+  if [ "$2" = joint ]; then
+    sets=(translator.steps=0 mixer.steps="$steps" mixer.z_chunk=16 mixer.freeze_translator=false
+      mixer.translator_lr=0.002 model.context_slices=0)
+  else
+    sets=(translator.steps="$steps" mixer.steps="$mixer_steps" model.context_slices="${2#c}")
+  fi
   local t0=$SECONDS
   $lift3d train translate --task "$task" --data "$out/train" --out "$run" --config "$config" \
-    --seed "$1" --set translator.steps="$steps" mixer.steps="$mixer_steps" \
-    data.val_fraction=0.25 "data.shape=$grid" train.num_threads=1 train.val_every=0 \
-    model.context_slices="$2" >"$out/train-c$2-s$1.log" 2>&1
+    --seed "$1" --set "${sets[@]}" data.val_fraction=0.25 "data.shape=$grid" \
+    train.num_threads=1 train.val_every=0 >"$out/train-$2-s$1.log" 2>&1
   echo $((SECONDS - t0)) >"$run/train_seconds.txt"
 }
 
+arms=(c0 "c$context")
+[ "$joint" = 1 ] && arms+=(joint)
 pids=()
 for seed in $seeds; do
-  for ctx in 0 "$context"; do
-    train_one "$seed" "$ctx" &
+  for arm in "${arms[@]}"; do
+    [ -f "$out/run-$arm-s$seed/model.safetensors" ] && continue # trained: no job slot
+    train_one "$seed" "$arm" &
     pids+=($!)
     if [ "${#pids[@]}" -ge "$jobs" ]; then
       wait "${pids[0]}"
@@ -72,10 +85,12 @@ done
 for pid in "${pids[@]}"; do wait "$pid"; done
 
 for seed in $seeds; do
-  for ctx in 0 "$context"; do
-    run="$out/run-c$ctx-s$seed"
-    for mixer in mixer no-mixer; do
-      arm="c$ctx-$mixer-s$seed"
+  for tag in "${arms[@]}"; do
+    run="$out/run-$tag-s$seed"
+    mixers=(mixer no-mixer)
+    [ "$tag" = joint ] && mixers=(mixer)
+    for mixer in "${mixers[@]}"; do
+      arm="$tag-$mixer-s$seed"
       extra=()
       [ "$mixer" = mixer ] || extra=(--no-mixer)
       [ -d "$out/pred-$arm" ] || $lift3d translate --model "$run" --input "$out/test" \

@@ -202,3 +202,23 @@ def test_25d_arm_trains_and_translates_without_a_flag(phantom_synthrad_dir, tmp_
     ref = read_volume(case / "ct.nii.gz")
     pred = read_volume(out)
     assert pred.same_grid(ref) and np.isfinite(pred.array).all()
+
+
+def test_jointly_trained_model_warns_that_no_mixer_is_not_the_2d_arm(
+    phantom_synthrad_dir, mr2ct_run, tmp_path, capsys
+):
+    """F and mixer trained together (no per-slice stage): the model translates as usual, and
+    `--no-mixer` still writes its output but says on stderr that it is not the 2D ablation;
+    the two-stage model's --no-mixer says nothing."""
+    run = tmp_path / "joint"
+    argv = ["train", "translate", "--task", "mr2ct", "--data", str(phantom_synthrad_dir)]
+    joint = ["translator.steps=0", "mixer.freeze_translator=false", "mixer.translator_lr=0.002"]
+    assert main([*argv, "--out", str(run), *TRAIN_FAST, *joint]) == 0
+    mr = case_dirs(phantom_synthrad_dir)[0] / "mr.nii.gz"
+    capsys.readouterr()
+    for model, name in ((run, "joint"), (mr2ct_run, "two-stage")):
+        out = tmp_path / f"{name}.nii.gz"
+        args = ["translate", "--model", str(model), "--input", str(mr), "--output", str(out)]
+        assert main([*args, "--no-mixer"]) == 0 and out.is_file()
+        err = capsys.readouterr().err
+        assert ("not the per-slice (2D) ablation" in err) == (name == "joint"), name

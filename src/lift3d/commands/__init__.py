@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 
 def add_model_run_arguments(
@@ -16,6 +18,22 @@ def add_model_run_arguments(
         )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     parser.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
+def warn_if_no_mixer_is_not_2d(cfg: Any, model: Any) -> None:
+    """``--no-mixer`` on a model whose translator was trained together with its mixer (no
+    per-slice stage, or F fine-tuned in the mixer stage): its F alone is not the per-slice (2D)
+    ablation, so say so on stderr (the output is still written)."""
+    joint = cfg.translator.steps == 0 or not cfg.mixer.freeze_translator
+    if joint and cfg.mixer.steps > 0:
+        print(
+            f"warning: {model}: the translator was trained together with its z-mixer "
+            f"(translator.steps={cfg.translator.steps}, mixer.freeze_translator="
+            f"{str(cfg.mixer.freeze_translator).lower()}); --no-mixer runs it without the mixer "
+            "it was trained with, which is not the per-slice (2D) ablation: train a model with "
+            "mixer.steps=0 for that",
+            file=sys.stderr,
+        )
 
 
 def add_precision_arguments(parser: argparse.ArgumentParser) -> None:

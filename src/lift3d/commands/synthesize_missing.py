@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from lift3d.commands import add_model_run_arguments, add_precision_arguments
+from lift3d.commands import (
+    add_model_run_arguments,
+    add_precision_arguments,
+    warn_if_no_mixer_is_not_2d,
+)
 
 HELP = (
     "Find the one missing modality (t1n, t1c, t2w or t2f) of a BraTS case folder and synthesise "
@@ -71,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(
             f"model is a {bundle.task} model, not a missing-modality model", args.model
         )
+    if args.no_mixer:
+        warn_if_no_mixer_is_not_2d(bundle.cfg, args.model)
     vol = translate_case(bundle, case, target, use_mixer=not args.no_mixer)
     write_volume(vol, out, overwrite=args.overwrite, require_finite=True)
     print(f"wrote {out} (synthesised {target})")

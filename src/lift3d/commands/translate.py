@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from lift3d.commands import add_model_run_arguments, add_precision_arguments
+from lift3d.commands import (
+    add_model_run_arguments,
+    add_precision_arguments,
+    warn_if_no_mixer_is_not_2d,
+)
 
 HELP = (
     "Translate with a model from 'lift3d train translate'. File mode (mr2ct): --input mr.nii.gz "
@@ -98,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size,
     )
     use_mixer = not args.no_mixer
+    if not use_mixer:
+        warn_if_no_mixer_is_not_2d(bundle.cfg, args.model)
     target = args.target
     if target is not None and bundle.target is not None:
         raise InputError(f"--target applies to missing-modality models; this one is {bundle.task}")
