@@ -368,8 +368,15 @@ class GenerateConfig:
     # thumbnail x thumbnail intensity image (finer = more structure seen by the loss).
     generator_tokens: int = 2
     generator_thumbnail: int = 8
+    # ... and the mean absolute voxel-to-voxel differences pooled to edges x edges cells (0:
+    # none), which see voxel-scale patterns (stripes, texture) that pooling hides.
+    generator_edges: int = 0
 
-    CHECKS: ClassVar[dict[str, Check]] = {"generator_tokens": COUNT, "generator_thumbnail": COUNT}
+    CHECKS: ClassVar[dict[str, Check]] = {
+        "generator_tokens": COUNT,
+        "generator_thumbnail": COUNT,
+        "generator_edges": NON_NEGATIVE,
+    }
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,
         "generator_batches": "slices",

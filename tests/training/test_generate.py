@@ -148,6 +148,24 @@ def test_generator_feature_sets_shapes():
     assert set(sets) == {"scale0", "scale1", "scale2", "pixels"}
     assert sets["scale0"].shape == (6, 4, 4) and sets["pixels"].shape == (6, 1, 16)
     assert "pixels" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32), thumbnail=0)
+    assert "edges" not in sets
+
+
+def test_edge_features_see_stripes_that_pooling_hides():
+    """Vertical stripes and a flat slice of the same mean: equal thumbnails and 8x8 pooled
+    encoder inputs, but the "edges" set tells them apart (and along the right axis)."""
+    from lift3d.models.encoder import SliceEncoder
+
+    enc = SliceEncoder(1, (4, 8))
+    flat = torch.full((1, 1, 16, 16), 0.5)
+    stripes = torch.zeros(1, 1, 16, 16)
+    stripes[..., ::2] = 1.0  # columns alternate 1, 0
+    a = slice_feature_sets(enc, flat, thumbnail=4, edges=2)
+    b = slice_feature_sets(enc, stripes, thumbnail=4, edges=2)
+    torch.testing.assert_close(a["pixels"], b["pixels"])
+    assert a["edges"].shape == (1, 1, 8) and torch.count_nonzero(a["edges"]) == 0
+    dy, dx = b["edges"][0, 0, :4], b["edges"][0, 0, 4:]
+    assert torch.all(dy == 0) and torch.allclose(dx, torch.ones(4))
 
 
 @pytest.mark.parametrize(

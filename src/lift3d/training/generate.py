@@ -202,14 +202,18 @@ def _resize_collate(size: tuple[int, int], modalities: list[str]):
 
 
 def slice_feature_sets(
-    encoder: Any, x: Tensor, tokens: int = 2, thumbnail: int = 8
+    encoder: Any, x: Tensor, tokens: int = 2, thumbnail: int = 8, edges: int = 0
 ) -> dict[str, Tensor]:
     """Feature sets of slices for G's drifting loss (no depth channel).
 
     Returns:
         name -> (N, L, C_s): one set per encoder scale, average-pooled to ``tokens x tokens``
-        cells (capped at the map size), one location per cell, and "pixels" (one location: the
-        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values; 0: none).
+        cells (capped at the map size), one location per cell; "pixels" (one location: the
+        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values; 0: none); and "edges"
+        (one location: the mean absolute voxel-to-voxel difference along each in-plane axis,
+        pooled to ``edges x edges`` cells, 2 edges^2 C values; 0: none). Average pooling hides
+        voxel-scale patterns such as stripes from the encoder tokens and the thumbnail; the
+        edge set sees how much a slice changes from voxel to voxel, and where.
     """
     sets: dict[str, Tensor] = {}
     for i, f in enumerate(encoder.features(x)):
@@ -217,6 +221,10 @@ def slice_feature_sets(
         sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, grid).flatten(2).transpose(1, 2)
     if thumbnail:
         sets["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)[:, None]
+    if edges:
+        dy = F.adaptive_avg_pool2d((x[..., 1:, :] - x[..., :-1, :]).abs(), edges)
+        dx = F.adaptive_avg_pool2d((x[..., :, 1:] - x[..., :, :-1]).abs(), edges)
+        sets["edges"] = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)[:, None]
     return sets
 
 
@@ -227,6 +235,7 @@ def generator_feature_sets(
     depth_scale: dict[str, Tensor] | None,
     tokens: int = 2,
     thumbnail: int = 8,
+    edges: int = 0,
 ) -> dict[str, Tensor]:
     """Feature sets of slices for G's drifting loss, depth appended to every token.
 
@@ -238,12 +247,13 @@ def generator_feature_sets(
         tokens: each encoder scale is average-pooled to ``tokens x tokens`` cells (capped at
             the map size), one location per cell.
         thumbnail: side of the intensity thumbnail.
+        edges: side of the pooled voxel-difference grid (0: no "edges" set).
 
     Returns:
-        name -> (N, L, C_s + 1): one set per encoder scale (tokens^2 locations) and "pixels"
-        (one location: the thumbnail, thumbnail^2 C values).
+        name -> (N, L, C_s + 1): one set per encoder scale (tokens^2 locations), "pixels"
+        (one location: the thumbnail, thumbnail^2 C values) and "edges" (`slice_feature_sets`).
     """
-    sets = slice_feature_sets(encoder, x, tokens, thumbnail)
+    sets = slice_feature_sets(encoder, x, tokens, thumbnail, edges)
     out = {}
     for name, t in sets.items():
         scale = 1.0 if depth_scale is None else depth_scale[name]
@@ -258,6 +268,7 @@ def depth_scales(
     weight: float,
     tokens: int = 2,
     thumbnail: int = 8,
+    edges: int = 0,
 ) -> dict[str, Tensor]:
     """Depth-channel scale per set: `weight` x the typical real feature distance, so slices a
     fraction 1/weight of the volume apart are as far apart as two typical slices."""
@@ -269,6 +280,7 @@ def depth_scales(
             None,
             tokens,
             thumbnail,
+            edges,
         )
         scales = {}
         for name, t in sets.items():
@@ -310,6 +322,7 @@ def generator_step(
     modalities: list[str],
     tokens: int,
     thumbnail: int,
+    edges: int = 0,
 ) -> dict[str, Any]:
     """G's drifting loss: one generated slice per real slice, at the same depth.
 
@@ -320,6 +333,7 @@ def generator_step(
         modalities: the channels, in order.
         tokens: pooled encoder cells per side.
         thumbnail: side of the intensity thumbnail.
+        edges: side of the pooled voxel-difference grid (0: none).
 
     Returns:
         ``{"loss", "ed_<set>": energy distance per feature set}``.
@@ -327,10 +341,10 @@ def generator_step(
     real = _channels(batch, modalities)
     depth = batch["depth"].float()
     fake = generator(torch.randn(real.shape[0], generator.latent_dim, device=real.device), depth)
-    scales = depth_scales(encoder, real, GENERATOR_DEPTH_WEIGHT, tokens, thumbnail)
-    g_sets = generator_feature_sets(encoder, fake, depth, scales, tokens, thumbnail)
+    scales = depth_scales(encoder, real, GENERATOR_DEPTH_WEIGHT, tokens, thumbnail, edges)
+    g_sets = generator_feature_sets(encoder, fake, depth, scales, tokens, thumbnail, edges)
     with torch.no_grad():
-        r_sets = generator_feature_sets(encoder, real, depth, scales, tokens, thumbnail)
+        r_sets = generator_feature_sets(encoder, real, depth, scales, tokens, thumbnail, edges)
     loss, parts = drifting_loss_sets(g_sets, r_sets)
     return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
@@ -581,6 +595,7 @@ def train_generator(
         modalities=list(cfg.model.modalities),
         tokens=cfg.generator_tokens,
         thumbnail=cfg.generator_thumbnail,
+        edges=cfg.generator_edges,
     )
     trainable = [p for p in model.generator.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
