@@ -372,8 +372,9 @@ def run_context_arm(out: Path, *, quick: bool = False, threads: int = 1) -> dict
         "(model.context_slices=1), no mixer. dz_mae / dz_corr compare the slice-to-slice "
         "changes with the reference's, zgrad_ratio is best at 1. The demo's basic phantom has "
         "unambiguous slices; on the realistic phantom with interleaved 2D MR, where a 2D model "
-        "flickers, 2.5D beats LiFT on every score (BENCHMARKS.md, 'Translation on the "
-        "phantom', three training seeds)."
+        "flickers, 2.5D beats this two-stage LiFT on every score, and LiFT with F and mixer "
+        "trained together from the start beat 2.5D for two of three training seeds "
+        "(BENCHMARKS.md, 'Translation on the phantom')."
     )
     return {"mr2ct_eval_2.5d": ev / "summary.json"}
 
