@@ -37,7 +37,9 @@ def test_quick_demo_runs_every_step(tmp_path, capsys, jobs):
     assert "msssim_diversity_reference" in printed and "needs --medicalnet PATH" in printed
     # The quick config models the phantoms' own 32^3 grid: no second (model-grid) scoring.
     assert "scored on the model grid" not in printed
-    assert sorted(p.name for p in evals.iterdir() if p.is_dir()) == ["mapper", "no-mapper"]
+    # (and the real sets' score cache beside the shared evaluation encoder)
+    folders = sorted(p.name for p in evals.iterdir() if p.is_dir())
+    assert folders == ["eval_encoder.scores", "mapper", "no-mapper"]
     assert (out / "runs" / "generate" / "report.html").is_file()
     # Both arms were scored with one evaluation encoder: one evaluation trained and saved it,
     # the other loaded that file.
