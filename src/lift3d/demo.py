@@ -164,6 +164,65 @@ def _sizes(quick: bool) -> tuple[str, str, list[str]]:
     return ("4", "2", ["32", "32", "32"]) if quick else ("16", "4", ["64"] * 3)
 
 
+def _train_mr2ct(step: str, data: Path, run: Path, config: str, threads: int, *sets: str) -> None:
+    """`lift3d train translate --task mr2ct` on the demo's SynthRAD-layout training phantoms."""
+    _run(
+        step,
+        [
+            "train",
+            "translate",
+            "--task",
+            "mr2ct",
+            "--data",
+            str(data / "synthrad_train"),
+            "--out",
+            str(run),
+            "--config",
+            config,
+            "--set",
+            f"train.num_threads={threads}",
+            *sets,
+        ],
+    )
+
+
+def _translate_and_score(
+    label: str, data: Path, run: Path, pred: Path, ev: Path, extra: list[str]
+) -> Path:
+    """`lift3d translate` the held-out phantoms with `run` into `pred` (plus `extra` flags) and
+    `lift3d evaluate` them into `ev`; returns the summary JSON."""
+    _run(
+        f"translate ({label})",
+        [
+            "translate",
+            "--model",
+            str(run),
+            "--input",
+            str(data / "synthrad_test"),
+            "--output",
+            str(pred),
+            *extra,
+        ],
+    )
+    _run(
+        f"evaluate ({label})",
+        [
+            "evaluate",
+            "--task",
+            "mr2ct",
+            "--pred",
+            str(pred),
+            "--ref",
+            str(data / "synthrad_test"),
+            "--out",
+            str(ev),
+            "--label",
+            label,
+        ],
+    )
+    return ev / "summary.json"
+
+
 def run_translation(out: Path, *, quick: bool = False, threads: int = 1) -> dict[str, Path]:
     """Steps 1-5: the SynthRAD-layout phantoms, the MR -> CT model and its mixer ablation."""
     import torch
@@ -214,57 +273,12 @@ def run_translation(out: Path, *, quick: bool = False, threads: int = 1) -> dict
 
     # 3-5. paired translation, MR -> CT
     run = out / "runs" / "mr2ct"
-    _run(
-        "train translate",
-        [
-            "train",
-            "translate",
-            "--task",
-            "mr2ct",
-            "--data",
-            str(data / "synthrad_train"),
-            "--out",
-            str(run),
-            "--config",
-            tr_cfg,
-            "--set",
-            f"train.num_threads={threads}",
-        ],
-    )
+    _train_mr2ct("train translate", data, run, tr_cfg, threads)
     results = {}
     for variant, extra in (("mixer", []), ("no-mixer", ["--no-mixer"])):
         pred = out / "predictions" / f"mr2ct_{variant}"
-        _run(
-            f"translate ({variant})",
-            [
-                "translate",
-                "--model",
-                str(run),
-                "--input",
-                str(data / "synthrad_test"),
-                "--output",
-                str(pred),
-                *extra,
-            ],
-        )
         ev = run / "eval" / variant
-        _run(
-            f"evaluate ({variant})",
-            [
-                "evaluate",
-                "--task",
-                "mr2ct",
-                "--pred",
-                str(pred),
-                "--ref",
-                str(data / "synthrad_test"),
-                "--out",
-                str(ev),
-                "--label",
-                variant,
-            ],
-        )
-        results[variant] = ev / "summary.json"
+        results[variant] = _translate_and_score(variant, data, run, pred, ev, extra)
     paths["mr2ct_eval_mixer"] = results["mixer"]
     paths["mr2ct_eval_no_mixer"] = results["no-mixer"]
     _print_comparison(
@@ -308,60 +322,21 @@ def run_context_arm(out: Path, *, quick: bool = False, threads: int = 1) -> dict
     tr_cfg = _config("translate_tiny.yaml" if quick else "translate_demo.yaml")
     run = out / "runs" / "mr2ct_2.5d"
     print("\n--- MR->CT, 2.5D arm (one neighbouring slice on each side as input) ---", flush=True)
-    _run(
+    _train_mr2ct(
         "train translate (2.5D)",
-        [
-            "train",
-            "translate",
-            "--task",
-            "mr2ct",
-            "--data",
-            str(data / "synthrad_train"),
-            "--out",
-            str(run),
-            "--config",
-            tr_cfg,
-            "--set",
-            f"train.num_threads={threads}",
-            "model.context_slices=1",
-            "mixer.steps=0",
-        ],
+        data,
+        run,
+        tr_cfg,
+        threads,
+        "model.context_slices=1",
+        "mixer.steps=0",
     )
     pred = out / "predictions" / "mr2ct_2.5d"
-    _run(
-        "translate (2.5D)",
-        [
-            "translate",
-            "--model",
-            str(run),
-            "--input",
-            str(data / "synthrad_test"),
-            "--output",
-            str(pred),
-            "--no-mixer",
-        ],
-    )
-    ev = run / "eval"
-    _run(
-        "evaluate (2.5D)",
-        [
-            "evaluate",
-            "--task",
-            "mr2ct",
-            "--pred",
-            str(pred),
-            "--ref",
-            str(data / "synthrad_test"),
-            "--out",
-            str(ev),
-            "--label",
-            "2.5D",
-        ],
-    )
+    summary = _translate_and_score("2.5D", data, run, pred, run / "eval", ["--no-mixer"])
     lift_evals = out / "runs" / "mr2ct" / "eval"
     arms = {
         "2D": lift_evals / "no-mixer" / "summary.json",
-        "2.5D": ev / "summary.json",
+        "2.5D": summary,
         "LiFT (2D + mixer)": lift_evals / "mixer" / "summary.json",
     }
     print("\nMR->CT on held-out PHANTOM cases: 2D, 2.5D and LiFT (mean ± sd over cases)")
@@ -376,7 +351,7 @@ def run_context_arm(out: Path, *, quick: bool = False, threads: int = 1) -> dict
         "trained together from the start beat 2.5D for two of three training seeds "
         "(BENCHMARKS.md, 'Translation on the phantom')."
     )
-    return {"mr2ct_eval_2.5d": ev / "summary.json"}
+    return {"mr2ct_eval_2.5d": summary}
 
 
 def generation_paths(out: Path) -> dict[str, Path]:

@@ -26,7 +26,8 @@ from lift3d.errors import InputError
 OBJECTIVES = ("denoise", "masked")
 
 
-def _norm(ch: int) -> nn.GroupNorm:
+def group_norm(ch: int) -> nn.GroupNorm:
+    """GroupNorm with up to 8 groups (the small 2D networks of E and G's autoencoder)."""
     return nn.GroupNorm(min(8, ch), ch)
 
 
@@ -35,10 +36,10 @@ class _Down(nn.Module):
         super().__init__()
         self.block = nn.Sequential(
             nn.Conv2d(cin, cout, 3, stride=2, padding=1),
-            _norm(cout),
+            group_norm(cout),
             nn.SiLU(),
             nn.Conv2d(cout, cout, 3, padding=1),
-            _norm(cout),
+            group_norm(cout),
             nn.SiLU(),
         )
 
@@ -74,7 +75,7 @@ class SliceEncoder(nn.Module):
         self.downs = nn.ModuleList(_Down(a, b) for a, b in zip(chans[:-1], chans[1:]))
         ups = []
         for a, b in zip(reversed(chans[2:]), reversed(chans[1:-1])):
-            ups.append(nn.Sequential(nn.Conv2d(a + b, b, 3, padding=1), _norm(b), nn.SiLU()))
+            ups.append(nn.Sequential(nn.Conv2d(a + b, b, 3, padding=1), group_norm(b), nn.SiLU()))
         self.ups = nn.ModuleList(ups)
         self.head = nn.Conv2d(self.widths[0], in_channels, 3, padding=1)
 

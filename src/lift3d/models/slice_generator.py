@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lift3d.models.encoder import group_norm
+
 
 def depth_embedding(s: Tensor, dim: int) -> Tensor:
     """Sinusoidal embedding of normalised depth.
@@ -62,10 +64,6 @@ class _ModBlock(nn.Module):
         return F.silu(h)
 
 
-def _gn(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(min(8, channels), channels)
-
-
 class SliceAutoencoder(nn.Module):
     """Deterministic 2D autoencoder: slice (C, H, W) in [0, 1] <-> latent map (c, ~H/4, ~W/4)
     in [-1, 1] (tanh). Trained with an L1 reconstruction loss (`reconstruction_loss`).
@@ -87,29 +85,29 @@ class SliceAutoencoder(nn.Module):
             nn.Conv2d(channels, w, 3, padding=1),
             nn.SiLU(),
             nn.Conv2d(w, w2, 3, stride=2, padding=1),
-            _gn(w2),
+            group_norm(w2),
             nn.SiLU(),
             nn.Conv2d(w2, w2, 3, padding=1),
-            _gn(w2),
+            group_norm(w2),
             nn.SiLU(),
             nn.Conv2d(w2, w2, 3, stride=2, padding=1),
-            _gn(w2),
+            group_norm(w2),
             nn.SiLU(),
             nn.Conv2d(w2, latent_channels, 1),
         )
         self.dec_low = nn.Sequential(
             nn.Conv2d(latent_channels, w2, 3, padding=1),
-            _gn(w2),
+            group_norm(w2),
             nn.SiLU(),
             nn.Conv2d(w2, w2, 3, padding=1),
-            _gn(w2),
+            group_norm(w2),
             nn.SiLU(),
         )
         self.dec_mid = nn.Sequential(
-            nn.Conv2d(w2, w, 3, padding=1), _gn(w), nn.SiLU(), nn.Conv2d(w, w, 3, padding=1)
+            nn.Conv2d(w2, w, 3, padding=1), group_norm(w), nn.SiLU(), nn.Conv2d(w, w, 3, padding=1)
         )
         self.dec_high = nn.Sequential(
-            _gn(w),
+            group_norm(w),
             nn.SiLU(),
             nn.Conv2d(w, w, 3, padding=1),
             nn.SiLU(),
