@@ -253,12 +253,16 @@ class GenModelConfig:
     # 0: G draws pixels; c > 0: G draws a (c, H/4, W/4) latent map decoded by a slice
     # autoencoder trained in the encoder stage (lift3d.models.slice_generator.SliceAutoencoder)
     generator_latent: int = 0
+    # how G's blocks double their maps: nearest (2x2 copies: a grid of the coarse cells) or
+    # bilinear (lift3d.models.slice_generator.SliceGenerator)
+    generator_upsample: str = "nearest"
 
     RETIRED: ClassVar[dict[str, Any]] = {"encoder_objective": "denoise"}
     CHECKS: ClassVar[dict[str, Check]] = {
         "size": one_of(*GENERATION_SIZE_NAMES),
         "modalities": NON_EMPTY,
         "generator_latent": NON_NEGATIVE,
+        "generator_upsample": one_of("nearest", "bilinear"),
     }
 
 
@@ -371,11 +375,26 @@ class GenerateConfig:
     # ... and the mean absolute voxel-to-voxel differences pooled to edges x edges cells (0:
     # none), which see voxel-scale patterns (stripes, texture) that pooling hides.
     generator_edges: int = 0
+    # ... and, for a latent G (model.generator_latent > 0), its latent map against the
+    # autoencoder's codes of real slices, cut into latent_cells x latent_cells cells (one
+    # location each, unpooled; 0: none): keeps G's codes where the frozen decoder was trained.
+    generator_latent_cells: int = 0
+    # what a latent G's slices are compared with: "slices" (the real slices) or
+    # "reconstructions" (the real slices through the frozen autoencoder): G then matches what
+    # its decoder can draw, instead of reaching for detail it cannot draw (acquisition noise,
+    # fine texture) with codes off the decoder's training set, which it renders as a grid
+    generator_targets: str = "slices"
+    # std of the noise added to the autoencoder's latent while it trains (latent G only; 0:
+    # none): its decoder then renders codes near the real ones as real-looking slices
+    autoencoder_noise: float = 0.0
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "generator_tokens": COUNT,
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
+        "generator_latent_cells": NON_NEGATIVE,
+        "autoencoder_noise": NON_NEGATIVE,
+        "generator_targets": one_of("slices", "reconstructions"),
     }
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,

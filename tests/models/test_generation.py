@@ -203,6 +203,9 @@ def test_slice_autoencoder_shapes_and_latent_range(size):
     assert rec.shape == x.shape and 0 <= rec.min() <= rec.max() <= 1
     ae.reconstruction_loss(x).backward()
     assert all(p.grad is not None for p in ae.parameters())
+    torch.manual_seed(1)
+    noisy = ae.reconstruction_loss(x, noise=0.5)
+    assert noisy.item() != pytest.approx(ae.reconstruction_loss(x).item())
 
 
 def test_latent_generator_decodes_through_its_autoencoder():
@@ -215,4 +218,21 @@ def test_latent_generator_decodes_through_its_autoencoder():
     with torch.no_grad():  # another decoder, another slice from the same latent map
         gen.autoencoder.dec_high[-1].bias.add_(1.0)
     assert not torch.allclose(gen(w, s), out)
-    assert SliceGenerator(8, 1, (32, 32), width=16).autoencoder is None
+    torch.testing.assert_close(gen.decode(gen.latent(w, s)), gen(w, s))
+    assert gen.latent(w, s).shape == (3, 4, 8, 8)
+    pixel = SliceGenerator(8, 1, (32, 32), width=16)
+    assert pixel.autoencoder is None
+    with pytest.raises(ValueError, match="no latent map"):
+        pixel.latent(w, s)
+
+
+def test_upsampling_mode_is_a_weightless_option():
+    """model.generator_upsample changes how G's blocks double their maps, not its weights."""
+    torch.manual_seed(0)
+    w, s = torch.randn(2, 8), torch.rand(2)
+    near = SliceGenerator(8, 1, (32, 32), width=16)
+    bil = SliceGenerator(8, 1, (32, 32), width=16, upsample="bilinear")
+    bil.load_state_dict(near.state_dict())  # same weights: only the upsampling differs
+    assert not torch.allclose(near(w, s), bil(w, s))
+    with pytest.raises(ValueError, match="upsample"):
+        SliceGenerator(8, 1, (32, 32), upsample="cubic")

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from matplotlib import pyplot as plt
 
 from lift3d.config import MAPPER_LR_FINAL_RATIO, DetailConfig, GenerateConfig, load_config
 from lift3d.errors import InputError
@@ -17,8 +18,10 @@ from lift3d.models.registry import generation_model_from_config
 from lift3d.training.engine import Engine
 from lift3d.training.generate import (
     Previews,
+    SliceFeatures,
     check_same_grid,
     cosine_factor,
+    latent_cell_tokens,
     load_training_data,
     slice_feature_sets,
     train_encoder,
@@ -144,11 +147,34 @@ def test_generator_feature_sets_shapes():
     from lift3d.models.encoder import SliceEncoder
 
     enc = SliceEncoder(1, (4, 8, 16))
-    sets = slice_feature_sets(enc, torch.rand(6, 1, 32, 32), tokens=2, thumbnail=4)
+    sets = slice_feature_sets(enc, torch.rand(6, 1, 32, 32), SliceFeatures(tokens=2, thumbnail=4))
     assert set(sets) == {"scale0", "scale1", "scale2", "pixels"}
     assert sets["scale0"].shape == (6, 4, 4) and sets["pixels"].shape == (6, 1, 16)
-    assert "pixels" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32), thumbnail=0)
+    no_thumb = SliceFeatures(thumbnail=0, latent_cells=2)
+    assert "pixels" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32), no_thumb)
+    assert "latent" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32), no_thumb)
     assert "edges" not in sets
+
+
+def test_latent_cell_tokens_cut_the_map_into_patches_in_row_major_order():
+    z = torch.arange(2 * 2 * 4 * 4, dtype=torch.float32).reshape(2, 2, 4, 4)
+    t = latent_cell_tokens(z, 2)
+    assert t.shape == (2, 4, 2 * 2 * 2)
+    # token 1 = the top-right 2x2 patch of both channels
+    torch.testing.assert_close(
+        t[0, 1], torch.cat([z[0, 0, :2, 2:].flatten(), z[0, 1, :2, 2:].flatten()])
+    )
+    torch.testing.assert_close(
+        t[1, 2], torch.cat([z[1, 0, 2:, :2].flatten(), z[1, 1, 2:, :2].flatten()])
+    )
+    assert latent_cell_tokens(torch.ones(1, 1, 5, 5), 2).shape == (1, 4, 9)  # padded to 6x6
+    assert latent_cell_tokens(z, 1).shape == (2, 1, 32)  # the whole map, one token
+
+
+def test_latent_cells_need_a_latent_generator(phantom_brats_dir, tmp_path):
+    cfg = tiny_config(phantom_brats_dir, "generator_latent_cells=2")
+    with pytest.raises(InputError, match="generator_latent_cells needs a latent generator"):
+        train_generation(cfg, tmp_path / "run")
 
 
 def test_edge_features_see_stripes_that_pooling_hides():
@@ -160,8 +186,9 @@ def test_edge_features_see_stripes_that_pooling_hides():
     flat = torch.full((1, 1, 16, 16), 0.5)
     stripes = torch.zeros(1, 1, 16, 16)
     stripes[..., ::2] = 1.0  # columns alternate 1, 0
-    a = slice_feature_sets(enc, flat, thumbnail=4, edges=2)
-    b = slice_feature_sets(enc, stripes, thumbnail=4, edges=2)
+    spec = SliceFeatures(thumbnail=4, edges=2)
+    a = slice_feature_sets(enc, flat, spec)
+    b = slice_feature_sets(enc, stripes, spec)
     torch.testing.assert_close(a["pixels"], b["pixels"])
     assert a["edges"].shape == (1, 1, 8) and torch.count_nonzero(a["edges"]) == 0
     dy, dx = b["edges"][0, 0, :4], b["edges"][0, 0, 4:]
@@ -319,7 +346,12 @@ def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_a
     latent stack, and samples decode through the autoencoder."""
     run = tmp_path / "run"
     cfg, data, engine, model, before = _stage_setup(
-        phantom_brats_dir, run, "model.generator_latent=3", "train.val_every=2"
+        phantom_brats_dir,
+        run,
+        "model.generator_latent=3",
+        "generator_latent_cells=2",
+        "model.generator_upsample=bilinear",
+        "train.val_every=2",
     )
     assert model.generator.autoencoder.latent_channels == 3
     previews = Previews.for_run(run, data, engine)
@@ -329,9 +361,14 @@ def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_a
     assert last["recon_l1"] > 0 and last["pretext"] > 0
     val = json.loads((run / "logs/encoder_val.jsonl").read_text().splitlines()[-1])
     assert val["autoencoder_l1"] > 0
+    # the preview shows one slice per plane (4 rows x 3 columns of full slices, not strips)
+    png = plt.imread(sorted((run / "val").glob("encoder_*.png"))[-1])
+    assert png.shape[1] > 400 and png.shape[0] > 600
     after_encoder = {k: v.clone() for k, v in model.state_dict().items()}
     train_generator(cfg, engine, model, data.volumes, previews)
     assert _changed(model, after_encoder, "generator.blocks")
     assert not _changed(model, after_encoder, "generator.autoencoder")
+    last = json.loads((run / "logs/generator.jsonl").read_text().splitlines()[-1])
+    assert "ed_latent" in last  # G's codes drifted against the autoencoder's codes
     samples = model.sample(2, torch.Generator().manual_seed(0))
     assert samples.shape == (2, 1, *model.shape) and 0 <= samples.min() <= samples.max() <= 1

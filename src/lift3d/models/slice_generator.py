@@ -43,11 +43,15 @@ def depth_embedding(s: Tensor, dim: int) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-class _ModBlock(nn.Module):
-    """Upsample x2, conv, norm, FiLM from the style vector, SiLU."""
+UPSAMPLE_MODES = ("nearest", "bilinear")
 
-    def __init__(self, cin: int, cout: int, style_dim: int) -> None:
+
+class _ModBlock(nn.Module):
+    """Upsample x2 (nearest or bilinear), conv, norm, FiLM from the style vector, SiLU."""
+
+    def __init__(self, cin: int, cout: int, style_dim: int, upsample: str = "nearest") -> None:
         super().__init__()
+        self.upsample = upsample
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.norm = nn.GroupNorm(min(8, cout), cout, affine=False)
@@ -57,7 +61,10 @@ class _ModBlock(nn.Module):
         nn.init.zeros_(self.film.bias)
 
     def forward(self, h: Tensor, style: Tensor, size: tuple[int, int]) -> Tensor:
-        h = F.interpolate(h, size=size, mode="nearest")
+        if self.upsample == "nearest":
+            h = F.interpolate(h, size=size, mode="nearest")
+        else:
+            h = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
         h = F.silu(self.conv1(h))
         scale, shift = self.film(style)[:, :, None, None].chunk(2, dim=1)
         h = self.norm(self.conv2(h)) * (1 + scale) + shift
@@ -131,9 +138,19 @@ class SliceAutoencoder(nn.Module):
         h = self.dec_high(F.interpolate(h, size=size, mode="nearest"))
         return torch.sigmoid(h)
 
-    def reconstruction_loss(self, x: Tensor) -> Tensor:
-        """L1 between slices and their reconstruction."""
-        return F.l1_loss(self.decode(self.encode(x), tuple(x.shape[-2:])), x)
+    def reconstruction_loss(self, x: Tensor, noise: float = 0.0) -> Tensor:
+        """L1 between slices and their reconstruction.
+
+        Args:
+            x: (N, C, H, W) slices in [0, 1].
+            noise: std of Gaussian noise added to the latent before decoding (clipped to
+                [-1, 1]): the decoder learns to turn codes near the real ones into real-looking
+                slices, so a generator's imperfect codes decode without artefacts.
+        """
+        z = self.encode(x)
+        if noise > 0:
+            z = (z + noise * torch.randn_like(z)).clamp(-1.0, 1.0)
+        return F.l1_loss(self.decode(z, tuple(x.shape[-2:])), x)
 
 
 class SliceGenerator(nn.Module):
@@ -149,6 +166,9 @@ class SliceGenerator(nn.Module):
         latent_channels: 0 = the stack draws pixels; c > 0 = it draws a (c, ~H/4, ~W/4)
             latent map that the decoder of ``self.autoencoder`` (a `SliceAutoencoder`, trained
             on real slices before G and frozen with it) turns into the slice.
+        upsample: how each block doubles its map: ``nearest`` copies every cell into a 2x2
+            block, which leaves a grid of the coarse cells that the convolutions must undo (in
+            a latent map the decoder renders it as a stripe grid); ``bilinear`` interpolates.
     """
 
     def __init__(
@@ -160,8 +180,11 @@ class SliceGenerator(nn.Module):
         depth_dim: int = 16,
         depth_conditioned: bool = True,
         latent_channels: int = 0,
+        upsample: str = "nearest",
     ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         self.latent_dim = latent_dim
         self.out_channels = out_channels
         self.slice_size = (int(slice_size[0]), int(slice_size[1]))
@@ -191,7 +214,7 @@ class SliceGenerator(nn.Module):
         h0, w0 = self.sizes[0]
         self.stem = nn.Linear(2 * latent_dim, chans[0] * h0 * w0)
         self.blocks = nn.ModuleList(
-            _ModBlock(chans[i], chans[i + 1], 2 * latent_dim) for i in range(n_up)
+            _ModBlock(chans[i], chans[i + 1], 2 * latent_dim, upsample) for i in range(n_up)
         )
         self.head = nn.Conv2d(chans[-1], latent_channels or out_channels, 3, padding=1)
         self.chans = chans
@@ -206,6 +229,25 @@ class SliceGenerator(nn.Module):
         Returns:
             (N, C, H, W) slices in [0, 1].
         """
+        out = self._stack(w, s)
+        if self.autoencoder is not None:
+            return self.decode(torch.tanh(out))
+        return torch.sigmoid(out)
+
+    def latent(self, w: Tensor, s: Tensor | None = None) -> Tensor:
+        """The (N, c, h, w) latent maps in [-1, 1] that `forward` decodes (latent G only)."""
+        if self.autoencoder is None:
+            raise ValueError("this generator draws pixels: it has no latent map")
+        return torch.tanh(self._stack(w, s))
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(N, c, h, w) latent maps in [-1, 1] -> (N, C, H, W) slices (latent G only)."""
+        if self.autoencoder is None:
+            raise ValueError("this generator draws pixels: it has no decoder")
+        return self.autoencoder.decode(z, self.slice_size)
+
+    def _stack(self, w: Tensor, s: Tensor | None) -> Tensor:
+        """The stack's raw head output: pixel logits, or the latent map before tanh."""
         if self.depth_conditioned:
             if s is None:
                 raise ValueError("this generator is depth-conditioned: pass s")
@@ -220,9 +262,7 @@ class SliceGenerator(nn.Module):
         h = h.contiguous(memory_format=torch.channels_last)
         for block, size in zip(self.blocks, self.sizes[1:]):
             h = block(h, style, size)
-        if self.autoencoder is not None:
-            return self.autoencoder.decode(torch.tanh(self.head(h)), self.slice_size)
-        return torch.sigmoid(self.head(h))
+        return self.head(h)
 
     def generate(self, noise: Tensor, cond: Tensor | None = None) -> Tensor:
         """The generic 2D-generator interface: ``noise`` = w, ``cond`` = depth s."""

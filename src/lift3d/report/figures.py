@@ -71,12 +71,34 @@ def preview_png(
         labels: column titles of the D, H and W cuts.
         aspect: matplotlib ``imshow`` aspect (None: square pixels).
     """
-    fig = Figure(figsize=(6.3, 2.1 * len(rows) + 0.4), dpi=80)
-    axes = fig.subplots(len(rows), 3, squeeze=False)
-    for r, (name, vol) in enumerate(rows.items()):
+    cuts = {}
+    for name, vol in rows.items():
         d, h, w = vol.shape
-        cuts = [vol[d // 2], vol[:, h // 2], vol[:, :, w // 2]]
-        for c, img in enumerate(cuts):
+        cuts[name] = [vol[d // 2], vol[:, h // 2], vol[:, :, w // 2]]
+    return slices_png(cuts, path, title, labels, aspect)
+
+
+def slices_png(
+    rows: Mapping[str, Sequence[np.ndarray]],
+    path: Path,
+    title: str = "",
+    labels: Sequence[str] = PLANES,
+    aspect: str | None = None,
+) -> Path:
+    """PNG grid of 2D images in [0, 1]: one row per name, one column per label.
+
+    Args:
+        rows: row name -> its images (as many as `labels`).
+        path: PNG to write (atomically; parent folders are created).
+        title: figure title.
+        labels: column titles.
+        aspect: matplotlib ``imshow`` aspect (None: square pixels).
+    """
+    cols = len(labels)
+    fig = Figure(figsize=(2.1 * cols, 2.1 * len(rows) + 0.4), dpi=80)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (name, images) in enumerate(rows.items()):
+        for c, img in enumerate(images):
             ax = axes[r, c]
             ax.imshow(img, cmap="gray", vmin=0, vmax=1, origin="lower", aspect=aspect)
             ax.set_xticks([])

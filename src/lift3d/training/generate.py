@@ -57,7 +57,7 @@ from lift3d.model_folder import (
     update_run_json,
 )
 from lift3d.models.registry import generation_model_from_config
-from lift3d.report.figures import preview_png
+from lift3d.report.figures import preview_png, slices_png
 from lift3d.training.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,13 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         raise InputError(
             f"mapper.lr_schedule must be 'constant' or 'cosine', got {mc.lr_schedule!r}"
         )
+    for key, needs in (
+        ("generator_latent_cells", cfg.generator_latent_cells),
+        ("generator_targets: reconstructions", cfg.generator_targets == "reconstructions"),
+        ("autoencoder_noise", cfg.autoencoder_noise),
+    ):
+        if needs and not cfg.model.generator_latent:
+            raise InputError(f"{key} needs a latent generator (model.generator_latent > 0)")
     dc = cfg.detail
     if dc.enabled and (dc.cases < 1 or dc.samples < 1):
         raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
@@ -201,59 +208,96 @@ def _resize_collate(size: tuple[int, int], modalities: list[str]):
 # ------------------------------------------------------------------ generator features
 
 
+@dataclass(frozen=True)
+class SliceFeatures:
+    """Which feature sets G's drifting loss compares (the ``generator_*`` config keys).
+
+    Attributes:
+        tokens: each encoder scale average-pooled to ``tokens x tokens`` cells, one location
+            per cell.
+        thumbnail: side of the intensity thumbnail (0: none).
+        edges: side of the pooled voxel-difference grid (0: none).
+        latent_cells: a latent G's map (and the autoencoder's codes of real slices) cut into
+            ``latent_cells x latent_cells`` cells (0: none).
+        reconstructions: a latent G's slices are compared with the real slices passed through
+            its frozen autoencoder (``generator_targets: reconstructions``), not the slices.
+    """
+
+    tokens: int = 2
+    thumbnail: int = 8
+    edges: int = 0
+    latent_cells: int = 0
+    reconstructions: bool = False
+
+    @classmethod
+    def from_config(cls, cfg: GenerateConfig) -> SliceFeatures:
+        return cls(
+            cfg.generator_tokens,
+            cfg.generator_thumbnail,
+            cfg.generator_edges,
+            cfg.generator_latent_cells,
+            cfg.generator_targets == "reconstructions",
+        )
+
+
 def slice_feature_sets(
-    encoder: Any, x: Tensor, tokens: int = 2, thumbnail: int = 8, edges: int = 0
+    encoder: Any, x: Tensor, spec: SliceFeatures, latent: Tensor | None = None
 ) -> dict[str, Tensor]:
     """Feature sets of slices for G's drifting loss (no depth channel).
+
+    Args:
+        encoder: the frozen slice encoder E.
+        x: (N, C, H, W) slices.
+        spec: which sets.
+        latent: (N, c, h, w) latent maps of the slices (a latent G's, or the autoencoder's
+            codes of real slices), or None (no "latent" set).
 
     Returns:
         name -> (N, L, C_s): one set per encoder scale, average-pooled to ``tokens x tokens``
         cells (capped at the map size), one location per cell; "pixels" (one location: the
-        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values; 0: none); and "edges"
-        (one location: the mean absolute voxel-to-voxel difference along each in-plane axis,
-        pooled to ``edges x edges`` cells, 2 edges^2 C values; 0: none). Average pooling hides
-        voxel-scale patterns such as stripes from the encoder tokens and the thumbnail; the
-        edge set sees how much a slice changes from voxel to voxel, and where.
+        ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values); "edges" (one
+        location: the mean absolute voxel-to-voxel difference along each in-plane axis, pooled
+        to ``edges x edges`` cells, 2 edges^2 C values); and "latent" (`latent_cell_tokens`).
+        Average pooling hides voxel-scale patterns such as stripes from the encoder tokens and
+        the thumbnail; the edge set sees how much a slice changes from voxel to voxel, and
+        where; the latent set sees a latent G's codes where the frozen decoder reads them.
     """
     sets: dict[str, Tensor] = {}
     for i, f in enumerate(encoder.features(x)):
-        grid = (min(tokens, f.shape[-2]), min(tokens, f.shape[-1]))
+        grid = (min(spec.tokens, f.shape[-2]), min(spec.tokens, f.shape[-1]))
         sets[f"scale{i}"] = F.adaptive_avg_pool2d(f, grid).flatten(2).transpose(1, 2)
-    if thumbnail:
-        sets["pixels"] = F.adaptive_avg_pool2d(x, thumbnail).flatten(1)[:, None]
-    if edges:
-        dy = F.adaptive_avg_pool2d((x[..., 1:, :] - x[..., :-1, :]).abs(), edges)
-        dx = F.adaptive_avg_pool2d((x[..., :, 1:] - x[..., :, :-1]).abs(), edges)
+    if spec.thumbnail:
+        sets["pixels"] = F.adaptive_avg_pool2d(x, spec.thumbnail).flatten(1)[:, None]
+    if spec.edges:
+        dy = F.adaptive_avg_pool2d((x[..., 1:, :] - x[..., :-1, :]).abs(), spec.edges)
+        dx = F.adaptive_avg_pool2d((x[..., :, 1:] - x[..., :, :-1]).abs(), spec.edges)
         sets["edges"] = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)[:, None]
+    if latent is not None and spec.latent_cells:
+        sets["latent"] = latent_cell_tokens(latent, spec.latent_cells)
     return sets
 
 
-def generator_feature_sets(
-    encoder: Any,
-    x: Tensor,
-    depth: Tensor,
-    depth_scale: dict[str, Tensor] | None,
-    tokens: int = 2,
-    thumbnail: int = 8,
-    edges: int = 0,
+def latent_cell_tokens(z: Tensor, cells: int) -> Tensor:
+    """(N, c, h, w) maps -> (N, cells^2, c * ph * pw): the map cut into a cells x cells grid of
+    (ph, pw) patches (the map zero-padded to a multiple of `cells` on each side), one token per
+    patch, in row-major order; every value is kept (no pooling)."""
+    n, c, h, w = z.shape
+    ph, pw = -(-h // cells), -(-w // cells)
+    z = F.pad(z, (0, pw * cells - w, 0, ph * cells - h))
+    z = z.reshape(n, c, cells, ph, cells, pw).permute(0, 2, 4, 1, 3, 5)
+    return z.reshape(n, cells * cells, c * ph * pw)
+
+
+def with_depth(
+    sets: dict[str, Tensor], depth: Tensor, depth_scale: dict[str, Tensor] | None
 ) -> dict[str, Tensor]:
-    """Feature sets of slices for G's drifting loss, depth appended to every token.
+    """Append the normalised depth to every token: (N, L, C_s) -> (N, L, C_s + 1).
 
     Args:
-        encoder: frozen SliceEncoder.
-        x: (N, C, H, W) slices.
+        sets: `slice_feature_sets` output.
         depth: (N,) normalised depths.
-        depth_scale: per-set multiplier of the depth channel (from the real batch), or None.
-        tokens: each encoder scale is average-pooled to ``tokens x tokens`` cells (capped at
-            the map size), one location per cell.
-        thumbnail: side of the intensity thumbnail.
-        edges: side of the pooled voxel-difference grid (0: no "edges" set).
-
-    Returns:
-        name -> (N, L, C_s + 1): one set per encoder scale (tokens^2 locations), "pixels"
-        (one location: the thumbnail, thumbnail^2 C values) and "edges" (`slice_feature_sets`).
+        depth_scale: per-set multiplier of the depth channel (`depth_scales`), or None (1).
     """
-    sets = slice_feature_sets(encoder, x, tokens, thumbnail, edges)
     out = {}
     for name, t in sets.items():
         scale = 1.0 if depth_scale is None else depth_scale[name]
@@ -262,29 +306,14 @@ def generator_feature_sets(
     return out
 
 
-def depth_scales(
-    encoder: Any,
-    real: Tensor,
-    weight: float,
-    tokens: int = 2,
-    thumbnail: int = 8,
-    edges: int = 0,
-) -> dict[str, Tensor]:
-    """Depth-channel scale per set: `weight` x the typical real feature distance, so slices a
-    fraction 1/weight of the volume apart are as far apart as two typical slices."""
+def depth_scales(sets: dict[str, Tensor], weight: float) -> dict[str, Tensor]:
+    """Depth-channel scale per set from the real batch's `slice_feature_sets`: `weight` x the
+    typical real feature distance, so slices a fraction 1/weight of the volume apart are as far
+    apart as two typical slices."""
     with torch.no_grad():
-        sets = generator_feature_sets(
-            encoder,
-            real,
-            torch.zeros(real.shape[0], device=real.device),
-            None,
-            tokens,
-            thumbnail,
-            edges,
-        )
         scales = {}
         for name, t in sets.items():
-            feats = t[..., :-1].transpose(0, 1)  # (L, N, C)
+            feats = t.transpose(0, 1)  # (L, N, C)
             scales[name] = weight * torch.cdist(feats, feats).mean().clamp_min(1e-6)
         return scales
 
@@ -304,13 +333,13 @@ def encoder_step(encoder: nn.Module, batch: dict[str, Any], *, modalities: list[
 
 
 def encoder_autoencoder_step(
-    pair: nn.ModuleDict, batch: dict[str, Any], *, modalities: list[str]
+    pair: nn.ModuleDict, batch: dict[str, Any], *, modalities: list[str], noise: float = 0.0
 ) -> dict:
     """The encoder stage when G decodes through a slice autoencoder: E's pretext loss plus the
-    autoencoder's L1 reconstruction loss, on the same slices."""
+    autoencoder's L1 reconstruction loss (latent noise std `noise`), on the same slices."""
     x = _channels(batch, modalities)
     pretext = pair["encoder"].pretext_loss(x)
-    recon = pair["autoencoder"].reconstruction_loss(x)
+    recon = pair["autoencoder"].reconstruction_loss(x, noise)
     return {"loss": pretext + recon, "pretext": pretext.detach(), "recon_l1": recon.detach()}
 
 
@@ -320,9 +349,7 @@ def generator_step(
     *,
     encoder: nn.Module,
     modalities: list[str],
-    tokens: int,
-    thumbnail: int,
-    edges: int = 0,
+    features: SliceFeatures,
 ) -> dict[str, Any]:
     """G's drifting loss: one generated slice per real slice, at the same depth.
 
@@ -331,20 +358,29 @@ def generator_step(
         batch: ``{"<mod>": (B, 1, H, W), "depth": (B,)}`` axial slices.
         encoder: the frozen E whose features the loss compares.
         modalities: the channels, in order.
-        tokens: pooled encoder cells per side.
-        thumbnail: side of the intensity thumbnail.
-        edges: side of the pooled voxel-difference grid (0: none).
+        features: the feature sets (``features.latent_cells`` needs a latent G).
 
     Returns:
         ``{"loss", "ed_<set>": energy distance per feature set}``.
     """
     real = _channels(batch, modalities)
     depth = batch["depth"].float()
-    fake = generator(torch.randn(real.shape[0], generator.latent_dim, device=real.device), depth)
-    scales = depth_scales(encoder, real, GENERATOR_DEPTH_WEIGHT, tokens, thumbnail, edges)
-    g_sets = generator_feature_sets(encoder, fake, depth, scales, tokens, thumbnail, edges)
+    w = torch.randn(real.shape[0], generator.latent_dim, device=real.device)
+    fake_latent = real_latent = None
+    if features.latent_cells or features.reconstructions:
+        fake_latent = generator.latent(w, depth)
+        fake = generator.decode(fake_latent)
+        with torch.no_grad():
+            real_latent = generator.autoencoder.encode(real)
+            if features.reconstructions:
+                real = generator.decode(real_latent)
+    else:
+        fake = generator(w, depth)
     with torch.no_grad():
-        r_sets = generator_feature_sets(encoder, real, depth, scales, tokens, thumbnail, edges)
+        real_sets = slice_feature_sets(encoder, real, features, real_latent)
+        scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
+        r_sets = with_depth(real_sets, depth, scales)
+    g_sets = with_depth(slice_feature_sets(encoder, fake, features, fake_latent), depth, scales)
     loss, parts = drifting_loss_sets(g_sets, r_sets)
     return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
@@ -448,20 +484,25 @@ def encoder_preview(
     previews: Previews,
     autoencoder: nn.Module | None = None,
 ) -> dict[str, float]:
-    """Corrupt and reconstruct the middle slice of the preview volume (and, when G has a
-    slice autoencoder, its reconstruction of the clean slice)."""
-    x = previews.real[:, previews.real.shape[1] // 2][None].to(previews.device)  # (1, C, H, W)
+    """Corrupt and reconstruct the middle axial, coronal and sagittal slices of the preview
+    volume, the latter two resized to the axial slice size as in training (and, when G has a
+    slice autoencoder, its reconstruction of the clean slices). Scores are over the three."""
+    real = previews.real  # (C, D, H, W)
+    c, d, h, w = real.shape
+    cuts = [real[:, d // 2], real[:, :, h // 2], real[:, :, :, w // 2]]
+    x = torch.stack([F.interpolate(t[None], size=(h, w), mode="bilinear")[0] for t in cuts])
+    x = x.to(previews.device)  # (3, C, H, W)
     corrupted = encoder.corrupt(x, torch.Generator().manual_seed(0))
     rec = encoder.reconstruct(corrupted).clamp(0, 1)
     rows = {"real": x, "corrupted": corrupted.clamp(0, 1), "reconstruction": rec}
     scores = {"recon_mse": float(F.mse_loss(rec, x))}
     if autoencoder is not None:
-        ae = autoencoder.decode(autoencoder.encode(x), tuple(x.shape[-2:]))
+        ae = autoencoder.decode(autoencoder.encode(x), (h, w))
         rows["autoencoder"] = ae
         scores["autoencoder_l1"] = float(F.l1_loss(ae, x))
     if previews.write:
-        rows = {k: v[0, 0].float().cpu().numpy()[None].repeat(2, 0) for k, v in rows.items()}
-        preview_png(rows, previews.folder / f"encoder_{step:07d}.png", f"encoder step {step}")
+        images = {k: list(v[:, 0].float().cpu().numpy()) for k, v in rows.items()}
+        slices_png(images, previews.folder / f"encoder_{step:07d}.png", f"encoder step {step}")
     return scores
 
 
@@ -538,7 +579,9 @@ def train_encoder(
             pair,
             torch.optim.Adam(pair.parameters(), lr=cfg.encoder.lr),
             slices,
-            step_fn=partial(encoder_autoencoder_step, modalities=modalities),
+            step_fn=partial(
+                encoder_autoencoder_step, modalities=modalities, noise=cfg.autoencoder_noise
+            ),
             max_steps=cfg.encoder.steps,
             batch_size=cfg.encoder.batch_size,
             collate_fn=_resize_collate(model.shape[1:], modalities),
@@ -593,9 +636,7 @@ def train_generator(
         generator_step,
         encoder=encoder,
         modalities=list(cfg.model.modalities),
-        tokens=cfg.generator_tokens,
-        thumbnail=cfg.generator_thumbnail,
-        edges=cfg.generator_edges,
+        features=SliceFeatures.from_config(cfg),
     )
     trainable = [p for p in model.generator.parameters() if p.requires_grad]
     opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
