@@ -379,6 +379,10 @@ class GenerateConfig:
     # autoencoder's codes of real slices, cut into latent_cells x latent_cells cells (one
     # location each, unpooled; 0: none): keeps G's codes where the frozen decoder was trained.
     generator_latent_cells: int = 0
+    # ... and the slices' power spectra along each in-plane axis (true: one set), which see a
+    # periodic pattern (a stripe grid: one spike) that has the same voxel-to-voxel differences
+    # as broadband noise and texture
+    generator_spectrum: bool = False
     # what a latent G's slices are compared with: "slices" (the real slices) or
     # "reconstructions" (the real slices through the frozen autoencoder): G then matches what
     # its decoder can draw, instead of reaching for detail it cannot draw (acquisition noise,

@@ -171,6 +171,28 @@ def test_latent_cell_tokens_cut_the_map_into_patches_in_row_major_order():
     assert latent_cell_tokens(z, 1).shape == (2, 1, 32)  # the whole map, one token
 
 
+def test_spectrum_set_sees_a_stripe_period_that_edges_do_not():
+    """Period-4 stripes and white noise of similar voxel-to-voxel differences: the "spectrum"
+    set shows the stripes' spike at frequency 1/4 along W and a flat spectrum for the noise."""
+    from lift3d.models.encoder import SliceEncoder
+
+    torch.manual_seed(0)
+    noise = (0.5 + 0.1 * torch.randn(1, 1, 32, 32)).clamp(0, 1)
+    stripes = torch.full((1, 1, 32, 32), 0.5)
+    stripes[..., ::4] += 0.1
+    stripes[..., 2::4] -= 0.1
+    spec = SliceFeatures(thumbnail=0, spectrum=True)
+    a = slice_feature_sets(SliceEncoder(1, (4,)), noise, spec)
+    b = slice_feature_sets(SliceEncoder(1, (4,)), stripes, spec)
+    assert b["spectrum"].shape == (1, 1, 32)  # 16 frequencies along H, then 16 along W
+    along_w = b["spectrum"][0, 0, 16:]
+    assert along_w.argmax() == 32 // 4 - 1  # frequency 8 of 32 (index 7: 0 is left out)
+    assert torch.all(b["spectrum"][0, 0, :16] < -10)  # nothing changes along H
+    assert (
+        a["spectrum"][0, 0, 16:].max() - a["spectrum"][0, 0, 16:].min()
+    ) < along_w.max() - along_w.median()
+
+
 def test_latent_cells_need_a_latent_generator(phantom_brats_dir, tmp_path):
     cfg = tiny_config(phantom_brats_dir, "generator_latent_cells=2")
     with pytest.raises(InputError, match="generator_latent_cells needs a latent generator"):

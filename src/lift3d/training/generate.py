@@ -219,6 +219,7 @@ class SliceFeatures:
         edges: side of the pooled voxel-difference grid (0: none).
         latent_cells: a latent G's map (and the autoencoder's codes of real slices) cut into
             ``latent_cells x latent_cells`` cells (0: none).
+        spectrum: the "spectrum" set (`axis_spectra`).
         reconstructions: a latent G's slices are compared with the real slices passed through
             its frozen autoencoder (``generator_targets: reconstructions``), not the slices.
     """
@@ -227,6 +228,7 @@ class SliceFeatures:
     thumbnail: int = 8
     edges: int = 0
     latent_cells: int = 0
+    spectrum: bool = False
     reconstructions: bool = False
 
     @classmethod
@@ -236,6 +238,7 @@ class SliceFeatures:
             cfg.generator_thumbnail,
             cfg.generator_edges,
             cfg.generator_latent_cells,
+            cfg.generator_spectrum,
             cfg.generator_targets == "reconstructions",
         )
 
@@ -260,7 +263,8 @@ def slice_feature_sets(
         to ``edges x edges`` cells, 2 edges^2 C values); and "latent" (`latent_cell_tokens`).
         Average pooling hides voxel-scale patterns such as stripes from the encoder tokens and
         the thumbnail; the edge set sees how much a slice changes from voxel to voxel, and
-        where; the latent set sees a latent G's codes where the frozen decoder reads them.
+        where; the latent set sees a latent G's codes where the frozen decoder reads them;
+        "spectrum" (one location: `axis_spectra`) sees periodic patterns.
     """
     sets: dict[str, Tensor] = {}
     for i, f in enumerate(encoder.features(x)):
@@ -274,7 +278,22 @@ def slice_feature_sets(
         sets["edges"] = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)[:, None]
     if latent is not None and spec.latent_cells:
         sets["latent"] = latent_cell_tokens(latent, spec.latent_cells)
+    if spec.spectrum:
+        sets["spectrum"] = axis_spectra(x)[:, None]
     return sets
+
+
+def axis_spectra(x: Tensor) -> Tensor:
+    """(N, C, H, W) slices -> (N, C (H/2 + W/2)): log power spectra along W (averaged over
+    rows) and along H (averaged over columns), zero frequency left out, ``log(power + 1e-5)``
+    (1e-5: below the power that acquisition noise puts in each frequency of a slice in [0, 1]).
+    A stripe or grid pattern of period p puts a spike at frequency 1/p; noise and texture spread
+    their power over all frequencies, though their voxel-to-voxel differences may be the
+    same."""
+    x = x.float()
+    pw = torch.fft.rfft(x, dim=-1, norm="ortho").abs().pow(2).mean(dim=-2)[..., 1:]
+    ph = torch.fft.rfft(x, dim=-2, norm="ortho").abs().pow(2).mean(dim=-1)[..., 1:]
+    return torch.log(torch.cat([ph, pw], dim=-1) + 1e-5).flatten(1)
 
 
 def latent_cell_tokens(z: Tensor, cells: int) -> Tensor:
