@@ -242,5 +242,18 @@ def test_size_names_match_the_registries():
 def test_shipped_configs_are_valid():
     for name in ("translate_tiny", "translate_demo", "translate_mr2ct", "translate_missing"):
         load_config(TranslateConfig, config_path(name))
-    for name in ("generate_tiny", "generate_demo"):
+    for name in ("generate_tiny", "generate_demo", "generate_brats"):
         load_config(GenerateConfig, config_path(name))
+
+
+def test_brats_generation_config_has_the_demo_design_and_a_cheap_loss_grid():
+    from lift3d.training.generate import loss_factors
+
+    demo = load_config(GenerateConfig, config_path("generate_demo"))
+    brats = load_config(GenerateConfig, config_path("generate_brats"))
+    for key in ("generator_tokens", "generator_thumbnail", "generator_edges"):
+        assert getattr(brats, key) == getattr(demo, key), key
+    assert brats.model.generator_latent == demo.model.generator_latent > 0
+    assert all(s % 16 == 0 for s in brats.data.shape) and brats.data.store == "auto"
+    # every second slice decoded and pooled 2x: integer factors, no trilinear resampling
+    assert loss_factors(brats.data.shape, brats.mapper.loss_size) == (2, 2, 2)
