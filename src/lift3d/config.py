@@ -256,6 +256,9 @@ class GenModelConfig:
     # how G's blocks double their maps: nearest (2x2 copies: a grid of the coarse cells) or
     # bilinear (lift3d.models.slice_generator.SliceGenerator)
     generator_upsample: str = "nearest"
+    # ... and how its autoencoder's decoder doubles its maps (nearest: smooth codes decode to a
+    # grid of 4x4 blocks; bilinear: to smooth slices)
+    autoencoder_upsample: str = "nearest"
 
     RETIRED: ClassVar[dict[str, Any]] = {"encoder_objective": "denoise"}
     CHECKS: ClassVar[dict[str, Check]] = {
@@ -263,6 +266,7 @@ class GenModelConfig:
         "modalities": NON_EMPTY,
         "generator_latent": NON_NEGATIVE,
         "generator_upsample": one_of("nearest", "bilinear"),
+        "autoencoder_upsample": one_of("nearest", "bilinear"),
     }
 
 

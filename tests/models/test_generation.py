@@ -236,3 +236,11 @@ def test_upsampling_mode_is_a_weightless_option():
     assert not torch.allclose(near(w, s), bil(w, s))
     with pytest.raises(ValueError, match="upsample"):
         SliceGenerator(8, 1, (32, 32), upsample="cubic")
+    # the autoencoder decoder's mode, likewise weightless
+    lat = SliceGenerator(8, 1, (32, 32), width=16, latent_channels=4)
+    lat_bil = SliceGenerator(
+        8, 1, (32, 32), width=16, latent_channels=4, decoder_upsample="bilinear"
+    )
+    lat_bil.load_state_dict(lat.state_dict())
+    assert lat_bil.autoencoder.upsample == "bilinear"
+    assert not torch.allclose(lat(w, s), lat_bil(w, s))

@@ -117,6 +117,7 @@ def build_generation_model(
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
     generator_upsample: str = "nearest",
+    autoencoder_upsample: str = "nearest",
 ) -> nn.Module:
     """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
     mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.
@@ -128,6 +129,7 @@ def build_generation_model(
         encoder_objective: ``denoise`` | ``masked`` (E's self-supervised objective).
         generator_latent: 0, or the latent channels of G's slice autoencoder.
         generator_upsample: ``nearest`` | ``bilinear`` (G's blocks).
+        autoencoder_upsample: ``nearest`` | ``bilinear`` (its autoencoder's decoder).
 
     Raises:
         ValueError: unknown size.
@@ -140,6 +142,7 @@ def build_generation_model(
         encoder_objective=encoder_objective,
         generator_latent=generator_latent,
         generator_upsample=generator_upsample,
+        autoencoder_upsample=autoencoder_upsample,
     )
 
 
@@ -207,4 +210,5 @@ def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
         tuple(int(s) for s in cfg.data.shape),
         generator_latent=cfg.model.generator_latent,
         generator_upsample=cfg.model.generator_upsample,
+        autoencoder_upsample=cfg.model.autoencoder_upsample,
     )

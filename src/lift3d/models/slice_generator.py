@@ -46,6 +46,12 @@ def depth_embedding(s: Tensor, dim: int) -> Tensor:
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
+def _upsample(h: Tensor, size: tuple[int, int], mode: str) -> Tensor:
+    if mode == "nearest":
+        return F.interpolate(h, size=size, mode="nearest")
+    return F.interpolate(h, size=size, mode="bilinear", align_corners=False)
+
+
 class _ModBlock(nn.Module):
     """Upsample x2 (nearest or bilinear), conv, norm, FiLM from the style vector, SiLU."""
 
@@ -61,11 +67,7 @@ class _ModBlock(nn.Module):
         nn.init.zeros_(self.film.bias)
 
     def forward(self, h: Tensor, style: Tensor, size: tuple[int, int]) -> Tensor:
-        if self.upsample == "nearest":
-            h = F.interpolate(h, size=size, mode="nearest")
-        else:
-            h = F.interpolate(h, size=size, mode="bilinear", align_corners=False)
-        h = F.silu(self.conv1(h))
+        h = F.silu(self.conv1(_upsample(h, size, self.upsample)))
         scale, shift = self.film(style)[:, :, None, None].chunk(2, dim=1)
         h = self.norm(self.conv2(h)) * (1 + scale) + shift
         return F.silu(h)
@@ -79,12 +81,24 @@ class SliceAutoencoder(nn.Module):
         channels: slice channels C.
         latent_channels: c.
         width: channels at full resolution (2x width at 1/2 and 1/4).
+        upsample: how the decoder doubles its maps. ``nearest`` copies each latent cell into a
+            4x4 block, and codes smoother than the encoder's (a generator's) decode to a grid of
+            those blocks; ``bilinear`` interpolates, so smooth codes decode to smooth slices.
     """
 
     FACTOR = 4
 
-    def __init__(self, channels: int = 1, latent_channels: int = 4, width: int = 32) -> None:
+    def __init__(
+        self,
+        channels: int = 1,
+        latent_channels: int = 4,
+        width: int = 32,
+        upsample: str = "nearest",
+    ) -> None:
         super().__init__()
+        if upsample not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.upsample = upsample
         self.channels = channels
         self.latent_channels = latent_channels
         w, w2 = width, 2 * width
@@ -134,8 +148,8 @@ class SliceAutoencoder(nn.Module):
         """(N, c, h, w) latent maps -> (N, C, H, W) slices in [0, 1]."""
         h = self.dec_low(z)
         mid = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
-        h = self.dec_mid(F.interpolate(h, size=mid, mode="nearest"))
-        h = self.dec_high(F.interpolate(h, size=size, mode="nearest"))
+        h = self.dec_mid(_upsample(h, mid, self.upsample))
+        h = self.dec_high(_upsample(h, size, self.upsample))
         return torch.sigmoid(h)
 
     def reconstruction_loss(self, x: Tensor, noise: float = 0.0) -> Tensor:
@@ -169,6 +183,7 @@ class SliceGenerator(nn.Module):
         upsample: how each block doubles its map: ``nearest`` copies every cell into a 2x2
             block, which leaves a grid of the coarse cells that the convolutions must undo (in
             a latent map the decoder renders it as a stripe grid); ``bilinear`` interpolates.
+        decoder_upsample: the autoencoder decoder's ``upsample`` (`SliceAutoencoder`).
     """
 
     def __init__(
@@ -181,6 +196,7 @@ class SliceGenerator(nn.Module):
         depth_conditioned: bool = True,
         latent_channels: int = 0,
         upsample: str = "nearest",
+        decoder_upsample: str = "nearest",
     ) -> None:
         super().__init__()
         if upsample not in UPSAMPLE_MODES:
@@ -192,7 +208,9 @@ class SliceGenerator(nn.Module):
         self.depth_conditioned = depth_conditioned
         self.latent_channels = latent_channels
         self.autoencoder = (
-            SliceAutoencoder(out_channels, latent_channels) if latent_channels > 0 else None
+            SliceAutoencoder(out_channels, latent_channels, upsample=decoder_upsample)
+            if latent_channels > 0
+            else None
         )
         h, w = self.slice_size
         if self.autoencoder is not None:
