@@ -88,6 +88,7 @@ def test_evaluate_generation_folders_and_encoder_identity(tmp_path):
         for m in ("kid", "fid"):
             assert np.isfinite(summary[f"{m}_{plane}"]) and summary[f"{m}_{plane}_std"] >= 0
     assert summary["increment_distance"] >= 0 and 0 <= summary["histogram_distance"] <= 1
+    assert summary["zgrad_ratio"] > 0
     identity = summary["eval_encoder"]
     assert identity["objective"] == "masked" and len(identity["weights_sha256"]) == 64
     assert summary["n_cases"] == 3 and set(result["cases"]) == {

@@ -11,6 +11,7 @@ from lift3d.metrics.distribution import (
     fid_from_features,
     frechet_distance,
     histogram_distance,
+    zgrad_ratio_sets,
     kid_from_features,
     mmd_from_features,
 )
@@ -197,3 +198,18 @@ def test_fid_with_a_scipy_whose_sqrtm_has_no_disp(monkeypatch):
         sqrtm_without_disp(np.eye(2), disp=False)
     assert distribution.fid_from_features(x, y) == pytest.approx(expected, rel=1e-9)
     assert scipy.linalg.sqrtm is sqrtm_without_disp  # restored after the call
+
+
+def test_zgrad_ratio_sets_known_values():
+    """A volume whose slices alternate 0.4 / 0.6 changes by 0.2 per slice; one that ramps by
+    0.1 per slice changes half as much; background differences do not count."""
+    d = 8
+    flicker = np.zeros((d, 4, 4), np.float32)
+    flicker[:, 1:3, 1:3] = np.where(np.arange(d) % 2 == 0, 0.4, 0.6)[:, None, None]
+    ramp = np.zeros((d, 4, 4), np.float32)
+    ramp[:, 1:3, 1:3] = (0.1 + 0.1 * np.arange(d))[:, None, None] / 1.0
+    ramp = np.clip(ramp, 0, 1)
+    assert zgrad_ratio_sets([flicker], [flicker]) == pytest.approx(1.0)
+    assert zgrad_ratio_sets([ramp], [flicker]) == pytest.approx(0.5, rel=1e-5)
+    assert zgrad_ratio_sets([flicker, flicker], [ramp]) == pytest.approx(2.0, rel=1e-5)
+    assert np.isnan(zgrad_ratio_sets([flicker], [np.zeros((d, 4, 4), np.float32)]))

@@ -11,7 +11,10 @@ encoder (:mod:`lift3d.evaluation.encoder`). The distances are those of
   volumes;
 - ``increment_distance_<plane>``: Frechet distance of feature increments along the plane's axis,
   scale-free; ``increment_distance`` is the mean over planes;
-- ``histogram_distance``: Wasserstein-1 distance of the foreground intensity histograms.
+- ``histogram_distance``: Wasserstein-1 distance of the foreground intensity histograms;
+- ``zgrad_ratio``: mean through-plane (axial-axis) voxel difference of the generated volumes
+  over that of the references, foreground only (:func:`zgrad_ratio_sets`; 1 = as much change
+  from slice to slice as real data; not a distance: best at 1).
 
 Beside them, the scores of published 3D-generation tables (README, "Comparing with published
 numbers"):
@@ -76,7 +79,7 @@ from lift3d.evaluation.volumes import (  # noqa: F401 - also imported from here
     read_ras_grid,
     reference_files,
 )
-from lift3d.metrics.distribution import histogram_distance, plane_distances
+from lift3d.metrics.distribution import histogram_distance, plane_distances, zgrad_ratio_sets
 from lift3d.metrics.diversity import (
     DIVERSITY_MAX_PAIRS,
     DIVERSITY_SIGMA,
@@ -142,7 +145,8 @@ def distribution_metrics(
 
     Returns:
         {"fid_<plane>", "fid_<plane>_std", "kid_<plane>", "kid_<plane>_std",
-        "increment_distance_<plane>", "increment_distance", "histogram_distance"}.
+        "increment_distance_<plane>", "increment_distance", "histogram_distance",
+        "zgrad_ratio"}.
 
     Raises:
         InputError: fewer than 2 volumes on either side.
@@ -175,6 +179,7 @@ def distribution_metrics(
         out[f"increment_distance_{plane}"] = dist["increment_distance"]
     out["increment_distance"] = float(np.mean([out[f"increment_distance_{p}"] for p in PLANES]))
     out["histogram_distance"] = histogram_distance(gen, ref)
+    out["zgrad_ratio"] = zgrad_ratio_sets(gen, ref)
     return out
 
 
@@ -258,6 +263,7 @@ def feature_extractors(
             "name": "none (voxel intensities on the evaluation grid)",
             "scores": [
                 "histogram_distance",
+                "zgrad_ratio",
                 "msssim_diversity",
                 "msssim_diversity_reference",
                 "msssim_diversity_gap",

@@ -254,6 +254,34 @@ def histogram_distance(
     return float(np.abs(cdf(gen) - cdf(ref)).sum() / bins)
 
 
+def zgrad_ratio_sets(
+    gen: Sequence[np.ndarray], ref: Sequence[np.ndarray], threshold: float = 0.02
+) -> float:
+    """Through-plane gradient of a set of volumes relative to another (unpaired): the mean
+    |v[k+1] - v[k]| along axis 0 over differences whose two voxels are both foreground (above
+    `threshold`), pooled over each set's volumes, generated / reference. 1 = the generated
+    volumes change from slice to slice as much as the references; above 1 they flicker, below
+    they are smoother along depth.
+
+    Args:
+        gen: (D, H, W) volumes in [0, 1].
+        ref: (D, H, W) volumes in [0, 1].
+        threshold: voxels above it count as foreground.
+    """
+
+    def mean_dz(vols: Sequence[np.ndarray]) -> float:
+        total, count = 0.0, 0
+        for v in vols:
+            v = np.asarray(v, dtype=np.float32)
+            both = (v[1:] > threshold) & (v[:-1] > threshold)
+            total += float(np.abs(np.diff(v, axis=0))[both].sum())
+            count += int(both.sum())
+        return total / max(count, 1)
+
+    ref_dz = mean_dz(ref)
+    return mean_dz(gen) / ref_dz if ref_dz > 0 else float("nan")
+
+
 def volume_index(features: np.ndarray, n_volumes: int) -> np.ndarray:
     """(N,) volume index of each row of `features` (N, F), N = n_volumes * cuts per volume.
 
