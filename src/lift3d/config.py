@@ -387,6 +387,12 @@ class GenerateConfig:
     # periodic pattern (a stripe grid: one spike) that has the same voxel-to-voxel differences
     # as broadband noise and texture
     generator_spectrum: bool = False
+    # Shift real and generated slices together by a random (dy, dx) in [0, shift) voxels
+    # (circularly) before the feature sets each step (0: never). The encoder downsamples with
+    # stride-2 convolutions and the sets pool on fixed cells, so the loss's gradient on a slice
+    # repeats with their period (8 voxels for three scales): G, following it at one phase,
+    # learns a grid of that period. Random phases average it out.
+    generator_shift: int = 0
     # what a latent G's slices are compared with: "slices" (the real slices) or
     # "reconstructions" (the real slices through the frozen autoencoder): G then matches what
     # its decoder can draw, instead of reaching for detail it cannot draw (acquisition noise,
@@ -401,6 +407,7 @@ class GenerateConfig:
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
         "generator_latent_cells": NON_NEGATIVE,
+        "generator_shift": NON_NEGATIVE,
         "autoencoder_noise": NON_NEGATIVE,
         "generator_targets": one_of("slices", "reconstructions"),
     }

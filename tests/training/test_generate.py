@@ -193,6 +193,16 @@ def test_spectrum_set_sees_a_stripe_period_that_edges_do_not():
     ) < along_w.max() - along_w.median()
 
 
+def test_shift_slices_moves_content_and_keeps_it():
+    from lift3d.training.generate import shift_slices
+
+    x = torch.zeros(2, 1, 16, 16)
+    x[:, :, 4:8, 6:10] = 1.0
+    y = shift_slices(x, (3, 5))
+    assert torch.equal(y[:, :, 7:11, 11:15], x[:, :, 4:8, 6:10]) and y.sum() == x.sum()
+    assert torch.equal(shift_slices(x, (0, 0)), x)
+
+
 def test_latent_cells_need_a_latent_generator(phantom_brats_dir, tmp_path):
     cfg = tiny_config(phantom_brats_dir, "generator_latent_cells=2")
     with pytest.raises(InputError, match="generator_latent_cells needs a latent generator"):
@@ -373,6 +383,9 @@ def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_a
         "model.generator_latent=3",
         "generator_latent_cells=2",
         "model.generator_upsample=bilinear",
+        "model.autoencoder_upsample=bilinear",
+        "generator_shift=4",
+        "generator_spectrum=true",
         "train.val_every=2",
     )
     assert model.generator.autoencoder.latent_channels == 3

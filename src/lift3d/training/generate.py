@@ -222,6 +222,8 @@ class SliceFeatures:
         spectrum: the "spectrum" set (`axis_spectra`).
         reconstructions: a latent G's slices are compared with the real slices passed through
             its frozen autoencoder (``generator_targets: reconstructions``), not the slices.
+        shift: real and generated slices are shifted together by a random in-plane offset
+            below `shift` voxels before the sets (`shift_slices`; 0: never).
     """
 
     tokens: int = 2
@@ -230,6 +232,7 @@ class SliceFeatures:
     latent_cells: int = 0
     spectrum: bool = False
     reconstructions: bool = False
+    shift: int = 0
 
     @classmethod
     def from_config(cls, cfg: GenerateConfig) -> SliceFeatures:
@@ -240,6 +243,7 @@ class SliceFeatures:
             cfg.generator_latent_cells,
             cfg.generator_spectrum,
             cfg.generator_targets == "reconstructions",
+            cfg.generator_shift,
         )
 
 
@@ -294,6 +298,12 @@ def axis_spectra(x: Tensor) -> Tensor:
     pw = torch.fft.rfft(x, dim=-1, norm="ortho").abs().pow(2).mean(dim=-2)[..., 1:]
     ph = torch.fft.rfft(x, dim=-2, norm="ortho").abs().pow(2).mean(dim=-1)[..., 1:]
     return torch.log(torch.cat([ph, pw], dim=-1) + 1e-5).flatten(1)
+
+
+def shift_slices(x: Tensor, offset: tuple[int, int]) -> Tensor:
+    """(N, C, H, W) slices rolled by ``offset = (dy, dx)`` voxels (circularly: what leaves one
+    side enters the other; slices with a background margin wider than the offset only move)."""
+    return torch.roll(x, shifts=offset, dims=(-2, -1))
 
 
 def latent_cell_tokens(z: Tensor, cells: int) -> Tensor:
@@ -395,6 +405,9 @@ def generator_step(
                 real = generator.decode(real_latent)
     else:
         fake = generator(w, depth)
+    if features.shift > 1:
+        offset = tuple(int(v) for v in torch.randint(0, features.shift, (2,)))
+        real, fake = shift_slices(real, offset), shift_slices(fake, offset)
     with torch.no_grad():
         real_sets = slice_feature_sets(encoder, real, features, real_latent)
         scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
