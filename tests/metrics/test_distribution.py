@@ -11,9 +11,9 @@ from lift3d.metrics.distribution import (
     fid_from_features,
     frechet_distance,
     histogram_distance,
-    zgrad_ratio_sets,
     kid_from_features,
     mmd_from_features,
+    zgrad_ratio_sets,
 )
 
 
