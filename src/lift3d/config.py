@@ -401,6 +401,10 @@ class GenerateConfig:
     # std of the noise added to the autoencoder's latent while it trains (latent G only; 0:
     # none): its decoder then renders codes near the real ones as real-looking slices
     autoencoder_noise: float = 0.0
+    # ... and the largest sigma (latent cells) of the Gaussian blur its latent gets while it
+    # trains (0: none): G's codes are smoother than the encoder's, and a decoder that met only
+    # sharp codes renders smooth ones as a grid (SliceAutoencoder.reconstruction_loss)
+    autoencoder_blur: float = 0.0
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "generator_tokens": COUNT,
@@ -409,6 +413,7 @@ class GenerateConfig:
         "generator_latent_cells": NON_NEGATIVE,
         "generator_shift": NON_NEGATIVE,
         "autoencoder_noise": NON_NEGATIVE,
+        "autoencoder_blur": NON_NEGATIVE,
         "generator_targets": one_of("slices", "reconstructions"),
     }
     RETIRED: ClassVar[dict[str, Any]] = {

@@ -172,6 +172,7 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         ("generator_latent_cells", cfg.generator_latent_cells),
         ("generator_targets: reconstructions", cfg.generator_targets == "reconstructions"),
         ("autoencoder_noise", cfg.autoencoder_noise),
+        ("autoencoder_blur", cfg.autoencoder_blur),
     ):
         if needs and not cfg.model.generator_latent:
             raise InputError(f"{key} needs a latent generator (model.generator_latent > 0)")
@@ -362,13 +363,19 @@ def encoder_step(encoder: nn.Module, batch: dict[str, Any], *, modalities: list[
 
 
 def encoder_autoencoder_step(
-    pair: nn.ModuleDict, batch: dict[str, Any], *, modalities: list[str], noise: float = 0.0
+    pair: nn.ModuleDict,
+    batch: dict[str, Any],
+    *,
+    modalities: list[str],
+    noise: float = 0.0,
+    blur: float = 0.0,
 ) -> dict:
     """The encoder stage when G decodes through a slice autoencoder: E's pretext loss plus the
-    autoencoder's L1 reconstruction loss (latent noise std `noise`), on the same slices."""
+    autoencoder's L1 reconstruction loss (latent noise std `noise`, latent blur up to `blur`
+    cells), on the same slices."""
     x = _channels(batch, modalities)
     pretext = pair["encoder"].pretext_loss(x)
-    recon = pair["autoencoder"].reconstruction_loss(x, noise)
+    recon = pair["autoencoder"].reconstruction_loss(x, noise, blur)
     return {"loss": pretext + recon, "pretext": pretext.detach(), "recon_l1": recon.detach()}
 
 
@@ -612,7 +619,10 @@ def train_encoder(
             torch.optim.Adam(pair.parameters(), lr=cfg.encoder.lr),
             slices,
             step_fn=partial(
-                encoder_autoencoder_step, modalities=modalities, noise=cfg.autoencoder_noise
+                encoder_autoencoder_step,
+                modalities=modalities,
+                noise=cfg.autoencoder_noise,
+                blur=cfg.autoencoder_blur,
             ),
             max_steps=cfg.encoder.steps,
             batch_size=cfg.encoder.batch_size,
