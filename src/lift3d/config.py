@@ -253,20 +253,17 @@ class GenModelConfig:
     # 0: G draws pixels; c > 0: G draws a (c, H/4, W/4) latent map decoded by a slice
     # autoencoder trained in the encoder stage (lift3d.models.slice_generator.SliceAutoencoder)
     generator_latent: int = 0
-    # how G's blocks double their maps: nearest (2x2 copies: a grid of the coarse cells) or
-    # bilinear (lift3d.models.slice_generator.SliceGenerator)
-    generator_upsample: str = "nearest"
-    # ... and how its autoencoder's decoder doubles its maps (nearest: smooth codes decode to a
-    # grid of 4x4 blocks; bilinear: to smooth slices)
-    autoencoder_upsample: str = "nearest"
 
-    RETIRED: ClassVar[dict[str, Any]] = {"encoder_objective": "denoise"}
+    # Tried on the latent G and worse (docs/journal/2026-11-28-latent-generator-grid.md).
+    RETIRED: ClassVar[dict[str, Any]] = {
+        "encoder_objective": "denoise",
+        "generator_upsample": "nearest",
+        "autoencoder_upsample": "nearest",
+    }
     CHECKS: ClassVar[dict[str, Check]] = {
         "size": one_of(*GENERATION_SIZE_NAMES),
         "modalities": NON_EMPTY,
         "generator_latent": NON_NEGATIVE,
-        "generator_upsample": one_of("nearest", "bilinear"),
-        "autoencoder_upsample": one_of("nearest", "bilinear"),
     }
 
 
@@ -379,30 +376,14 @@ class GenerateConfig:
     # ... and the mean absolute voxel-to-voxel differences pooled to edges x edges cells (0:
     # none), which see voxel-scale patterns (stripes, texture) that pooling hides.
     generator_edges: int = 0
-    # ... and, for a latent G (model.generator_latent > 0), its latent map against the
-    # autoencoder's codes of real slices, cut into latent_cells x latent_cells cells (one
-    # location each, unpooled; 0: none): keeps G's codes where the frozen decoder was trained.
-    generator_latent_cells: int = 0
-    # ... and the slices' power spectra along each in-plane axis (true: one set), which see a
-    # periodic pattern (a stripe grid: one spike) that has the same voxel-to-voxel differences
-    # as broadband noise and texture
-    generator_spectrum: bool = False
     # Shift real and generated slices together by a random (dy, dx) in [0, shift) voxels
     # (circularly) before the feature sets each step (0: never). The encoder downsamples with
     # stride-2 convolutions and the sets pool on fixed cells, so the loss's gradient on a slice
     # repeats with their period (8 voxels for three scales): G, following it at one phase,
     # learns a grid of that period. Random phases average it out.
     generator_shift: int = 0
-    # what a latent G's slices are compared with: "slices" (the real slices) or
-    # "reconstructions" (the real slices through the frozen autoencoder): G then matches what
-    # its decoder can draw, instead of reaching for detail it cannot draw (acquisition noise,
-    # fine texture) with codes off the decoder's training set, which it renders as a grid
-    generator_targets: str = "slices"
-    # std of the noise added to the autoencoder's latent while it trains (latent G only; 0:
-    # none): its decoder then renders codes near the real ones as real-looking slices
-    autoencoder_noise: float = 0.0
-    # ... and the largest sigma (latent cells) of the Gaussian blur its latent gets while it
-    # trains (0: none): G's codes are smoother than the encoder's, and a decoder that met only
+    # For a latent G: the largest sigma (latent cells) of the Gaussian blur the slice
+    # autoencoder's latent gets while it trains (0: none): G's codes are smoother than the encoder's, and a decoder that met only
     # sharp codes renders smooth ones as a grid (SliceAutoencoder.reconstruction_loss)
     autoencoder_blur: float = 0.0
 
@@ -410,16 +391,18 @@ class GenerateConfig:
         "generator_tokens": COUNT,
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
-        "generator_latent_cells": NON_NEGATIVE,
         "generator_shift": NON_NEGATIVE,
-        "autoencoder_noise": NON_NEGATIVE,
         "autoencoder_blur": NON_NEGATIVE,
-        "generator_targets": one_of("slices", "reconstructions"),
     }
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,
         "generator_batches": "slices",
         "generator_group": None,
+        # tried on the latent G, not better (docs/journal/2026-11-28-latent-generator-grid.md)
+        "generator_latent_cells": 0,
+        "generator_spectrum": False,
+        "generator_targets": "slices",
+        "autoencoder_noise": 0.0,
     }
 
 

@@ -21,7 +21,6 @@ from lift3d.training.generate import (
     SliceFeatures,
     check_same_grid,
     cosine_factor,
-    latent_cell_tokens,
     load_training_data,
     slice_feature_sets,
     train_encoder,
@@ -150,47 +149,9 @@ def test_generator_feature_sets_shapes():
     sets = slice_feature_sets(enc, torch.rand(6, 1, 32, 32), SliceFeatures(tokens=2, thumbnail=4))
     assert set(sets) == {"scale0", "scale1", "scale2", "pixels"}
     assert sets["scale0"].shape == (6, 4, 4) and sets["pixels"].shape == (6, 1, 16)
-    no_thumb = SliceFeatures(thumbnail=0, latent_cells=2)
+    no_thumb = SliceFeatures(thumbnail=0)
     assert "pixels" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32), no_thumb)
-    assert "latent" not in slice_feature_sets(enc, torch.rand(2, 1, 32, 32), no_thumb)
     assert "edges" not in sets
-
-
-def test_latent_cell_tokens_cut_the_map_into_patches_in_row_major_order():
-    z = torch.arange(2 * 2 * 4 * 4, dtype=torch.float32).reshape(2, 2, 4, 4)
-    t = latent_cell_tokens(z, 2)
-    assert t.shape == (2, 4, 2 * 2 * 2)
-    # token 1 = the top-right 2x2 patch of both channels
-    torch.testing.assert_close(
-        t[0, 1], torch.cat([z[0, 0, :2, 2:].flatten(), z[0, 1, :2, 2:].flatten()])
-    )
-    torch.testing.assert_close(
-        t[1, 2], torch.cat([z[1, 0, 2:, :2].flatten(), z[1, 1, 2:, :2].flatten()])
-    )
-    assert latent_cell_tokens(torch.ones(1, 1, 5, 5), 2).shape == (1, 4, 9)  # padded to 6x6
-    assert latent_cell_tokens(z, 1).shape == (2, 1, 32)  # the whole map, one token
-
-
-def test_spectrum_set_sees_a_stripe_period_that_edges_do_not():
-    """Period-4 stripes and white noise of similar voxel-to-voxel differences: the "spectrum"
-    set shows the stripes' spike at frequency 1/4 along W and a flat spectrum for the noise."""
-    from lift3d.models.encoder import SliceEncoder
-
-    torch.manual_seed(0)
-    noise = (0.5 + 0.1 * torch.randn(1, 1, 32, 32)).clamp(0, 1)
-    stripes = torch.full((1, 1, 32, 32), 0.5)
-    stripes[..., ::4] += 0.1
-    stripes[..., 2::4] -= 0.1
-    spec = SliceFeatures(thumbnail=0, spectrum=True)
-    a = slice_feature_sets(SliceEncoder(1, (4,)), noise, spec)
-    b = slice_feature_sets(SliceEncoder(1, (4,)), stripes, spec)
-    assert b["spectrum"].shape == (1, 1, 32)  # 16 frequencies along H, then 16 along W
-    along_w = b["spectrum"][0, 0, 16:]
-    assert along_w.argmax() == 32 // 4 - 1  # frequency 8 of 32 (index 7: 0 is left out)
-    assert torch.all(b["spectrum"][0, 0, :16] < -10)  # nothing changes along H
-    assert (
-        a["spectrum"][0, 0, 16:].max() - a["spectrum"][0, 0, 16:].min()
-    ) < along_w.max() - along_w.median()
 
 
 def test_shift_slices_moves_content_and_keeps_it():
@@ -203,9 +164,9 @@ def test_shift_slices_moves_content_and_keeps_it():
     assert torch.equal(shift_slices(x, (0, 0)), x)
 
 
-def test_latent_cells_need_a_latent_generator(phantom_brats_dir, tmp_path):
-    cfg = tiny_config(phantom_brats_dir, "generator_latent_cells=2")
-    with pytest.raises(InputError, match="generator_latent_cells needs a latent generator"):
+def test_autoencoder_blur_needs_a_latent_generator(phantom_brats_dir, tmp_path):
+    cfg = tiny_config(phantom_brats_dir, "autoencoder_blur=1.0")
+    with pytest.raises(InputError, match="autoencoder_blur needs a latent generator"):
         train_generation(cfg, tmp_path / "run")
 
 
@@ -381,11 +342,8 @@ def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_a
         phantom_brats_dir,
         run,
         "model.generator_latent=3",
-        "generator_latent_cells=2",
-        "model.generator_upsample=bilinear",
-        "model.autoencoder_upsample=bilinear",
         "generator_shift=4",
-        "generator_spectrum=true",
+        "autoencoder_blur=1.0",
         "train.val_every=2",
     )
     assert model.generator.autoencoder.latent_channels == 3
@@ -403,7 +361,5 @@ def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_a
     train_generator(cfg, engine, model, data.volumes, previews)
     assert _changed(model, after_encoder, "generator.blocks")
     assert not _changed(model, after_encoder, "generator.autoencoder")
-    last = json.loads((run / "logs/generator.jsonl").read_text().splitlines()[-1])
-    assert "ed_latent" in last  # G's codes drifted against the autoencoder's codes
     samples = model.sample(2, torch.Generator().manual_seed(0))
     assert samples.shape == (2, 1, *model.shape) and 0 <= samples.min() <= samples.max() <= 1

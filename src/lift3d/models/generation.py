@@ -145,8 +145,6 @@ def build_generation(
     shape: Sequence[int],
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
-    generator_upsample: str = "nearest",
-    autoencoder_upsample: str = "nearest",
 ) -> GenerationModel:
     """Build E, G, T for a size name (see `GENERATION_SIZES`); ``generator_latent=c > 0``: G
     draws c-channel latent maps for a slice autoencoder's decoder (`SliceGenerator`)."""
@@ -163,8 +161,6 @@ def build_generation(
         (h, w),
         width=spec["width"],  # type: ignore[arg-type]
         latent_channels=generator_latent,
-        upsample=generator_upsample,
-        decoder_upsample=autoencoder_upsample,
     )
     mapper = TrajectoryMapper(spec["latent"], d, hidden=spec["hidden"], layers=spec["layers"])  # type: ignore[arg-type]
     return GenerationModel(encoder, generator, mapper, (d, h, w))

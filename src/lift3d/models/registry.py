@@ -116,8 +116,6 @@ def build_generation_model(
     shape: tuple[int, int, int],
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
-    generator_upsample: str = "nearest",
-    autoencoder_upsample: str = "nearest",
 ) -> nn.Module:
     """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
     mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.
@@ -128,8 +126,6 @@ def build_generation_model(
         shape: model grid (D, H, W).
         encoder_objective: ``denoise`` | ``masked`` (E's self-supervised objective).
         generator_latent: 0, or the latent channels of G's slice autoencoder.
-        generator_upsample: ``nearest`` | ``bilinear`` (G's blocks).
-        autoencoder_upsample: ``nearest`` | ``bilinear`` (its autoencoder's decoder).
 
     Raises:
         ValueError: unknown size.
@@ -141,8 +137,6 @@ def build_generation_model(
         shape,
         encoder_objective=encoder_objective,
         generator_latent=generator_latent,
-        generator_upsample=generator_upsample,
-        autoencoder_upsample=autoencoder_upsample,
     )
 
 
@@ -209,6 +203,4 @@ def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
         len(cfg.model.modalities),
         tuple(int(s) for s in cfg.data.shape),
         generator_latent=cfg.model.generator_latent,
-        generator_upsample=cfg.model.generator_upsample,
-        autoencoder_upsample=cfg.model.autoencoder_upsample,
     )

@@ -43,21 +43,11 @@ def depth_embedding(s: Tensor, dim: int) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
-UPSAMPLE_MODES = ("nearest", "bilinear")
-
-
-def _upsample(h: Tensor, size: tuple[int, int], mode: str) -> Tensor:
-    if mode == "nearest":
-        return F.interpolate(h, size=size, mode="nearest")
-    return F.interpolate(h, size=size, mode="bilinear", align_corners=False)
-
-
 class _ModBlock(nn.Module):
-    """Upsample x2 (nearest or bilinear), conv, norm, FiLM from the style vector, SiLU."""
+    """Upsample x2 (nearest), conv, norm, FiLM from the style vector, SiLU."""
 
-    def __init__(self, cin: int, cout: int, style_dim: int, upsample: str = "nearest") -> None:
+    def __init__(self, cin: int, cout: int, style_dim: int) -> None:
         super().__init__()
-        self.upsample = upsample
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
         self.norm = nn.GroupNorm(min(8, cout), cout, affine=False)
@@ -67,7 +57,7 @@ class _ModBlock(nn.Module):
         nn.init.zeros_(self.film.bias)
 
     def forward(self, h: Tensor, style: Tensor, size: tuple[int, int]) -> Tensor:
-        h = F.silu(self.conv1(_upsample(h, size, self.upsample)))
+        h = F.silu(self.conv1(F.interpolate(h, size=size, mode="nearest")))
         scale, shift = self.film(style)[:, :, None, None].chunk(2, dim=1)
         h = self.norm(self.conv2(h)) * (1 + scale) + shift
         return F.silu(h)
@@ -96,24 +86,12 @@ class SliceAutoencoder(nn.Module):
         channels: slice channels C.
         latent_channels: c.
         width: channels at full resolution (2x width at 1/2 and 1/4).
-        upsample: how the decoder doubles its maps. ``nearest`` copies each latent cell into a
-            4x4 block, and codes smoother than the encoder's (a generator's) decode to a grid of
-            those blocks; ``bilinear`` interpolates, so smooth codes decode to smooth slices.
     """
 
     FACTOR = 4
 
-    def __init__(
-        self,
-        channels: int = 1,
-        latent_channels: int = 4,
-        width: int = 32,
-        upsample: str = "nearest",
-    ) -> None:
+    def __init__(self, channels: int = 1, latent_channels: int = 4, width: int = 32) -> None:
         super().__init__()
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
-        self.upsample = upsample
         self.channels = channels
         self.latent_channels = latent_channels
         w, w2 = width, 2 * width
@@ -163,18 +141,15 @@ class SliceAutoencoder(nn.Module):
         """(N, c, h, w) latent maps -> (N, C, H, W) slices in [0, 1]."""
         h = self.dec_low(z)
         mid = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
-        h = self.dec_mid(_upsample(h, mid, self.upsample))
-        h = self.dec_high(_upsample(h, size, self.upsample))
+        h = self.dec_mid(F.interpolate(h, size=mid, mode="nearest"))
+        h = self.dec_high(F.interpolate(h, size=size, mode="nearest"))
         return torch.sigmoid(h)
 
-    def reconstruction_loss(self, x: Tensor, noise: float = 0.0, blur: float = 0.0) -> Tensor:
+    def reconstruction_loss(self, x: Tensor, blur: float = 0.0) -> Tensor:
         """L1 between slices and their reconstruction.
 
         Args:
             x: (N, C, H, W) slices in [0, 1].
-            noise: std of Gaussian noise added to the latent before decoding (clipped to
-                [-1, 1]): the decoder learns to turn codes near the real ones into real-looking
-                slices, so a generator's imperfect codes decode without artefacts.
             blur: the latent is Gaussian-blurred in-plane with a sigma drawn uniformly from
                 [0, blur] latent cells per step before decoding (0: never). A generator's codes
                 are smoother than the encoder's; a decoder that only met sharp codes renders
@@ -184,8 +159,6 @@ class SliceAutoencoder(nn.Module):
         z = self.encode(x)
         if blur > 0:
             z = blur_latent(z, float(torch.rand(())) * blur)
-        if noise > 0:
-            z = (z + noise * torch.randn_like(z)).clamp(-1.0, 1.0)
         return F.l1_loss(self.decode(z, tuple(x.shape[-2:])), x)
 
 
@@ -202,10 +175,6 @@ class SliceGenerator(nn.Module):
         latent_channels: 0 = the stack draws pixels; c > 0 = it draws a (c, ~H/4, ~W/4)
             latent map that the decoder of ``self.autoencoder`` (a `SliceAutoencoder`, trained
             on real slices before G and frozen with it) turns into the slice.
-        upsample: how each block doubles its map: ``nearest`` copies every cell into a 2x2
-            block, which leaves a grid of the coarse cells that the convolutions must undo (in
-            a latent map the decoder renders it as a stripe grid); ``bilinear`` interpolates.
-        decoder_upsample: the autoencoder decoder's ``upsample`` (`SliceAutoencoder`).
     """
 
     def __init__(
@@ -217,12 +186,8 @@ class SliceGenerator(nn.Module):
         depth_dim: int = 16,
         depth_conditioned: bool = True,
         latent_channels: int = 0,
-        upsample: str = "nearest",
-        decoder_upsample: str = "nearest",
     ) -> None:
         super().__init__()
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         self.latent_dim = latent_dim
         self.out_channels = out_channels
         self.slice_size = (int(slice_size[0]), int(slice_size[1]))
@@ -230,9 +195,7 @@ class SliceGenerator(nn.Module):
         self.depth_conditioned = depth_conditioned
         self.latent_channels = latent_channels
         self.autoencoder = (
-            SliceAutoencoder(out_channels, latent_channels, upsample=decoder_upsample)
-            if latent_channels > 0
-            else None
+            SliceAutoencoder(out_channels, latent_channels) if latent_channels > 0 else None
         )
         h, w = self.slice_size
         if self.autoencoder is not None:
@@ -254,7 +217,7 @@ class SliceGenerator(nn.Module):
         h0, w0 = self.sizes[0]
         self.stem = nn.Linear(2 * latent_dim, chans[0] * h0 * w0)
         self.blocks = nn.ModuleList(
-            _ModBlock(chans[i], chans[i + 1], 2 * latent_dim, upsample) for i in range(n_up)
+            _ModBlock(chans[i], chans[i + 1], 2 * latent_dim) for i in range(n_up)
         )
         self.head = nn.Conv2d(chans[-1], latent_channels or out_channels, 3, padding=1)
         self.chans = chans

@@ -168,14 +168,8 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         raise InputError(
             f"mapper.lr_schedule must be 'constant' or 'cosine', got {mc.lr_schedule!r}"
         )
-    for key, needs in (
-        ("generator_latent_cells", cfg.generator_latent_cells),
-        ("generator_targets: reconstructions", cfg.generator_targets == "reconstructions"),
-        ("autoencoder_noise", cfg.autoencoder_noise),
-        ("autoencoder_blur", cfg.autoencoder_blur),
-    ):
-        if needs and not cfg.model.generator_latent:
-            raise InputError(f"{key} needs a latent generator (model.generator_latent > 0)")
+    if cfg.autoencoder_blur and not cfg.model.generator_latent:
+        raise InputError("autoencoder_blur needs a latent generator (model.generator_latent > 0)")
     dc = cfg.detail
     if dc.enabled and (dc.cases < 1 or dc.samples < 1):
         raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
@@ -218,11 +212,6 @@ class SliceFeatures:
             per cell.
         thumbnail: side of the intensity thumbnail (0: none).
         edges: side of the pooled voxel-difference grid (0: none).
-        latent_cells: a latent G's map (and the autoencoder's codes of real slices) cut into
-            ``latent_cells x latent_cells`` cells (0: none).
-        spectrum: the "spectrum" set (`axis_spectra`).
-        reconstructions: a latent G's slices are compared with the real slices passed through
-            its frozen autoencoder (``generator_targets: reconstructions``), not the slices.
         shift: real and generated slices are shifted together by a random in-plane offset
             below `shift` voxels before the sets (`shift_slices`; 0: never).
     """
@@ -230,9 +219,6 @@ class SliceFeatures:
     tokens: int = 2
     thumbnail: int = 8
     edges: int = 0
-    latent_cells: int = 0
-    spectrum: bool = False
-    reconstructions: bool = False
     shift: int = 0
 
     @classmethod
@@ -241,35 +227,26 @@ class SliceFeatures:
             cfg.generator_tokens,
             cfg.generator_thumbnail,
             cfg.generator_edges,
-            cfg.generator_latent_cells,
-            cfg.generator_spectrum,
-            cfg.generator_targets == "reconstructions",
             cfg.generator_shift,
         )
 
 
-def slice_feature_sets(
-    encoder: Any, x: Tensor, spec: SliceFeatures, latent: Tensor | None = None
-) -> dict[str, Tensor]:
+def slice_feature_sets(encoder: Any, x: Tensor, spec: SliceFeatures) -> dict[str, Tensor]:
     """Feature sets of slices for G's drifting loss (no depth channel).
 
     Args:
         encoder: the frozen slice encoder E.
         x: (N, C, H, W) slices.
         spec: which sets.
-        latent: (N, c, h, w) latent maps of the slices (a latent G's, or the autoencoder's
-            codes of real slices), or None (no "latent" set).
 
     Returns:
         name -> (N, L, C_s): one set per encoder scale, average-pooled to ``tokens x tokens``
         cells (capped at the map size), one location per cell; "pixels" (one location: the
         ``thumbnail x thumbnail`` intensity image, thumbnail^2 C values); "edges" (one
         location: the mean absolute voxel-to-voxel difference along each in-plane axis, pooled
-        to ``edges x edges`` cells, 2 edges^2 C values); and "latent" (`latent_cell_tokens`).
-        Average pooling hides voxel-scale patterns such as stripes from the encoder tokens and
-        the thumbnail; the edge set sees how much a slice changes from voxel to voxel, and
-        where; the latent set sees a latent G's codes where the frozen decoder reads them;
-        "spectrum" (one location: `axis_spectra`) sees periodic patterns.
+        to ``edges x edges`` cells, 2 edges^2 C values). Average pooling hides voxel-scale
+        patterns such as stripes from the encoder tokens and the thumbnail; the edge set sees
+        how much a slice changes from voxel to voxel, and where.
     """
     sets: dict[str, Tensor] = {}
     for i, f in enumerate(encoder.features(x)):
@@ -281,41 +258,13 @@ def slice_feature_sets(
         dy = F.adaptive_avg_pool2d((x[..., 1:, :] - x[..., :-1, :]).abs(), spec.edges)
         dx = F.adaptive_avg_pool2d((x[..., :, 1:] - x[..., :, :-1]).abs(), spec.edges)
         sets["edges"] = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)[:, None]
-    if latent is not None and spec.latent_cells:
-        sets["latent"] = latent_cell_tokens(latent, spec.latent_cells)
-    if spec.spectrum:
-        sets["spectrum"] = axis_spectra(x)[:, None]
     return sets
-
-
-def axis_spectra(x: Tensor) -> Tensor:
-    """(N, C, H, W) slices -> (N, C (H/2 + W/2)): log power spectra along W (averaged over
-    rows) and along H (averaged over columns), zero frequency left out, ``log(power + 1e-5)``
-    (1e-5: below the power that acquisition noise puts in each frequency of a slice in [0, 1]).
-    A stripe or grid pattern of period p puts a spike at frequency 1/p; noise and texture spread
-    their power over all frequencies, though their voxel-to-voxel differences may be the
-    same."""
-    x = x.float()
-    pw = torch.fft.rfft(x, dim=-1, norm="ortho").abs().pow(2).mean(dim=-2)[..., 1:]
-    ph = torch.fft.rfft(x, dim=-2, norm="ortho").abs().pow(2).mean(dim=-1)[..., 1:]
-    return torch.log(torch.cat([ph, pw], dim=-1) + 1e-5).flatten(1)
 
 
 def shift_slices(x: Tensor, offset: tuple[int, int]) -> Tensor:
     """(N, C, H, W) slices rolled by ``offset = (dy, dx)`` voxels (circularly: what leaves one
     side enters the other; slices with a background margin wider than the offset only move)."""
     return torch.roll(x, shifts=offset, dims=(-2, -1))
-
-
-def latent_cell_tokens(z: Tensor, cells: int) -> Tensor:
-    """(N, c, h, w) maps -> (N, cells^2, c * ph * pw): the map cut into a cells x cells grid of
-    (ph, pw) patches (the map zero-padded to a multiple of `cells` on each side), one token per
-    patch, in row-major order; every value is kept (no pooling)."""
-    n, c, h, w = z.shape
-    ph, pw = -(-h // cells), -(-w // cells)
-    z = F.pad(z, (0, pw * cells - w, 0, ph * cells - h))
-    z = z.reshape(n, c, cells, ph, cells, pw).permute(0, 2, 4, 1, 3, 5)
-    return z.reshape(n, cells * cells, c * ph * pw)
 
 
 def with_depth(
@@ -363,19 +312,14 @@ def encoder_step(encoder: nn.Module, batch: dict[str, Any], *, modalities: list[
 
 
 def encoder_autoencoder_step(
-    pair: nn.ModuleDict,
-    batch: dict[str, Any],
-    *,
-    modalities: list[str],
-    noise: float = 0.0,
-    blur: float = 0.0,
+    pair: nn.ModuleDict, batch: dict[str, Any], *, modalities: list[str], blur: float = 0.0
 ) -> dict:
     """The encoder stage when G decodes through a slice autoencoder: E's pretext loss plus the
-    autoencoder's L1 reconstruction loss (latent noise std `noise`, latent blur up to `blur`
-    cells), on the same slices."""
+    autoencoder's L1 reconstruction loss (latent blur up to `blur` cells), on the same
+    slices."""
     x = _channels(batch, modalities)
     pretext = pair["encoder"].pretext_loss(x)
-    recon = pair["autoencoder"].reconstruction_loss(x, noise, blur)
+    recon = pair["autoencoder"].reconstruction_loss(x, blur)
     return {"loss": pretext + recon, "pretext": pretext.detach(), "recon_l1": recon.detach()}
 
 
@@ -394,32 +338,22 @@ def generator_step(
         batch: ``{"<mod>": (B, 1, H, W), "depth": (B,)}`` axial slices.
         encoder: the frozen E whose features the loss compares.
         modalities: the channels, in order.
-        features: the feature sets (``features.latent_cells`` needs a latent G).
+        features: the feature sets.
 
     Returns:
         ``{"loss", "ed_<set>": energy distance per feature set}``.
     """
     real = _channels(batch, modalities)
     depth = batch["depth"].float()
-    w = torch.randn(real.shape[0], generator.latent_dim, device=real.device)
-    fake_latent = real_latent = None
-    if features.latent_cells or features.reconstructions:
-        fake_latent = generator.latent(w, depth)
-        fake = generator.decode(fake_latent)
-        with torch.no_grad():
-            real_latent = generator.autoencoder.encode(real)
-            if features.reconstructions:
-                real = generator.decode(real_latent)
-    else:
-        fake = generator(w, depth)
+    fake = generator(torch.randn(real.shape[0], generator.latent_dim, device=real.device), depth)
     if features.shift > 1:
         offset = tuple(int(v) for v in torch.randint(0, features.shift, (2,)))
         real, fake = shift_slices(real, offset), shift_slices(fake, offset)
     with torch.no_grad():
-        real_sets = slice_feature_sets(encoder, real, features, real_latent)
+        real_sets = slice_feature_sets(encoder, real, features)
         scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
         r_sets = with_depth(real_sets, depth, scales)
-    g_sets = with_depth(slice_feature_sets(encoder, fake, features, fake_latent), depth, scales)
+    g_sets = with_depth(slice_feature_sets(encoder, fake, features), depth, scales)
     loss, parts = drifting_loss_sets(g_sets, r_sets)
     return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
@@ -621,7 +555,6 @@ def train_encoder(
             step_fn=partial(
                 encoder_autoencoder_step,
                 modalities=modalities,
-                noise=cfg.autoencoder_noise,
                 blur=cfg.autoencoder_blur,
             ),
             max_steps=cfg.encoder.steps,
