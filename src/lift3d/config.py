@@ -376,12 +376,6 @@ class GenerateConfig:
     # ... and the mean absolute voxel-to-voxel differences pooled to edges x edges cells (0:
     # none), which see voxel-scale patterns (stripes, texture) that pooling hides.
     generator_edges: int = 0
-    # Shift real and generated slices together by a random (dy, dx) in [0, shift) voxels
-    # (circularly) before the feature sets each step (0: never). The encoder downsamples with
-    # stride-2 convolutions and the sets pool on fixed cells, so the loss's gradient on a slice
-    # repeats with their period (8 voxels for three scales): G, following it at one phase,
-    # learns a grid of that period. Random phases average it out.
-    generator_shift: int = 0
     # For a latent G: the largest sigma (latent cells) of the Gaussian blur the slice
     # autoencoder's latent gets while it trains (0: none): G's codes are smoother than the encoder's, and a decoder that met only
     # sharp codes renders smooth ones as a grid (SliceAutoencoder.reconstruction_loss)
@@ -391,7 +385,6 @@ class GenerateConfig:
         "generator_tokens": COUNT,
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
-        "generator_shift": NON_NEGATIVE,
         "autoencoder_blur": NON_NEGATIVE,
     }
     RETIRED: ClassVar[dict[str, Any]] = {
@@ -403,6 +396,7 @@ class GenerateConfig:
         "generator_spectrum": False,
         "generator_targets": "slices",
         "autoencoder_noise": 0.0,
+        "generator_shift": 0,
     }
 
 

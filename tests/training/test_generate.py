@@ -154,16 +154,6 @@ def test_generator_feature_sets_shapes():
     assert "edges" not in sets
 
 
-def test_shift_slices_moves_content_and_keeps_it():
-    from lift3d.training.generate import shift_slices
-
-    x = torch.zeros(2, 1, 16, 16)
-    x[:, :, 4:8, 6:10] = 1.0
-    y = shift_slices(x, (3, 5))
-    assert torch.equal(y[:, :, 7:11, 11:15], x[:, :, 4:8, 6:10]) and y.sum() == x.sum()
-    assert torch.equal(shift_slices(x, (0, 0)), x)
-
-
 def test_autoencoder_blur_needs_a_latent_generator(phantom_brats_dir, tmp_path):
     cfg = tiny_config(phantom_brats_dir, "autoencoder_blur=1.0")
     with pytest.raises(InputError, match="autoencoder_blur needs a latent generator"):
@@ -342,7 +332,6 @@ def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_a
         phantom_brats_dir,
         run,
         "model.generator_latent=3",
-        "generator_shift=4",
         "autoencoder_blur=1.0",
         "train.val_every=2",
     )

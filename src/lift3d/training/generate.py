@@ -212,14 +212,11 @@ class SliceFeatures:
             per cell.
         thumbnail: side of the intensity thumbnail (0: none).
         edges: side of the pooled voxel-difference grid (0: none).
-        shift: real and generated slices are shifted together by a random in-plane offset
-            below `shift` voxels before the sets (`shift_slices`; 0: never).
     """
 
     tokens: int = 2
     thumbnail: int = 8
     edges: int = 0
-    shift: int = 0
 
     @classmethod
     def from_config(cls, cfg: GenerateConfig) -> SliceFeatures:
@@ -227,7 +224,6 @@ class SliceFeatures:
             cfg.generator_tokens,
             cfg.generator_thumbnail,
             cfg.generator_edges,
-            cfg.generator_shift,
         )
 
 
@@ -259,12 +255,6 @@ def slice_feature_sets(encoder: Any, x: Tensor, spec: SliceFeatures) -> dict[str
         dx = F.adaptive_avg_pool2d((x[..., :, 1:] - x[..., :, :-1]).abs(), spec.edges)
         sets["edges"] = torch.cat([dy.flatten(1), dx.flatten(1)], dim=1)[:, None]
     return sets
-
-
-def shift_slices(x: Tensor, offset: tuple[int, int]) -> Tensor:
-    """(N, C, H, W) slices rolled by ``offset = (dy, dx)`` voxels (circularly: what leaves one
-    side enters the other; slices with a background margin wider than the offset only move)."""
-    return torch.roll(x, shifts=offset, dims=(-2, -1))
 
 
 def with_depth(
@@ -346,9 +336,6 @@ def generator_step(
     real = _channels(batch, modalities)
     depth = batch["depth"].float()
     fake = generator(torch.randn(real.shape[0], generator.latent_dim, device=real.device), depth)
-    if features.shift > 1:
-        offset = tuple(int(v) for v in torch.randint(0, features.shift, (2,)))
-        real, fake = shift_slices(real, offset), shift_slices(fake, offset)
     with torch.no_grad():
         real_sets = slice_feature_sets(encoder, real, features)
         scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
