@@ -376,16 +376,11 @@ class GenerateConfig:
     # ... and the mean absolute voxel-to-voxel differences pooled to edges x edges cells (0:
     # none), which see voxel-scale patterns (stripes, texture) that pooling hides.
     generator_edges: int = 0
-    # For a latent G: the largest sigma (latent cells) of the Gaussian blur the slice
-    # autoencoder's latent gets while it trains (0: none): G's codes are smoother than the encoder's, and a decoder that met only
-    # sharp codes renders smooth ones as a grid (SliceAutoencoder.reconstruction_loss)
-    autoencoder_blur: float = 0.0
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "generator_tokens": COUNT,
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
-        "autoencoder_blur": NON_NEGATIVE,
     }
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,
@@ -397,6 +392,7 @@ class GenerateConfig:
         "generator_targets": "slices",
         "autoencoder_noise": 0.0,
         "generator_shift": 0,
+        "autoencoder_blur": 0.0,
     }
 
 

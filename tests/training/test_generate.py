@@ -154,12 +154,6 @@ def test_generator_feature_sets_shapes():
     assert "edges" not in sets
 
 
-def test_autoencoder_blur_needs_a_latent_generator(phantom_brats_dir, tmp_path):
-    cfg = tiny_config(phantom_brats_dir, "autoencoder_blur=1.0")
-    with pytest.raises(InputError, match="autoencoder_blur needs a latent generator"):
-        train_generation(cfg, tmp_path / "run")
-
-
 def test_edge_features_see_stripes_that_pooling_hides():
     """Vertical stripes and a flat slice of the same mean: equal thumbnails and 8x8 pooled
     encoder inputs, but the "edges" set tells them apart (and along the right axis)."""
@@ -332,7 +326,6 @@ def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_a
         phantom_brats_dir,
         run,
         "model.generator_latent=3",
-        "autoencoder_blur=1.0",
         "train.val_every=2",
     )
     assert model.generator.autoencoder.latent_channels == 3

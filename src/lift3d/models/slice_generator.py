@@ -63,21 +63,6 @@ class _ModBlock(nn.Module):
         return F.silu(h)
 
 
-def blur_latent(z: Tensor, sigma: float) -> Tensor:
-    """(N, c, h, w) maps blurred in-plane by a Gaussian of `sigma` cells (edges replicated);
-    sigma < 0.1 returns `z`."""
-    if sigma < 0.1:
-        return z
-    radius = max(1, math.ceil(2 * sigma))
-    t = torch.arange(-radius, radius + 1, device=z.device, dtype=z.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = z.shape[1]
-    z = F.pad(z, (radius, radius, radius, radius), mode="replicate")
-    z = F.conv2d(z, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(z, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-
-
 class SliceAutoencoder(nn.Module):
     """Deterministic 2D autoencoder: slice (C, H, W) in [0, 1] <-> latent map (c, ~H/4, ~W/4)
     in [-1, 1] (tanh). Trained with an L1 reconstruction loss (`reconstruction_loss`).
@@ -145,21 +130,9 @@ class SliceAutoencoder(nn.Module):
         h = self.dec_high(F.interpolate(h, size=size, mode="nearest"))
         return torch.sigmoid(h)
 
-    def reconstruction_loss(self, x: Tensor, blur: float = 0.0) -> Tensor:
-        """L1 between slices and their reconstruction.
-
-        Args:
-            x: (N, C, H, W) slices in [0, 1].
-            blur: the latent is Gaussian-blurred in-plane with a sigma drawn uniformly from
-                [0, blur] latent cells per step before decoding (0: never). A generator's codes
-                are smoother than the encoder's; a decoder that only met sharp codes renders
-                smooth ones as a grid of its 4x4 output blocks, one trained on blurred codes as
-                slices.
-        """
-        z = self.encode(x)
-        if blur > 0:
-            z = blur_latent(z, float(torch.rand(())) * blur)
-        return F.l1_loss(self.decode(z, tuple(x.shape[-2:])), x)
+    def reconstruction_loss(self, x: Tensor) -> Tensor:
+        """L1 between slices and their reconstruction."""
+        return F.l1_loss(self.decode(self.encode(x), tuple(x.shape[-2:])), x)
 
 
 class SliceGenerator(nn.Module):

@@ -168,8 +168,6 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         raise InputError(
             f"mapper.lr_schedule must be 'constant' or 'cosine', got {mc.lr_schedule!r}"
         )
-    if cfg.autoencoder_blur and not cfg.model.generator_latent:
-        raise InputError("autoencoder_blur needs a latent generator (model.generator_latent > 0)")
     dc = cfg.detail
     if dc.enabled and (dc.cases < 1 or dc.samples < 1):
         raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
@@ -302,14 +300,13 @@ def encoder_step(encoder: nn.Module, batch: dict[str, Any], *, modalities: list[
 
 
 def encoder_autoencoder_step(
-    pair: nn.ModuleDict, batch: dict[str, Any], *, modalities: list[str], blur: float = 0.0
+    pair: nn.ModuleDict, batch: dict[str, Any], *, modalities: list[str]
 ) -> dict:
     """The encoder stage when G decodes through a slice autoencoder: E's pretext loss plus the
-    autoencoder's L1 reconstruction loss (latent blur up to `blur` cells), on the same
-    slices."""
+    autoencoder's L1 reconstruction loss, on the same slices."""
     x = _channels(batch, modalities)
     pretext = pair["encoder"].pretext_loss(x)
-    recon = pair["autoencoder"].reconstruction_loss(x, blur)
+    recon = pair["autoencoder"].reconstruction_loss(x)
     return {"loss": pretext + recon, "pretext": pretext.detach(), "recon_l1": recon.detach()}
 
 
@@ -539,11 +536,7 @@ def train_encoder(
             pair,
             torch.optim.Adam(pair.parameters(), lr=cfg.encoder.lr),
             slices,
-            step_fn=partial(
-                encoder_autoencoder_step,
-                modalities=modalities,
-                blur=cfg.autoencoder_blur,
-            ),
+            step_fn=partial(encoder_autoencoder_step, modalities=modalities),
             max_steps=cfg.encoder.steps,
             batch_size=cfg.encoder.batch_size,
             collate_fn=_resize_collate(model.shape[1:], modalities),
