@@ -44,7 +44,7 @@ def depth_embedding(s: Tensor, dim: int) -> Tensor:
 
 
 class _ModBlock(nn.Module):
-    """Upsample x2 (nearest), conv, norm, FiLM from the style vector, SiLU."""
+    """Upsample x2, conv, norm, FiLM from the style vector, SiLU."""
 
     def __init__(self, cin: int, cout: int, style_dim: int) -> None:
         super().__init__()
@@ -57,7 +57,8 @@ class _ModBlock(nn.Module):
         nn.init.zeros_(self.film.bias)
 
     def forward(self, h: Tensor, style: Tensor, size: tuple[int, int]) -> Tensor:
-        h = F.silu(self.conv1(F.interpolate(h, size=size, mode="nearest")))
+        h = F.interpolate(h, size=size, mode="nearest")
+        h = F.silu(self.conv1(h))
         scale, shift = self.film(style)[:, :, None, None].chunk(2, dim=1)
         h = self.norm(self.conv2(h)) * (1 + scale) + shift
         return F.silu(h)
@@ -205,25 +206,6 @@ class SliceGenerator(nn.Module):
         Returns:
             (N, C, H, W) slices in [0, 1].
         """
-        out = self._stack(w, s)
-        if self.autoencoder is not None:
-            return self.decode(torch.tanh(out))
-        return torch.sigmoid(out)
-
-    def latent(self, w: Tensor, s: Tensor | None = None) -> Tensor:
-        """The (N, c, h, w) latent maps in [-1, 1] that `forward` decodes (latent G only)."""
-        if self.autoencoder is None:
-            raise ValueError("this generator draws pixels: it has no latent map")
-        return torch.tanh(self._stack(w, s))
-
-    def decode(self, z: Tensor) -> Tensor:
-        """(N, c, h, w) latent maps in [-1, 1] -> (N, C, H, W) slices (latent G only)."""
-        if self.autoencoder is None:
-            raise ValueError("this generator draws pixels: it has no decoder")
-        return self.autoencoder.decode(z, self.slice_size)
-
-    def _stack(self, w: Tensor, s: Tensor | None) -> Tensor:
-        """The stack's raw head output: pixel logits, or the latent map before tanh."""
         if self.depth_conditioned:
             if s is None:
                 raise ValueError("this generator is depth-conditioned: pass s")
@@ -238,7 +220,9 @@ class SliceGenerator(nn.Module):
         h = h.contiguous(memory_format=torch.channels_last)
         for block, size in zip(self.blocks, self.sizes[1:]):
             h = block(h, style, size)
-        return self.head(h)
+        if self.autoencoder is not None:
+            return self.autoencoder.decode(torch.tanh(self.head(h)), self.slice_size)
+        return torch.sigmoid(self.head(h))
 
     def generate(self, noise: Tensor, cond: Tensor | None = None) -> Tensor:
         """The generic 2D-generator interface: ``noise`` = w, ``cond`` = depth s."""

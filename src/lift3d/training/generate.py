@@ -218,11 +218,7 @@ class SliceFeatures:
 
     @classmethod
     def from_config(cls, cfg: GenerateConfig) -> SliceFeatures:
-        return cls(
-            cfg.generator_tokens,
-            cfg.generator_thumbnail,
-            cfg.generator_edges,
-        )
+        return cls(cfg.generator_tokens, cfg.generator_thumbnail, cfg.generator_edges)
 
 
 def slice_feature_sets(encoder: Any, x: Tensor, spec: SliceFeatures) -> dict[str, Tensor]:
@@ -256,19 +252,18 @@ def slice_feature_sets(encoder: Any, x: Tensor, spec: SliceFeatures) -> dict[str
 
 
 def with_depth(
-    sets: dict[str, Tensor], depth: Tensor, depth_scale: dict[str, Tensor] | None
+    sets: dict[str, Tensor], depth: Tensor, depth_scale: dict[str, Tensor]
 ) -> dict[str, Tensor]:
     """Append the normalised depth to every token: (N, L, C_s) -> (N, L, C_s + 1).
 
     Args:
         sets: `slice_feature_sets` output.
         depth: (N,) normalised depths.
-        depth_scale: per-set multiplier of the depth channel (`depth_scales`), or None (1).
+        depth_scale: per-set multiplier of the depth channel (`depth_scales`).
     """
     out = {}
     for name, t in sets.items():
-        scale = 1.0 if depth_scale is None else depth_scale[name]
-        d = (depth.to(t.dtype) * scale)[:, None, None].expand(-1, t.shape[1], 1)
+        d = (depth.to(t.dtype) * depth_scale[name])[:, None, None].expand(-1, t.shape[1], 1)
         out[name] = torch.cat([t, d], dim=2)
     return out
 
@@ -445,7 +440,7 @@ def encoder_preview(
     volume, the latter two resized to the axial slice size as in training (and, when G has a
     slice autoencoder, its reconstruction of the clean slices). Scores are over the three."""
     real = previews.real  # (C, D, H, W)
-    c, d, h, w = real.shape
+    _, d, h, w = real.shape
     cuts = [real[:, d // 2], real[:, :, h // 2], real[:, :, :, w // 2]]
     x = torch.stack([F.interpolate(t[None], size=(h, w), mode="bilinear")[0] for t in cuts])
     x = x.to(previews.device)  # (3, C, H, W)
