@@ -250,7 +250,8 @@ def test_train_generate_calibrates_detail_unless_switched_off(
     """`lift3d train generate` runs the detail calibration on the written folder after
     training (the trained run of this module stands in for the training here)."""
 
-    def fake_training(cfg, run_dir, resume=False):
+    def fake_training(cfg, run_dir, resume=False, calibrate=None):
+        passed.append(calibrate is not None)
         run_dir = Path(run_dir)
         shutil.copytree(cli_run, run_dir, dirs_exist_ok=True)
         ref = json.loads((run_dir / "reference.json").read_text())
@@ -258,7 +259,7 @@ def test_train_generate_calibrates_detail_unless_switched_off(
         (run_dir / "reference.json").write_text(json.dumps(ref))
         return run_dir
 
-    calls = []
+    calls, passed = [], []
     monkeypatch.setattr(generate, "train_generation", fake_training)
     monkeypatch.setattr(detail, "calibrate_model_folder", lambda *a, **k: calls.append(a))
     argv = ["train", "generate", "--data", str(phantom_brats_dir), "--config", "generate_tiny"]
@@ -267,6 +268,9 @@ def test_train_generate_calibrates_detail_unless_switched_off(
     assert main([*argv, "--out", str(tmp_path / "off"), "--set", "detail.enabled=false"]) == 0
     assert len(calls) == 1
     assert json.loads((tmp_path / "off" / "reference.json").read_text())["detail"] is None
+    # The in-training calibration (after the generator stage) is asked for only when enabled;
+    # the folder call above is the fallback for a folder that has none yet.
+    assert passed == [True, False]
 
 
 def test_generate_bf16_is_float32_and_within_tolerance_of_fp32(cli_run, tmp_path):

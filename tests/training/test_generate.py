@@ -14,6 +14,7 @@ from matplotlib import pyplot as plt
 from lift3d.config import MAPPER_LR_FINAL_RATIO, DetailConfig, GenerateConfig, load_config
 from lift3d.errors import InputError
 from lift3d.inference.detail import calibrate_model_folder
+from lift3d.model_folder import GENERATION_STAGES
 from lift3d.models.registry import generation_model_from_config
 from lift3d.training.engine import Engine
 from lift3d.training.generate import (
@@ -170,6 +171,36 @@ def test_edge_features_see_stripes_that_pooling_hides():
     assert a["edges"].shape == (1, 1, 8) and torch.count_nonzero(a["edges"]) == 0
     dy, dx = b["edges"][0, 0, :4], b["edges"][0, 0, 4:]
     assert torch.all(dy == 0) and torch.allclose(dx, torch.ones(4))
+
+
+def test_generator_stage_folder_carries_the_output_detail(phantom_brats_dir, tmp_path, monkeypatch):
+    """The detail is measured once G is trained and written with the generator-stage folder
+    (no-mapper samples drawn while T trains get it); a resumed run keeps it unmeasured again."""
+    from lift3d.inference.detail import calibrate_model
+    from lift3d.training import generate as gen_module
+
+    cfg = tiny_config(phantom_brats_dir)
+    run = tmp_path / "run"
+    calls = []
+
+    def calibrate(model, ref):
+        calls.append(1)
+        return calibrate_model(model, cfg, ref)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(gen_module, "train_mapper", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_generation(cfg, run, calibrate=calibrate)
+    first = json.loads((run / "reference.json").read_text())["detail"]
+    assert calls == [1] and first["modalities"]["t1n"]["sigma_rel"] >= 0
+    assert first["modalities"]["t1n"]["level_real_rel"] > 0
+    train_generation(cfg, run, resume=True, calibrate=calibrate)
+    assert calls == [1]  # G was trained before: not measured again, and kept
+    assert json.loads((run / "reference.json").read_text())["detail"] == first
+    assert json.loads((run / "run.json").read_text())["stages_done"] == list(GENERATION_STAGES)
 
 
 @pytest.mark.parametrize(

@@ -109,13 +109,9 @@ def calibrate_model_folder(
     data_root: str | Path | None = None,
     settings: DetailConfig | None = None,
 ) -> dict[str, Any]:
-    """Measure a finished generation model's output detail and record it in reference.json.
-
-    The model comes from `lift3d.model_folder.load_model`. Real: the first ``settings.cases``
-    cases of the training split (``reference.json["train_cases"]``), each file as stored (the
-    reference grid) relative to its own intensity window. Generated: ``settings.samples``
-    no-mapper samples of G (noise seed ``settings.seed``), restored to the reference grid with
-    the reference record.
+    """Measure a generation model folder's output detail (`calibrate_model`) and record it in
+    its reference.json. The folder needs E and G only (the calibration samples G without the
+    mapper), so it works from the generator stage on.
 
     Args:
         run_dir: model folder from `lift3d.training.generate.train_generation`.
@@ -123,15 +119,47 @@ def calibrate_model_folder(
         settings: sample counts and seed (default: the folder's ``detail`` config section).
 
     Returns:
-        The record written to ``reference.json["detail"]``: ``{"kind", "modalities": {mod:
-        `calibrate` record}}``.
+        The record written to ``reference.json["detail"]`` (`calibrate_model`).
 
     Raises:
         InputError: not a generation model folder, a training case no longer in `data_root`,
             or ``cases`` / ``samples`` below 1.
     """
-    model, folder = load_model(run_dir, "generate")
-    cfg, ref = folder.config, folder.reference
+    model, folder = load_model(run_dir, "generate", use_mapper=False)
+    ref = folder.reference
+    ref["detail"] = calibrate_model(model, folder.config, ref, data_root, settings)
+    atomic_write_text(Path(run_dir) / REFERENCE_FILE, json.dumps(ref, indent=1))
+    return ref["detail"]
+
+
+def calibrate_model(
+    model: Any,
+    cfg: Any,
+    ref: dict[str, Any],
+    data_root: str | Path | None = None,
+    settings: DetailConfig | None = None,
+) -> dict[str, Any]:
+    """Measure a generation model's output detail: the noise level its samples lack.
+
+    Real: the first ``settings.cases`` cases of the training split (``ref["train_cases"]``),
+    each file as stored (the reference grid) relative to its own intensity window. Generated:
+    ``settings.samples`` no-mapper samples of G (noise seed ``settings.seed``), restored to the
+    reference grid with the reference record. Depends on E and G only, not on the mapper.
+
+    Args:
+        model: a `GenerationModel` (E and G trained; left in the train / eval mode it was in).
+        cfg: its `GenerateConfig`.
+        ref: its reference record (``reference.json``).
+        data_root: the training dataset (default: ``ref["data_root"]``).
+        settings: sample counts and seed (default: ``cfg.detail``).
+
+    Returns:
+        ``{"kind", "modalities": {mod: `calibrate` record}}``.
+
+    Raises:
+        InputError: a training case no longer in `data_root`, or ``cases`` / ``samples``
+            below 1.
+    """
     dc = settings or cfg.detail
     if dc.cases < 1 or dc.samples < 1:
         raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
@@ -161,22 +189,24 @@ def calibrate_model_folder(
     record = ref["record"]
     generated: dict[str, list[tuple[np.ndarray, float]]] = {m: [] for m in modalities}
     gen = torch.Generator().manual_seed(dc.seed)
-    with torch.inference_mode():
-        for _ in range(dc.samples):
-            vol = model.sample(1, gen, use_mapper=False)[0].float().numpy()
-            for c, m in enumerate(modalities):
-                restored = restore_sample(vol[c], record, m).array
-                generated[m].append((restored, window_width(record, m)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for _ in range(dc.samples):
+                vol = model.sample(1, gen, use_mapper=False)[0].float().cpu().numpy()
+                for c, m in enumerate(modalities):
+                    restored = restore_sample(vol[c], record, m).array
+                    generated[m].append((restored, window_width(record, m)))
+    finally:
+        model.train(was_training)
     out = {m: calibrate(real[m], generated[m]) for m in modalities}
     for m, rec in out.items():
         log.info(
             "output detail %s (%s): level real %.4f, G %.4f (of the window) -> noise %.4f",
             m, ESTIMATOR, rec["level_real_rel"], rec["level_generated_rel"], rec["sigma_rel"],
         )  # fmt: skip
-    result = {"kind": "white gaussian, foreground only", "modalities": out}
-    ref["detail"] = result
-    atomic_write_text(Path(run_dir) / REFERENCE_FILE, json.dumps(ref, indent=1))
-    return result
+    return {"kind": "white gaussian, foreground only", "modalities": out}
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:

@@ -49,6 +49,7 @@ from lift3d.losses.drifting import drifting_loss_sets
 from lift3d.losses.triplanar import triplanar_drifting_loss
 from lift3d.model_folder import (
     GENERATION_STAGES,
+    REFERENCE_FILE,
     RUN_FILE,
     STAGES_KEY,
     WEIGHTS_FILE,
@@ -691,7 +692,12 @@ def reference_record(cfg: GenerateConfig, data: TrainingData) -> dict[str, Any]:
     }
 
 
-def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = False) -> Path:
+def train_generation(
+    cfg: GenerateConfig,
+    run_dir: str | Path,
+    resume: bool = False,
+    calibrate: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
+) -> Path:
     """Run the three stages (each resumable) and write the model folder: after the generator
     stage marked ``"stages_done": ["encoder", "generator"]`` (usable with ``--no-mapper``), and
     after the mapper stage marked finished.
@@ -701,6 +707,11 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
         run_dir: run folder.
         resume: continue the stages from their checkpoints (the engine resumes any stage with a
             checkpoint; finished stages are skipped).
+        calibrate: ``calibrate(model, reference) -> detail record`` (the output detail,
+            `lift3d.inference.detail.calibrate_model`), run on the main process once G is
+            trained and stored in the folder's ``reference.json["detail"]`` from the
+            generator-stage folder on, so no-mapper samples drawn while T trains get the same
+            detail as the finished model's.
 
     Returns:
         `run_dir`.
@@ -728,8 +739,12 @@ def train_generation(cfg: GenerateConfig, run_dir: str | Path, resume: bool = Fa
     if engine.is_main and "generator" not in (done_before or []):
         # E and G are final (the mapper stage freezes them): the no-mapper ablation can be
         # sampled from the folder while T trains.
+        if calibrate is not None:
+            reference["detail"] = calibrate(model, reference)
         save_model(model, cfg, run_dir, reference=reference, stages=GENERATION_STAGES[:2])
         log.info("encoder and generator written to %s (mapper not trained yet)", run_dir)
+    elif "generator" in (done_before or []):
+        reference["detail"] = _folder_detail(run_dir)  # measured when G was trained
     train_mapper(cfg, engine, model, data.volumes, previews)
     model.to("cpu")
     if engine.is_main:
@@ -745,4 +760,12 @@ def _folder_stages(run_dir: Path) -> list[str] | None:
     try:
         return trained_stages(json.loads((run_dir / RUN_FILE).read_text()))
     except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _folder_detail(run_dir: Path) -> dict[str, Any] | None:
+    """The output-detail record of the model folder in `run_dir`, or None."""
+    try:
+        return json.loads((run_dir / REFERENCE_FILE).read_text()).get("detail")
+    except (OSError, json.JSONDecodeError, AttributeError):
         return None
