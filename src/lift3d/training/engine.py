@@ -62,6 +62,21 @@ ValidateFn = Callable[[nn.Module, int], "dict[str, Any] | None"]
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 PREFETCH_FACTOR = 4  # batches each DataLoader worker keeps ready
 
+# A caller that shares the CPU with another process of its own (``make demo``'s two halves) may
+# set `thread_policy`: polled between training steps, it returns the intra-op thread count to use
+# from then on (None: leave it), so a stage can take the cores the other process leaves idle.
+thread_policy: Callable[[], int | None] | None = None
+
+
+def _apply_thread_policy() -> None:
+    """Set torch's intra-op threads to what `thread_policy` asks for, if it asks a change."""
+    if thread_policy is None:
+        return
+    n = thread_policy()
+    if n is not None and n > 0 and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+        logger.info("thread policy: %d CPU thread(s) from here", n)
+
 
 def mix_seed(*parts: Any) -> int:
     """A stable 63-bit seed from any parts (``mix_seed(seed, "data", epoch)``)."""
@@ -555,6 +570,7 @@ class Engine:
                 sampler.set_epoch(pos.epoch, pos.batch_in_epoch * batch_size)
                 for batch in loader:
                     scalars = self._train_step(stage, fmodule, fopt, scheduler, batch, pos.step)
+                    _apply_thread_policy()
                     pos.step += 1
                     pos.batch_in_epoch += 1
                     session_steps += 1
