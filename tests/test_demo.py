@@ -92,30 +92,19 @@ def test_generation_process_reads_the_no_mapper_arm_record(tmp_path, monkeypatch
     assert demo._wait_for_no_mapper_arm(tmp_path) == {"reference grid": summary}
 
 
-def test_generation_process_takes_the_cores_the_translation_process_leaves_idle(tmp_path):
+def test_generation_process_thread_schedule_depends_on_stage_and_step_only():
+    """The generation process of --jobs 2 takes every core from fixed steps on (the numerics,
+    which depend on the thread count, then do not depend on the other process's timing)."""
     import os
 
     from lift3d import demo
 
-    policy = demo._idle_cores_policy(tmp_path, 1)
+    policy = demo._demo_thread_policy(1)
     cores = max(1, os.cpu_count() or 1)
-    assert policy() == 1
-    (tmp_path / demo.TRANSLATION_WAITING).write_text("waiting\n")
-    assert policy() == cores
-    (tmp_path / demo.TRANSLATION_WAITING).unlink()
-    assert policy() == 1
-    (tmp_path / demo.TRANSLATION_DONE).write_text("done\n")
-    assert policy() == cores
-
-
-def test_waiting_marker_is_gone_after_the_wait_even_on_failure(tmp_path):
-    import subprocess
-    import sys
-
-    from lift3d import demo
-
-    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(3)"])
-    child.wait()
-    with pytest.raises(SystemExit):
-        demo.run_no_mapper_arm(tmp_path, child, quick=True)
-    assert not (tmp_path / demo.TRANSLATION_WAITING).exists()
+    first = demo.ALL_CORES_FROM
+    assert policy("encoder", 0) == 1 and policy("encoder", first["encoder"] - 1) == 1
+    assert policy("encoder", first["encoder"]) == cores
+    assert policy("generator", 0) == cores
+    assert policy("mapper", first["mapper"] - 1) == 1 and policy("mapper", first["mapper"]) == cores
+    assert policy("some other stage", 10**6) == 1
+    assert [policy("mapper", s) for s in range(400)] == [policy("mapper", s) for s in range(400)]

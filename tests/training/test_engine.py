@@ -475,24 +475,24 @@ def test_workers_persist_across_epochs_and_train_the_same(straight, tmp_path, mo
     assert_same_weights(model, straight[1])
 
 
-def test_thread_policy_is_polled_between_steps_and_sets_the_threads(tmp_path, monkeypatch):
-    """A caller's `thread_policy` changes torch's intra-op threads mid-stage (make demo's
-    generation process takes the cores the other process leaves idle); None leaves them."""
+def test_thread_policy_is_asked_before_every_step_and_sets_the_threads(tmp_path, monkeypatch):
+    """A caller's `thread_policy(stage, step)` sets torch's intra-op threads for each step
+    (make demo's generation process takes the cores the other process leaves idle)."""
     before = torch.get_num_threads()
     asked, seen = [], []
 
-    def policy():
-        asked.append(1)
-        return 1 if len(asked) < 4 else 2
+    def policy(stage, step):
+        asked.append((stage, step))
+        return 1 if step < 4 else 2
 
-    def step(model, batch):
+    def step_fn(model, batch):
         seen.append(torch.get_num_threads())
         return noisy_step(model, batch)
 
     monkeypatch.setattr(engine_mod, "thread_policy", policy)
     try:
-        run(make_cfg(num_threads=1), tmp_path / "run", step_fn=step, max_steps=6)
+        run(make_cfg(num_threads=1), tmp_path / "run", step_fn=step_fn, max_steps=6)
     finally:
         torch.set_num_threads(before)
-    assert len(asked) == 6  # once after every step
+    assert asked == [("toy", s) for s in range(6)]
     assert seen == [1, 1, 1, 1, 2, 2]

@@ -63,19 +63,21 @@ PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
 PREFETCH_FACTOR = 4  # batches each DataLoader worker keeps ready
 
 # A caller that shares the CPU with another process of its own (``make demo``'s two halves) may
-# set `thread_policy`: polled between training steps, it returns the intra-op thread count to use
-# from then on (None: leave it), so a stage can take the cores the other process leaves idle.
-thread_policy: Callable[[], int | None] | None = None
+# set `thread_policy`: ``thread_policy(stage, step)`` is asked before every training step and
+# returns the intra-op thread count for it (None: leave it), so a stage can take the cores the
+# other process leaves idle. A function of (stage, step) only keeps runs repeatable: CPU results
+# depend on the thread count, so it must not depend on timing.
+thread_policy: Callable[[str, int], int | None] | None = None
 
 
-def _apply_thread_policy() -> None:
-    """Set torch's intra-op threads to what `thread_policy` asks for, if it asks a change."""
+def _apply_thread_policy(stage: str, step: int) -> None:
+    """Set torch's intra-op threads to what `thread_policy` asks for step `step` of `stage`."""
     if thread_policy is None:
         return
-    n = thread_policy()
+    n = thread_policy(stage, step)
     if n is not None and n > 0 and n != torch.get_num_threads():
         torch.set_num_threads(n)
-        logger.info("thread policy: %d CPU thread(s) from here", n)
+        logger.info("thread policy: %d CPU thread(s) from %s step %d", n, stage, step)
 
 
 def mix_seed(*parts: Any) -> int:
@@ -569,8 +571,8 @@ class Engine:
             while pos.step < target:
                 sampler.set_epoch(pos.epoch, pos.batch_in_epoch * batch_size)
                 for batch in loader:
+                    _apply_thread_policy(stage, pos.step)
                     scalars = self._train_step(stage, fmodule, fopt, scheduler, batch, pos.step)
-                    _apply_thread_policy()
                     pos.step += 1
                     pos.batch_in_epoch += 1
                     session_steps += 1
