@@ -24,11 +24,12 @@ half (step 6) run at the same time as two processes, each with half of the cores
 generate` writes its model folder once after the generator stage (the mapper stage freezes E and
 G, so the no-mapper arm is final then) and again after the mapper stage. So the translation
 process, once its half is done, waits for that first folder (the generation process trains on
-every core from about then: `ALL_CORES_FROM`) and samples and scores the no-mapper arm from it (``generate --no-mapper``, ``evaluate``: this trains the shared evaluation encoder)
-while the generation process trains the mapper, and then trains and scores the 2.5D arm; the
-generation process samples and scores the mapper arm (its ``evaluate`` loads the shared encoder,
-or waits for it), with every core once the translation process is done, and prints both arms' tables and writes the report. Its log is
-printed when both are done. ``--jobs 1`` runs every step in turn (mapper arm first), with the
+every core from about then: `ALL_CORES_FROM`) and samples and scores the no-mapper arm from it
+(``generate --no-mapper``, ``evaluate``: this trains the shared evaluation encoder) while the
+generation process trains the mapper, and then trains and scores the 2.5D arm; the generation
+process samples and scores the mapper arm (its ``evaluate`` loads the shared encoder, or waits
+for it), with every core once the translation process is done, and prints both arms' tables and
+writes the report. Its log is printed when both are done. ``--jobs 1`` runs every step in turn (mapper arm first), with the
 same outputs. Training picks a GPU by itself when there is one.
 
 Results on the phantom show that a mechanism works, never clinical quality.

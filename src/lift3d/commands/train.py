@@ -189,12 +189,8 @@ def _train(args: argparse.Namespace, cfg):
         if cfg.task not in TRANSLATE_TASKS:
             raise InputError(f"config key 'task': unknown task {cfg.task!r}; use mr2ct or missing")
         return train_translation(cfg, args.out, resume=args.resume)
-    import json
-    from pathlib import Path
-
     from lift3d.inference.detail import calibrate_model, calibrate_model_folder
-    from lift3d.model_folder import REFERENCE_FILE
-    from lift3d.training.generate import train_generation
+    from lift3d.training.generate import folder_detail, train_generation
 
     calibrate = None
     if cfg.detail.enabled:
@@ -204,7 +200,6 @@ def _train(args: argparse.Namespace, cfg):
 
     run_dir = train_generation(cfg, args.out, resume=args.resume, calibrate=calibrate)
     if cfg.detail.enabled and int(os.environ.get("RANK", "0")) == 0:
-        ref = json.loads((Path(run_dir) / REFERENCE_FILE).read_text())
-        if not ref.get("detail"):  # e.g. resumed after the generator stage
+        if not folder_detail(run_dir):  # e.g. resumed after the generator stage
             calibrate_model_folder(run_dir, args.data)
     return run_dir

@@ -744,7 +744,7 @@ def train_generation(
         save_model(model, cfg, run_dir, reference=reference, stages=GENERATION_STAGES[:2])
         log.info("encoder and generator written to %s (mapper not trained yet)", run_dir)
     elif "generator" in (done_before or []):
-        reference["detail"] = _folder_detail(run_dir)  # measured when G was trained
+        reference["detail"] = folder_detail(run_dir)  # measured when G was trained
     train_mapper(cfg, engine, model, data.volumes, previews)
     model.to("cpu")
     if engine.is_main:
@@ -763,9 +763,9 @@ def _folder_stages(run_dir: Path) -> list[str] | None:
         return None
 
 
-def _folder_detail(run_dir: Path) -> dict[str, Any] | None:
+def folder_detail(run_dir: str | Path) -> dict[str, Any] | None:
     """The output-detail record of the model folder in `run_dir`, or None."""
     try:
-        return json.loads((run_dir / REFERENCE_FILE).read_text()).get("detail")
+        return json.loads((Path(run_dir) / REFERENCE_FILE).read_text()).get("detail")
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
