@@ -22,13 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lift3d.errors import InputError
+from lift3d.models.layers import GroupNorm
 
 OBJECTIVES = ("denoise", "masked")
 
 
-def group_norm(ch: int) -> nn.GroupNorm:
+def group_norm(ch: int) -> GroupNorm:
     """GroupNorm with up to 8 groups (the small 2D networks of E and G's autoencoder)."""
-    return nn.GroupNorm(min(8, ch), ch)
+    return GroupNorm(min(8, ch), ch)
 
 
 class _Down(nn.Module):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lift3d.models.encoder import group_norm
+from lift3d.models.layers import GroupNorm
 
 
 def depth_embedding(s: Tensor, dim: int) -> Tensor:
@@ -50,7 +51,7 @@ class _ModBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
-        self.norm = nn.GroupNorm(min(8, cout), cout, affine=False)
+        self.norm = GroupNorm(min(8, cout), cout, affine=False)
         self.film = nn.Linear(style_dim, 2 * cout)
         # FiLM starts as identity (scale 1, shift 0).
         nn.init.zeros_(self.film.weight)

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from lift3d.models.layers import GroupNorm
+
 
 def _groups(channels: int, max_groups: int = 8) -> int:
     """Largest divisor of `channels` not above `max_groups` (GroupNorm needs exact division)."""
@@ -35,10 +37,10 @@ class ConvBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            nn.GroupNorm(_groups(out_channels), out_channels),
+            GroupNorm(_groups(out_channels), out_channels),
             nn.SiLU(),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
-            nn.GroupNorm(_groups(out_channels), out_channels),
+            GroupNorm(_groups(out_channels), out_channels),
             nn.SiLU(),
         )
 
@@ -54,10 +56,10 @@ class ResBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(
             nn.Conv2d(in_channels, out_channels, 3, padding=1),
-            nn.GroupNorm(_groups(out_channels, 32), out_channels),
+            GroupNorm(_groups(out_channels, 32), out_channels),
             nn.SiLU(),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
-            nn.GroupNorm(_groups(out_channels, 32), out_channels),
+            GroupNorm(_groups(out_channels, 32), out_channels),
         )
         self.shortcut = (
             nn.Identity()

@@ -522,6 +522,11 @@ def train_encoder(
     autoencoder = model.generator.autoencoder
     if autoencoder is not None:
         pair = nn.ModuleDict({"encoder": model.encoder, "autoencoder": autoencoder})
+        # Channels-last weights for the stage: the thin full-resolution convolutions of both
+        # networks train ~25 % faster so on the CPU (with `lift3d.models.layers.GroupNorm`);
+        # the same function. Back to the default layout afterwards (the mapper's step is
+        # faster with it).
+        pair = pair.to(memory_format=torch.channels_last)
         preview = None
         if previews is not None:
             preview = lambda net, step: encoder_preview(  # noqa: E731
@@ -538,6 +543,7 @@ def train_encoder(
             collate_fn=_resize_collate(model.shape[1:], modalities),
             validate_fn=preview,
         )
+        pair = pair.to(memory_format=torch.contiguous_format)
         model.encoder, model.generator.autoencoder = pair["encoder"], pair["autoencoder"]
         return model.encoder
     opt = torch.optim.Adam(model.encoder.parameters(), lr=cfg.encoder.lr)
