@@ -138,3 +138,33 @@ def test_cuda_compiled_blocks_match_eager():
         compiled = model(x, chunk_size=4).float()
     diff = (compiled - eager).abs()
     assert diff.mean() <= MEAN_TOL and diff.max() <= MAX_TOL
+
+
+def test_compile_blocks_finds_every_translator_block_kind():
+    """Plain blocks (small), residual blocks (base) and the z-mixer's blocks are all compiled
+    (counted without running them)."""
+    small = build_translation_model("small", 1, 1, True)
+    base = build_translation_model("base", 1, 1, True)
+    kinds = {type(m).__name__ for m in [*small.modules(), *base.modules()]}
+    assert {"ConvBlock", "ResBlock", "ZMixerBlock"} <= kinds
+    for model in (small, base):
+        expected = sum(
+            type(m).__name__ in ("ConvBlock", "ResBlock", "ZMixerBlock") for m in model.modules()
+        )
+        assert compile_blocks(model) == expected > 0
+
+
+@pytest.mark.slow
+def test_cpu_compiled_translation_matches_eager():
+    """`--compile` on the CPU (convolution and mixer blocks, z-chunks) gives the eager output."""
+    torch.manual_seed(0)
+    model = build_translation_model("tiny", 1, 1, True).eval()
+    for block in model.modules():
+        if type(block).__name__ == "ZMixerBlock":  # a non-zero mixer (it starts as the identity)
+            torch.nn.init.normal_(block.proj_out.weight, std=0.1)
+    x = torch.rand(1, 1, 20, 32, 32)
+    with inference_mode("cpu", "fp32"):
+        eager = model(x, chunk_size=8)
+        assert compile_blocks(model) > 0
+        compiled = model(x, chunk_size=8)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)

@@ -77,12 +77,20 @@ def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractC
     return torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def compile_blocks(model: nn.Module, names: tuple[str, ...] = ("ConvBlock",)) -> int:
+# The translator's blocks: plain (small sizes) and residual (base, large) convolution blocks,
+# and the z-mixer's blocks, whose LayerNorm / projections / z-taps / GELU are memory-bound
+# passes over narrow channels that compiling fuses (small at 64^3 on the 2-core CPU: 0.25 ->
+# 0.19 s per volume; docs/journal/2026-11-28-groupnorm-cpu.md).
+TRANSLATION_BLOCKS = ("ConvBlock", "ResBlock", "ZMixerBlock")
+
+
+def compile_blocks(model: nn.Module, names: tuple[str, ...] = TRANSLATION_BLOCKS) -> int:
     """`torch.compile` each submodule whose class name is in `names`, in place.
 
     The translator and the slice generator are U-Nets of small convolution blocks driven by
     Python code (z-chunk streaming, the mixers); compiling the blocks fuses convolution,
-    GroupNorm and SiLU without tracing that code. Returns the number of blocks compiled.
+    GroupNorm and SiLU (and the mixers' pointwise passes) without tracing that code. Returns
+    the number of blocks compiled.
     """
     count = 0
     for module in model.modules():

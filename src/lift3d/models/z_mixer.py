@@ -53,12 +53,14 @@ class DirectionalZConv(nn.Module):
         z, depth = self.z_context, x.shape[1]
         if self.inplane:
             return self._forward_3d(x)
-        pad = [0, 0] * (x.dim() - 2) + ([z, 0] if self.causal else [0, z])
-        xp = F.pad(x, pad)  # (B, D + z, ..., E); pad lists dims last-first
-        out = self.bias.expand_as(x)
-        for j in range(z + 1):
-            start = z - j if self.causal else j
-            out = torch.addcmul(out, xp[:, start : start + depth], self.weight[j])
+        # Tap 0, then each further tap added in place to the slices it reaches (taps past the
+        # ends see zeros and add nothing): no padded copy, one pass per tap.
+        out = torch.addcmul(self.bias, x, self.weight[0])
+        for j in range(1, min(z, depth - 1) + 1):
+            if self.causal:  # out[d] += w_j * x[d - j]
+                out[:, j:].addcmul_(x[:, : depth - j], self.weight[j])
+            else:  # out[d] += w_j * x[d + j]
+                out[:, : depth - j].addcmul_(x[:, j:], self.weight[j])
         return out
 
     def _forward_3d(self, x: Tensor) -> Tensor:
