@@ -749,8 +749,8 @@ def train_generation(
             reference["detail"] = calibrate(model, reference)
         save_model(model, cfg, run_dir, reference=reference, stages=GENERATION_STAGES[:2])
         log.info("encoder and generator written to %s (mapper not trained yet)", run_dir)
-    elif "generator" in (done_before or []):
-        reference["detail"] = folder_detail(run_dir)  # measured when G was trained
+    elif "generator" in (done_before or []) and (detail := folder_detail(run_dir)) is not None:
+        reference["detail"] = detail  # measured when G was trained (a resumed run)
     train_mapper(cfg, engine, model, data.volumes, previews)
     model.to("cpu")
     if engine.is_main:
