@@ -60,6 +60,33 @@ def test_measure_linear_flops_and_steps():
     assert r["steps"] == 3
 
 
+def test_measure_times_a_compiled_system_compiled():
+    """The FLOP-counting run (under a dispatch mode) must not leave dynamo skipping the
+    compiled module, or the timed runs would be eager (backend "eager": traced by dynamo, no
+    C++ compilation)."""
+    from torch._dynamo.utils import counters
+
+    class Block(nn.Module):  # a module of the test's own (dynamo skips torch.nn's frames)
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(5, 4)
+
+        def forward(self, x):
+            return torch.relu(self.lin(x))
+
+    def build(device):
+        mod = Block()
+        mod.compile(backend="eager")
+        x = torch.rand(3, 5)
+        return mod, lambda: mod(x)
+
+    counters.clear()
+    r = bench.measure(bench.System("traced", build, (1, 3, 5)), repeats=5)
+    assert r["flops_per_volume"] == 2 * 3 * 5 * 4
+    assert counters["frames"]["ok"] >= 1  # dynamo traced the forward after the FLOP count
+    assert bench._is_compiled(build("cpu")[0]) and not bench._is_compiled(nn.Linear(2, 2))
+
+
 def test_measure_rejects_few_repeats():
     system, _ = conv_system()
     with pytest.raises(ValueError, match="repeats"):

@@ -45,7 +45,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lift3d.inference.precision import autocast, compile_blocks, peak_tflops
+from lift3d.inference.precision import (
+    autocast,
+    compile_blocks,
+    generation_blocks,
+    peak_tflops,
+    translation_blocks,
+)
 from lift3d.models.reference import (
     CWDM_CHANNELS,
     CWDM_CONDITIONS,
@@ -202,6 +208,11 @@ def count_flops(fn: Callable[[], Any]) -> tuple[int, Any]:
     return int(counter.get_total_flops()), out
 
 
+def _is_compiled(module: nn.Module) -> bool:
+    """Whether `module` or a submodule was compiled in place (``nn.Module.compile``)."""
+    return any(getattr(m, "_compiled_call_impl", None) is not None for m in module.modules())
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -216,8 +227,8 @@ def measure(
 ) -> dict[str, Any]:
     """Measure one system: wall time, FLOPs, peak memory and parameters for one volume.
 
-    The first warm-up run is counted for FLOPs (in fp32; a bf16 measurement then warms up in
-    bf16 too); then `repeats` runs are timed.
+    The first warm-up run is counted for FLOPs (in fp32; a bf16 measurement, or a compiled
+    system, then warms up again); then `repeats` runs are timed.
 
     Args:
         system: what to run.
@@ -246,8 +257,14 @@ def measure(
         with autocast(device, "fp32"):
             flops, out = count_flops(fn)
         del out
+        compiled = _is_compiled(module)
+        if compiled:
+            # A frame first met under FlopCounterMode (a dispatch mode) is marked for dynamo
+            # to skip: without this reset the compiled system would be timed eager. The
+            # compilation then happens in the warm-up below.
+            torch._dynamo.reset()
         with autocast(device, precision):
-            for _ in range(warmup - 1 if precision == "fp32" else warmup):
+            for _ in range(warmup - 1 if precision == "fp32" and not compiled else warmup):
                 fn()
             times = []
             for _ in range(repeats):
@@ -394,7 +411,7 @@ def lift_translation_system(
         make = builder or build_translation_model
         model = make(size, in_channels, 1, use_mixer).to(device).eval()
         if compile:
-            compile_blocks(model)
+            compile_blocks(model, translation_blocks(device))
         x = torch.rand(1, in_channels, *shape, device=device)
         if chunk_size:
             return model, lambda: model(x, chunk_size=chunk_size)
@@ -436,7 +453,7 @@ def lift_generation_system(
         make = builder or build_generation_model
         model = make(size, channels, shape).to(device).eval()
         if compile:
-            compile_blocks(model, ("_ModBlock",))
+            compile_blocks(model, generation_blocks(device))
         return model, lambda: model.sample(1, use_mapper=use_mapper)
 
     return System(

@@ -19,9 +19,11 @@ from lift3d.data.preprocess import CT_WINDOW_HU
 from lift3d.inference.precision import (
     autocast,
     compile_blocks,
+    generation_blocks,
     inference_mode,
     peak_tflops,
     resolve_precision,
+    translation_blocks,
 )
 from lift3d.inference.translate import load_translation_model, translate_volumes
 from lift3d.models.registry import build_translation_model
@@ -152,6 +154,26 @@ def test_compile_blocks_finds_every_translator_block_kind():
             type(m).__name__ in ("ConvBlock", "ResBlock", "ZMixerBlock") for m in model.modules()
         )
         assert compile_blocks(model) == expected > 0
+
+
+def test_translation_blocks_per_device_and_recompile_limit():
+    """On the CPU only the mixer blocks are compiled (the convolution blocks ran slower
+    compiled there); elsewhere every translator and generator block. Compiling raises dynamo's recompile
+    limit so that each block shape gets its graph instead of silently running eager."""
+    import torch._dynamo.config as dynamo_config
+
+    assert translation_blocks("cpu") == ("ZMixerBlock",)
+    assert translation_blocks(torch.device("cuda")) == ("ConvBlock", "ResBlock", "ZMixerBlock")
+    assert generation_blocks("cpu") == () and generation_blocks("cuda") == ("_ModBlock",)
+    small = build_translation_model("small", 1, 1, True)
+    mixers = sum(type(m).__name__ == "ZMixerBlock" for m in small.modules())
+    old = dynamo_config.recompile_limit
+    try:
+        dynamo_config.recompile_limit = 8
+        assert compile_blocks(small, translation_blocks("cpu")) == mixers > 0
+        assert dynamo_config.recompile_limit >= 64
+    finally:
+        dynamo_config.recompile_limit = old
 
 
 @pytest.mark.slow

@@ -49,8 +49,9 @@ def add_precision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the network's convolution blocks (CUDA; the first volume pays the "
-        "compilation)",
+        help="torch.compile the network's blocks (CUDA: every convolution and z-mixer block; "
+        "CPU: the z-mixer blocks, the ones it speeds up there); the first volume pays the "
+        "compilation",
     )
 
 

@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile every system (LiFT's convolution blocks, the reference's U-Net)",
+        help="torch.compile every system (LiFT's blocks as --compile of translate / generate "
+        "picks them for the device, the reference's U-Net)",
     )
 
 

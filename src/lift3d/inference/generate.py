@@ -39,7 +39,12 @@ from lift3d.data.preprocess import restore_sample
 from lift3d.data.volume import with_nifti_codes, write_volume
 from lift3d.errors import InputError
 from lift3d.inference.detail import add_detail, sample_rng, window_width
-from lift3d.inference.precision import compile_blocks, inference_mode, resolve_precision
+from lift3d.inference.precision import (
+    compile_blocks,
+    generation_blocks,
+    inference_mode,
+    resolve_precision,
+)
 from lift3d.model_folder import load_model
 from lift3d.report.figures import preview_png
 from lift3d.utils import atomic_write_text
@@ -78,7 +83,8 @@ def generate_volumes(
         overwrite: replace existing files (else each file is created exclusively: one that
             appears meanwhile, e.g. from another run, is an error).
         precision: auto | fp32 | bf16 (`lift3d.inference.precision`).
-        compile: `torch.compile` G's convolution blocks (meant for CUDA).
+        compile: `torch.compile` G's convolution blocks (CUDA; nothing on the CPU, where it was
+            slower).
 
     Returns:
         The written volume files.
@@ -93,7 +99,7 @@ def generate_volumes(
         raise InputError(str(exc)) from None
     model, folder = load_model(model_dir, "generate", device, use_mapper=use_mapper)
     if compile:
-        compile_blocks(model, ("_ModBlock",))
+        compile_blocks(model, generation_blocks(device))
     ref = folder.reference
     modalities = list(ref["modalities"])
     detail_record = ref.get("detail") if detail else None

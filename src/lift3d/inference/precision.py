@@ -13,8 +13,9 @@ docs/journal/2026-11-27-precision-and-throughput.md); CPUs without bf16 matrix u
 slower than fp32; and CPU training validates in fp32. So on the CPU bf16 is opt-in
 (``--precision bf16``).
 
-``compile`` (`torch.compile` of the per-slice blocks) is opt-in and meant for CUDA, where the
-fixed-shape slice batches compile once per volume shape; the first call pays the compilation.
+``compile`` (`torch.compile` of the per-slice blocks) is opt-in; the first call pays the
+compilation. On CUDA it compiles every translator and slice-generator block; on the CPU only
+the z-mixer's blocks (`translation_blocks`, `generation_blocks`), the ones it makes faster there.
 """
 
 from __future__ import annotations
@@ -79,9 +80,32 @@ def autocast(device: str | torch.device, precision: str) -> contextlib.AbstractC
 
 # The translator's blocks: plain (small sizes) and residual (base, large) convolution blocks,
 # and the z-mixer's blocks, whose LayerNorm / projections / z-taps / GELU are memory-bound
-# passes over narrow channels that compiling fuses (small at 64^3 on the 2-core CPU: 0.25 ->
-# 0.19 s per volume; docs/journal/2026-11-28-groupnorm-cpu.md).
+# passes over narrow channels that compiling fuses.
 TRANSLATION_BLOCKS = ("ConvBlock", "ResBlock", "ZMixerBlock")
+# On the CPU only the mixer blocks: inductor's convolution blocks ran slower than the eager
+# oneDNN ones (2-core CPU, 64^3, 32-slice chunks: `small` 175 ms per volume with every block
+# compiled vs 147 ms with the mixer blocks only and 195 ms eager; `base` 492 vs 471 vs 489 ms;
+# docs/journal/2026-11-28-compiled-mixers.md).
+CPU_TRANSLATION_BLOCKS = ("ZMixerBlock",)
+# Compiled graphs are cached per forward function, shared by every instance of a block class;
+# each level's channel count and each z-chunk's slice count is a new graph, more than
+# torch._dynamo's default limit (8) for a U-Net with mixers, past which calls silently run eager.
+RECOMPILE_LIMIT = 64
+
+
+def translation_blocks(device: str | torch.device) -> tuple[str, ...]:
+    """The translator block classes `compile_blocks` compiles on `device`."""
+    return CPU_TRANSLATION_BLOCKS if torch.device(device).type == "cpu" else TRANSLATION_BLOCKS
+
+
+# The slice generator's modulated blocks. Not on the CPU: compiled they ran slower there (2-core
+# CPU, one 64^3 sample: `small` 0.057 vs 0.041 s eager, `base` 0.081 vs 0.071 s).
+GENERATION_BLOCKS = ("_ModBlock",)
+
+
+def generation_blocks(device: str | torch.device) -> tuple[str, ...]:
+    """The generation model's block classes `compile_blocks` compiles on `device`."""
+    return () if torch.device(device).type == "cpu" else GENERATION_BLOCKS
 
 
 def compile_blocks(model: nn.Module, names: tuple[str, ...] = TRANSLATION_BLOCKS) -> int:
@@ -89,9 +113,13 @@ def compile_blocks(model: nn.Module, names: tuple[str, ...] = TRANSLATION_BLOCKS
 
     The translator and the slice generator are U-Nets of small convolution blocks driven by
     Python code (z-chunk streaming, the mixers); compiling the blocks fuses convolution,
-    GroupNorm and SiLU (and the mixers' pointwise passes) without tracing that code. Returns
-    the number of blocks compiled.
+    GroupNorm and SiLU (and the mixers' pointwise passes) without tracing that code. Raises
+    torch._dynamo's recompile limit to `RECOMPILE_LIMIT` (if lower) so that every block shape
+    gets its graph. Returns the number of blocks compiled.
     """
+    import torch._dynamo.config as dynamo_config
+
+    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
     count = 0
     for module in model.modules():
         if type(module).__name__ in names:

@@ -39,7 +39,12 @@ from lift3d.data.layouts import Case, DiscoveryResult, list_cases
 from lift3d.data.preprocess import CT_WINDOW_HU, preprocess_case, restore_volume, to_model_space
 from lift3d.data.volume import Volume, image_suffix, write_volume
 from lift3d.errors import InputError
-from lift3d.inference.precision import compile_blocks, inference_mode, resolve_precision
+from lift3d.inference.precision import (
+    compile_blocks,
+    inference_mode,
+    resolve_precision,
+    translation_blocks,
+)
 from lift3d.model_folder import load_model, read_model_folder
 from lift3d.models.lift import make_input, task_modalities
 from lift3d.utils import atomic_write_text, resolve_device
@@ -112,7 +117,7 @@ def load_translation_model(
         raise InputError(f"--chunk-size must be >= 0, got {chunk_size}")
     model, folder = load_model(model_dir, "translate", device)
     if compile:
-        compile_blocks(model)
+        compile_blocks(model, translation_blocks(device))
     cfg = folder.config
     slots, target = task_modalities(cfg.task)
     return TranslationBundle(
