@@ -53,6 +53,28 @@ def test_translation_model_is_rebuilt_from_the_weights_header_alone(tmp_path):
     assert not loaded.training
 
 
+def test_a_folder_keeps_the_mixer_levels_it_was_trained_with(tmp_path):
+    """A folder saved with the registry's default (``mixer_levels`` null) loads with the level
+    count its weights hold, also after the registry's default changed (small: 3 -> 2)."""
+    torch.manual_seed(0)
+    cfg = TranslateConfig(task="mr2ct")
+    cfg.model.size = "small"
+    cfg.data.shape = [8, 16, 16]
+    assert cfg.model.mixer_levels is None
+    old = build_model("translate", cfg)
+    assert len(old.mixers) == 2  # today's default
+    from lift3d.models.registry import build_translation_model
+
+    three = build_translation_model("small", 1, 1, mixer_levels=3)
+    save_model(three, cfg, tmp_path / "three")  # as trained when the default was 3
+    loaded, folder = load_model(tmp_path / "three", "translate")
+    assert len(loaded.mixers) == 3 and folder.config.model.mixer_levels is None
+    for key, value in three.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    save_model(old, cfg, tmp_path / "two")
+    assert len(load_model(tmp_path / "two", "translate")[0].mixers) == 2
+
+
 def test_generation_folder_needs_its_reference_and_rebuilds_channels_and_grid(tmp_path):
     cfg = tiny_generate()
     model = build_model("generate", cfg)

@@ -30,6 +30,7 @@ a folder that is at least as trained as its ``run.json`` says.
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -289,7 +290,12 @@ def load_model(
         (model in eval mode on `device`, the checked `ModelFolder`).
     """
     folder = read_model_folder(model_dir, task, use_mapper=use_mapper)
-    model = build_model(task, folder.config, use_mixer=use_mixer)
+    cfg = folder.config
+    if task == "translate" and cfg.model.mixer_levels is None:
+        # the registry's default may have changed since training (small: 3 -> 2 levels)
+        cfg = copy.deepcopy(cfg)
+        cfg.model.mixer_levels = _mixer_levels(folder.weights)
+    model = build_model(task, cfg, use_mixer=use_mixer)
     size = folder.config.model.size
     new_base = task == "translate" and size == "base"
     changed = " ('base' is a residual U-Net since 2026-11)" if new_base else ""
@@ -300,6 +306,18 @@ def load_model(
     )
     load_weights(model, folder.weights, mismatch_hint=hint)
     return model.to(device).eval(), folder
+
+
+def _mixer_levels(weights: Path) -> int | None:
+    """Number of z-mixer levels in a translation weights file (None: no mixer weights)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), "pt") as f:
+            levels = {int(k.split(".")[1]) for k in f.keys() if k.startswith("mixers.")}
+    except Exception:  # unreadable: load_weights reports it with its own message
+        return None
+    return max(levels) + 1 if levels else None
 
 
 def _json_default(obj: Any) -> Any:
