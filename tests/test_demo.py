@@ -102,7 +102,8 @@ def test_generation_process_thread_schedule_depends_on_stage_and_step_only():
     policy = demo._demo_thread_policy(1)
     cores = max(1, os.cpu_count() or 1)
     first = demo.ALL_CORES_FROM
-    assert "encoder" not in first and policy("encoder", 10**6) == 1
+    assert policy("encoder", first["encoder"] - 1) == 1
+    assert policy("encoder", first["encoder"]) == cores
     assert policy("generator", 0) == cores
     assert policy("mapper", first["mapper"] - 1) == 1 and policy("mapper", first["mapper"]) == cores
     assert policy("some other stage", 10**6) == 1
