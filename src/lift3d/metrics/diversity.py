@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from monai.metrics.regression import compute_ssim_and_cs
 
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, finest first
 DIVERSITY_WINDOW = 7  # voxels per axis of the Gaussian window (the papers' 7x7x7)
@@ -117,6 +116,37 @@ def pairwise_similarity(
     return torch.cat(out_ms).numpy(), torch.cat(out_ss).numpy()
 
 
+def _gaussian_1d(window: int, sigma: float) -> torch.Tensor:
+    """MONAI's normalised 1D Gaussian window (``monai.metrics.regression._gaussian_kernel``,
+    whose 3D kernel is the outer product of three of these)."""
+    dist = torch.arange(start=(1 - window) / 2, end=(1 + window) / 2, step=1)
+    gauss = torch.exp(-torch.pow(dist / sigma, 2) / 2)
+    return gauss / gauss.sum()
+
+
+def _ssim_and_cs(
+    a: torch.Tensor, b: torch.Tensor, window: int, sigma: float, data_range: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """MONAI's ``compute_ssim_and_cs`` (Gaussian kernel, K1 0.01, K2 0.03, valid convolution)
+    with the separable 3D Gaussian applied as three 1D passes (3w instead of w^3
+    multiply-adds per voxel; 5-10x faster on the CPU, equal to float rounding, tested)."""
+    g = _gaussian_1d(window, sigma).to(a)
+    maps = torch.cat([a, b, a * a, b * b, a * b], dim=1)  # (B, 5, D, H, W)
+    n = maps.shape[1]
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = window
+        maps = F.conv3d(maps, g.view(1, 1, *shape).expand(n, 1, *shape), groups=n)
+    mu_x, mu_y, mu_xx, mu_yy, mu_xy = maps.unbind(dim=1)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    sigma_x = mu_xx - mu_x * mu_x
+    sigma_y = mu_yy - mu_y * mu_y
+    sigma_xy = mu_xy - mu_x * mu_y
+    cs = (2 * sigma_xy + c2) / (sigma_x + sigma_y + c2)
+    ssim = ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)) * cs
+    return ssim, cs
+
+
 def _msssim_and_ssim(
     a: torch.Tensor,
     b: torch.Tensor,
@@ -128,23 +158,14 @@ def _msssim_and_ssim(
     """(B,) MS-SSIM and SSIM of (B, 1, D, H, W) pairs in one pass over the scales.
 
     The computation of MONAI's ``compute_ms_ssim`` (``MultiScaleSSIMMetric``), scale by scale
-    with MONAI's ``compute_ssim_and_cs``; the finest scale's SSIM map is the one
-    ``SSIMMetric`` averages (same window, sigma, K1, K2), so SSIM costs nothing extra instead
-    of a second full-resolution pass. Equal to MONAI's two metrics (tested).
+    (`_ssim_and_cs`, MONAI's ``compute_ssim_and_cs`` with separable filtering); the finest
+    scale's SSIM map is the one ``SSIMMetric`` averages (same window, sigma, K1, K2), so SSIM
+    costs nothing extra instead of a second full-resolution pass. Equal to MONAI's two metrics
+    (tested).
     """
-    kernel = (window,) * 3
-    sigmas = (sigma,) * 3
     factors, ssim_full = [], None
     for level in range(len(weights)):
-        ssim_map, cs_map = compute_ssim_and_cs(
-            y_pred=a,
-            y=b,
-            spatial_dims=3,
-            data_range=data_range,
-            kernel_type="gaussian",
-            kernel_size=kernel,
-            kernel_sigma=sigmas,
-        )
+        ssim_map, cs_map = _ssim_and_cs(a, b, window, sigma, data_range)
         if level == 0:
             ssim_full = ssim_map.reshape(ssim_map.shape[0], -1).mean(1)
         factors.append(torch.relu(cs_map.reshape(cs_map.shape[0], -1).mean(1)))
