@@ -61,8 +61,8 @@ def test_a_folder_keeps_the_mixer_levels_it_was_trained_with(tmp_path):
     cfg.model.size = "small"
     cfg.data.shape = [8, 16, 16]
     assert cfg.model.mixer_levels is None
-    old = build_model("translate", cfg)
-    assert len(old.mixers) == 2  # today's default
+    today = build_model("translate", cfg)
+    assert len(today.mixers) == 2  # today's default
     from lift3d.models.registry import build_translation_model
 
     three = build_translation_model("small", 1, 1, mixer_levels=3)
@@ -71,7 +71,7 @@ def test_a_folder_keeps_the_mixer_levels_it_was_trained_with(tmp_path):
     assert len(loaded.mixers) == 3 and folder.config.model.mixer_levels is None
     for key, value in three.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
-    save_model(old, cfg, tmp_path / "two")
+    save_model(today, cfg, tmp_path / "two")
     assert len(load_model(tmp_path / "two", "translate")[0].mixers) == 2
 
 

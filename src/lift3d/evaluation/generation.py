@@ -228,7 +228,7 @@ def diversity_metrics(
         "ssim_diversity_reference_std": r["ssim_std"],
     }
     settings = {
-        "implementation": "monai.metrics.MultiScaleSSIMMetric / SSIMMetric, 3D",
+        "implementation": "monai.metrics.MultiScaleSSIMMetric / SSIMMetric, 3D (separable window)",
         "window": [DIVERSITY_WINDOW] * 3,
         "kernel": "gaussian",
         "sigma": DIVERSITY_SIGMA,
