@@ -242,6 +242,7 @@ class TranslateConfig:
 # stored names are accepted with these values: `RETIRED` below).
 MAPPER_LR_FINAL_RATIO = 0.05  # end of mapper.lr_schedule=cosine, as a share of mapper.lr
 GENERATOR_DEPTH_WEIGHT = 4.0  # weight of the depth channel in G's drifting features
+DISCRIMINATOR_LR = 2e-4  # the latent critic's learning rate (generator_adversarial > 0)
 
 
 @dataclass
@@ -253,6 +254,9 @@ class GenModelConfig:
     # 0: G draws pixels; c > 0: G draws a (c, H/4, W/4) latent map decoded by a slice
     # autoencoder trained in the encoder stage (lift3d.models.slice_generator.SliceAutoencoder)
     generator_latent: int = 0
+    # 0, or the initial scale of G's per-block noise inputs (StyleGAN-like; the scales are
+    # learned): lift3d.models.slice_generator
+    generator_noise_inputs: float = 0.0
 
     # Tried on the latent G and worse (docs/journal/2026-11-28-latent-generator-grid.md).
     RETIRED: ClassVar[dict[str, Any]] = {
@@ -264,6 +268,7 @@ class GenModelConfig:
         "size": one_of(*GENERATION_SIZE_NAMES),
         "modalities": NON_EMPTY,
         "generator_latent": NON_NEGATIVE,
+        "generator_noise_inputs": NON_NEGATIVE,
     }
 
 
@@ -304,6 +309,9 @@ class MapperConfig:
     # Train path_sigma / path_mix with T (TrajectoryMapper.learn_base_path): the loss then sets
     # how smooth the codes are along depth (lower increment distance: "Generation options").
     learn_path: bool = True
+    # Train T's residual head (GRU) on top of the base path; false: only the base path's width
+    # and mix are trained (needs learn_path), so every code keeps G's prior N(0, I).
+    residual_head: bool = True
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "steps": NON_NEGATIVE,
@@ -376,11 +384,16 @@ class GenerateConfig:
     # ... and the mean absolute voxel-to-voxel differences pooled to edges x edges cells (0:
     # none), which see voxel-scale patterns (stripes, texture) that pooling hides.
     generator_edges: int = 0
+    # Weight of an adversarial term in G's stage (a latent G only): a critic on the latent maps
+    # (lift3d.models.slice_generator.LatentDiscriminator) tells them from the autoencoder's
+    # codes of real slices (0: drifting loss only).
+    generator_adversarial: float = 0.0
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "generator_tokens": COUNT,
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
+        "generator_adversarial": NON_NEGATIVE,
     }
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,

@@ -376,3 +376,64 @@ def test_latent_generator_autoencoder_trains_with_the_encoder_and_stays_frozen_a
     assert not _changed(model, after_encoder, "generator.autoencoder")
     samples = model.sample(2, torch.Generator().manual_seed(0))
     assert samples.shape == (2, 1, *model.shape) and 0 <= samples.min() <= samples.max() <= 1
+
+
+def test_adversarial_generator_stage_trains_a_critic_and_resumes(phantom_brats_dir, tmp_path):
+    """generator_adversarial > 0: the generator stage trains G's latent stack and a critic on
+    its latent maps (both losses logged), leaves the autoencoder frozen, and a run stopped
+    after the stage's first checkpoint resumes to the same weights."""
+    from safetensors.torch import load_file
+
+    overrides = ("model.generator_latent=3", "generator_adversarial=0.5", "train.val_every=3")
+    full = tmp_path / "full"
+    cfg, data, engine, model, before = _stage_setup(phantom_brats_dir, full, *overrides)
+    train_encoder(cfg, engine, model, data.volumes)
+    after_encoder = {k: v.clone() for k, v in model.state_dict().items()}
+    train_generator(cfg, engine, model, data.volumes)
+    assert _changed(model, after_encoder, "generator.blocks")
+    assert not _changed(model, after_encoder, "generator.autoencoder")
+    last = json.loads((full / "logs/generator.jsonl").read_text().splitlines()[-1])
+    assert last["critic"] > 0 and np.isfinite(last["adversarial"])
+    final = load_file(str(full / "checkpoints/generator/final.safetensors"))
+    assert any(k.startswith("discriminator.") for k in final)
+
+    # the same stage, stopped after its first checkpoint (step 2 of 4) and resumed
+    part = tmp_path / "part"
+    shutil.copytree(full, part)
+    shutil.rmtree(part / "checkpoints" / "generator")
+    (part / "checkpoints" / "generator").mkdir()
+    for f in (full / "checkpoints" / "generator").glob("step_0000002.*"):
+        shutil.copy(f, part / "checkpoints" / "generator" / f.name)
+    cfg2, data2, engine2, model2, _ = _stage_setup(phantom_brats_dir, part, *overrides)
+    model2.load_state_dict(after_encoder)
+    train_generator(cfg2, engine2, model2, data2.volumes)
+    again = load_file(str(part / "checkpoints/generator/final.safetensors"))
+    assert all(torch.allclose(final[k], again[k], atol=1e-6) for k in final)
+
+
+def test_adversarial_generator_needs_a_latent_generator(phantom_brats_dir, tmp_path):
+    with pytest.raises(InputError, match="generator_adversarial needs a latent generator"):
+        train_generation(
+            tiny_config(phantom_brats_dir, "generator_adversarial=0.5"), tmp_path / "run"
+        )
+
+
+def test_mapper_without_residual_head_trains_only_the_base_path(phantom_brats_dir, tmp_path):
+    cfg, data, engine, model, before = _stage_setup(
+        phantom_brats_dir, tmp_path / "run", "mapper.residual_head=false"
+    )
+    train_mapper(cfg, engine, model, data.volumes)
+    assert not _changed(model, before, "mapper.gru") and not _changed(model, before, "mapper.out")
+    sigma = float(model.mapper.path_sigma.detach())
+    assert sigma != cfg.mapper.path_sigma and sigma != float(before["mapper.path_sigma"])
+    eps, per_slice = model.mapper.sample_noise(2, model.num_slices)
+    with torch.no_grad():
+        base = model.mapper.base_trajectory(eps, per_slice[..., model.mapper.slice_noise_dim :])
+        assert torch.equal(model.mapper(eps, per_slice), base)
+    with pytest.raises(InputError, match="leaves nothing to train"):
+        train_generation(
+            tiny_config(
+                phantom_brats_dir, "mapper.residual_head=false", "mapper.learn_path=false"
+            ),
+            tmp_path / "run2",
+        )

@@ -11,6 +11,14 @@ pixels, and the decoder of a slice autoencoder (`SliceAutoencoder`, trained befo
 reconstruct real slices and then frozen) turns it into the slice: the decoder supplies the
 sharp edges and texture it learned from real slices, and the drifting loss only has to place
 the small latent (the "autoencoder decoder" generator of METHOD.md, "Components").
+
+With ``noise_inputs=a > 0`` every block also adds per-position noise, one N(0, 1) map per slice
+scaled by a learned per-channel weight (initialised to ``a``), as StyleGAN's noise inputs do.
+The codes of real slices change sharply from cell to cell inside the brain (the acquisition
+noise and texture the encoder keeps); a deterministic G can only draw them smooth, and the
+frozen decoder renders smooth codes as a grid of its output blocks
+(docs/journal/2026-11-28-latent-generator-grid.md). The noise gives G a source for that
+cell-to-cell variation; its strength is learned with the rest of G.
 """
 
 from __future__ import annotations
@@ -150,6 +158,8 @@ class SliceGenerator(nn.Module):
         latent_channels: 0 = the stack draws pixels; c > 0 = it draws a (c, ~H/4, ~W/4)
             latent map that the decoder of ``self.autoencoder`` (a `SliceAutoencoder`, trained
             on real slices before G and frozen with it) turns into the slice.
+        noise_inputs: 0, or the initial scale of the per-block noise inputs (see the module
+            docstring).
     """
 
     def __init__(
@@ -161,8 +171,11 @@ class SliceGenerator(nn.Module):
         depth_dim: int = 16,
         depth_conditioned: bool = True,
         latent_channels: int = 0,
+        noise_inputs: float = 0.0,
     ) -> None:
         super().__init__()
+        if noise_inputs < 0:
+            raise ValueError(f"noise_inputs must be >= 0, got {noise_inputs}")
         self.latent_dim = latent_dim
         self.out_channels = out_channels
         self.slice_size = (int(slice_size[0]), int(slice_size[1]))
@@ -196,17 +209,42 @@ class SliceGenerator(nn.Module):
         )
         self.head = nn.Conv2d(chans[-1], latent_channels or out_channels, 3, padding=1)
         self.chans = chans
+        self.noise_scales = (
+            nn.ParameterList(nn.Parameter(torch.full((c,), float(noise_inputs))) for c in chans[1:])
+            if noise_inputs > 0
+            else None
+        )
 
-    def forward(self, w: Tensor, s: Tensor | None = None) -> Tensor:
+    def forward(
+        self, w: Tensor, s: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """Generate slices.
 
         Args:
             w: (N, latent_dim) latent codes (standard normal for the prior).
             s: (N,) normalised depths in [0, 1] (ignored when not depth-conditioned).
+            generator: CPU RNG for the noise inputs (None: torch's global RNG on w's device);
+                unused without noise inputs.
 
         Returns:
             (N, C, H, W) slices in [0, 1].
         """
+        h = self._features(w, s, generator)
+        if self.autoencoder is not None:
+            return self.autoencoder.decode(torch.tanh(self.head(h)), self.slice_size)
+        return torch.sigmoid(self.head(h))
+
+    def latent_map(
+        self, w: Tensor, s: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """The (N, c, ~H/4, ~W/4) latent maps in [-1, 1] that the decoder turns into slices
+        (a latent generator only; arguments as in `forward`)."""
+        if self.autoencoder is None:
+            raise ValueError("latent_map needs a latent generator (latent_channels > 0)")
+        return torch.tanh(self.head(self._features(w, s, generator)))
+
+    def _features(self, w: Tensor, s: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """The last block's feature map, before the head."""
         if self.depth_conditioned:
             if s is None:
                 raise ValueError("this generator is depth-conditioned: pass s")
@@ -219,12 +257,64 @@ class SliceGenerator(nn.Module):
         # channels_last: the oneDNN convolutions of the thin full-resolution blocks run about
         # 3x faster on CPU than with NCHW activations (same values).
         h = h.contiguous(memory_format=torch.channels_last)
-        for block, size in zip(self.blocks, self.sizes[1:]):
+        for i, (block, size) in enumerate(zip(self.blocks, self.sizes[1:])):
             h = block(h, style, size)
-        if self.autoencoder is not None:
-            return self.autoencoder.decode(torch.tanh(self.head(h)), self.slice_size)
-        return torch.sigmoid(self.head(h))
+            if self.noise_scales is not None:
+                h = h + self.noise_scales[i].to(h.dtype)[None, :, None, None] * self._noise(
+                    h, generator
+                )
+        return h
+
+    @staticmethod
+    def _noise(h: Tensor, generator: torch.Generator | None) -> Tensor:
+        """One N(0, 1) map per slice, (N, 1, h, w), like `h` (drawn on the CPU from `generator`
+        when one is given, so a seed samples the same on every device)."""
+        shape = (h.shape[0], 1, *h.shape[-2:])
+        if generator is None:
+            return torch.randn(shape, device=h.device, dtype=h.dtype)
+        return torch.randn(shape, generator=generator).to(device=h.device, dtype=h.dtype)
 
     def generate(self, noise: Tensor, cond: Tensor | None = None) -> Tensor:
         """The generic 2D-generator interface: ``noise`` = w, ``cond`` = depth s."""
         return self(noise, cond)
+
+
+class LatentDiscriminator(nn.Module):
+    """Tells a latent G's maps from the autoencoder's codes of real slices at the same depth.
+
+    Spectrally normalised convolutions (two stride-2 stages) over the latent map with the depth
+    embedding as extra channels, pooled to 4 x 4 cells and a linear score (hinge loss,
+    `lift3d.training.generate.adversarial_generator_step`). The drifting loss compares pooled
+    encoder features, which do not see how sharply the codes change from cell to cell; real
+    codes change sharply and G's smooth codes decode to a grid
+    (docs/journal/2026-11-28-latent-generator-grid.md), which this critic sees at once.
+
+    Args:
+        latent_channels: c of the latent maps.
+        depth_dim: size of the depth embedding.
+        width: channels of the first convolution (2x and 4x after each stride-2 stage).
+    """
+
+    def __init__(self, latent_channels: int, depth_dim: int = 16, width: int = 64) -> None:
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm
+
+        self.depth_dim = depth_dim
+        w = width
+        self.net = nn.Sequential(
+            spectral_norm(nn.Conv2d(latent_channels + depth_dim, w, 3, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(2 * w, 2 * w, 3, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+        )
+        self.fc = spectral_norm(nn.Linear(4 * w * 16, 1))
+
+    def forward(self, z: Tensor, s: Tensor) -> Tensor:
+        """(N, c, h, w) latent maps and (N,) depths -> (N,) scores (real: high)."""
+        e = depth_embedding(s, self.depth_dim).to(z.dtype)[:, :, None, None]
+        h = self.net(torch.cat([z, e.expand(-1, -1, *z.shape[-2:])], dim=1))
+        return self.fc(F.adaptive_avg_pool2d(h, 4).flatten(1))[:, 0]

@@ -89,6 +89,13 @@ class TrajectoryMapper(nn.Module):
         self.path_sigma.requires_grad_(flag)
         self.path_mix.requires_grad_(flag)
 
+    def freeze_head(self) -> None:
+        """Freeze the GRU and the residual head (``w_k`` = the base path while the head is at
+        its zero init); the base path's parameters keep their own setting."""
+        for module in (self.inp, self.gru, self.out):
+            for p in module.parameters():
+                p.requires_grad_(False)
+
     @property
     def uses_path(self) -> bool:
         """True when the base trajectory moves along depth (per-slice base noise is drawn)."""

@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +39,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import ConcatDataset
 
-from lift3d.config import GENERATOR_DEPTH_WEIGHT, MAPPER_LR_FINAL_RATIO, GenerateConfig
+from lift3d.config import (
+    DISCRIMINATOR_LR,
+    GENERATOR_DEPTH_WEIGHT,
+    MAPPER_LR_FINAL_RATIO,
+    GenerateConfig,
+)
 from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
 from lift3d.data.discovery import discover_cases
 from lift3d.data.layouts import Case
@@ -58,6 +64,7 @@ from lift3d.model_folder import (
     update_run_json,
 )
 from lift3d.models.registry import generation_model_from_config
+from lift3d.models.slice_generator import LatentDiscriminator
 from lift3d.report.figures import preview_png, slices_png
 from lift3d.training.engine import Engine
 
@@ -165,9 +172,18 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         )
     if mc.learn_path and mc.path_sigma <= 0:
         raise InputError("mapper.learn_path needs mapper.path_sigma > 0")
+    if not mc.residual_head and not mc.learn_path:
+        raise InputError(
+            "mapper.residual_head: false leaves nothing to train unless mapper.learn_path is true"
+        )
     if mc.lr_schedule not in ("constant", "cosine"):
         raise InputError(
             f"mapper.lr_schedule must be 'constant' or 'cosine', got {mc.lr_schedule!r}"
+        )
+    if cfg.generator_adversarial > 0 and cfg.model.generator_latent <= 0:
+        raise InputError(
+            "generator_adversarial needs a latent generator (model.generator_latent > 0): its "
+            "critic compares latent maps"
         )
     dc = cfg.detail
     if dc.enabled and (dc.cases < 1 or dc.samples < 1):
@@ -338,6 +354,66 @@ def generator_step(
     return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
 
+@contextmanager
+def _frozen(module: nn.Module) -> Iterator[None]:
+    """Parameters of `module` take no gradient inside the block (restored afterwards)."""
+    flags = [p.requires_grad for p in module.parameters()]
+    for p in module.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(module.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+
+
+def adversarial_generator_step(
+    pair: nn.ModuleDict,
+    batch: dict[str, Any],
+    *,
+    encoder: nn.Module,
+    modalities: list[str],
+    features: SliceFeatures,
+    weight: float,
+) -> dict[str, Any]:
+    """G's drifting loss plus ``weight`` x an adversarial term on its latent maps, and the
+    critic's own loss, in one backward pass (``generator_adversarial > 0``).
+
+    The critic (``pair["discriminator"]``, a `LatentDiscriminator`) learns to tell G's latent
+    maps from the frozen autoencoder's codes of the batch's real slices at the same depths
+    (hinge loss, G's maps detached); G's term, ``-critic(map)``, is taken with the critic's
+    parameters frozen, so each loss trains only its own network.
+
+    Returns:
+        ``{"loss", "critic", "adversarial", "ed_<set>"}``.
+    """
+    generator, critic = pair["generator"], pair["discriminator"]
+    real = _channels(batch, modalities)
+    depth = batch["depth"].float()
+    w = torch.randn(real.shape[0], generator.latent_dim, device=real.device)
+    fake_map = generator.latent_map(w, depth)
+    fake = generator.autoencoder.decode(fake_map, generator.slice_size)
+    with torch.no_grad():
+        real_map = generator.autoencoder.encode(real)
+        real_sets = slice_feature_sets(encoder, real, features)
+        scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
+        r_sets = with_depth(real_sets, depth, scales)
+    g_sets = with_depth(slice_feature_sets(encoder, fake, features), depth, scales)
+    drift, parts = drifting_loss_sets(g_sets, r_sets)
+    critic_loss = (
+        F.relu(1 - critic(real_map.float(), depth)).mean()
+        + F.relu(1 + critic(fake_map.detach().float(), depth)).mean()
+    )
+    with _frozen(critic):
+        adversarial = -critic(fake_map.float(), depth).mean()
+    return {
+        "loss": drift + weight * adversarial + critic_loss,
+        "critic": critic_loss.detach(),
+        "adversarial": adversarial.detach(),
+        **{f"ed_{k}": v for k, v in parts.items()},
+    }
+
+
 def loss_factors(
     shape: tuple[int, ...] | list[int], loss_size: list[int] | None
 ) -> tuple[int, int, int] | None:
@@ -467,7 +543,9 @@ def generator_preview(generator: nn.Module, step: int, *, previews: Previews) ->
     w, s = w.to(device), torch.linspace(0, 1, depth, device=device)
     rows = {}
     for i in range(3):  # one code swept through depth, per row
-        rows[f"code {i}"] = generator(w[i : i + 1].expand(depth, -1), s)[:, 0].float().cpu().numpy()
+        code = w[i : i + 1].expand(depth, -1)
+        noise = torch.Generator().manual_seed(i)  # G's noise inputs, if any: fixed per row
+        rows[f"code {i}"] = generator(code, s, noise)[:, 0].float().cpu().numpy()
     rows["real"] = real
     if previews.write:
         name = previews.folder / f"generator_{step:07d}.png"
@@ -589,13 +667,43 @@ def train_generator(
     if model.generator.autoencoder is not None:  # trained in the encoder stage; frozen here
         for p in model.generator.autoencoder.parameters():
             p.requires_grad_(False)
-    step = partial(
-        generator_step,
-        encoder=encoder,
-        modalities=list(cfg.model.modalities),
-        features=SliceFeatures.from_config(cfg),
-    )
+    modalities, features = list(cfg.model.modalities), SliceFeatures.from_config(cfg)
     trainable = [p for p in model.generator.parameters() if p.requires_grad]
+    if cfg.generator_adversarial > 0:
+        critic = LatentDiscriminator(model.generator.latent_channels).to(engine.device)
+        pair = nn.ModuleDict({"generator": model.generator, "discriminator": critic})
+        opt = torch.optim.Adam(
+            [
+                {"params": trainable, "lr": cfg.generator.lr},
+                {"params": list(critic.parameters()), "lr": DISCRIMINATOR_LR},
+            ],
+            betas=(0.5, 0.99),
+        )
+        preview = None
+        if previews is not None:
+            preview = lambda net, step: generator_preview(  # noqa: E731
+                net["generator"], step, previews=previews
+            )
+        pair = engine.fit(
+            "generator",
+            pair,
+            opt,
+            SliceDataset(volumes, axis=0),
+            step_fn=partial(
+                adversarial_generator_step,
+                encoder=encoder,
+                modalities=modalities,
+                features=features,
+                weight=cfg.generator_adversarial,
+            ),
+            max_steps=cfg.generator.steps,
+            batch_size=cfg.generator.batch_size,
+            collate_fn=collate_volumes,
+            validate_fn=preview,
+        )
+        model.generator = pair["generator"]
+        return model.generator
+    step = partial(generator_step, encoder=encoder, modalities=modalities, features=features)
     opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
     model.generator = engine.fit(
         "generator",
@@ -619,6 +727,8 @@ def prepare_mapper_stage(cfg: GenerateConfig, model: nn.Module) -> Callable[...,
     model.mapper.set_base_path(mc.path_sigma, mc.path_mix)
     if mc.learn_path:
         model.mapper.learn_base_path(True)
+    if not mc.residual_head:  # the head stays at its zero init: codes = the base path
+        model.mapper.freeze_head()
     return partial(
         mapper_step,
         model=model,
@@ -654,7 +764,7 @@ def train_mapper(
     mc = cfg.mapper
     model.to(torch.device(engine.device))
     step = prepare_mapper_stage(cfg, model)
-    opt = torch.optim.Adam(model.mapper.parameters(), lr=mc.lr)
+    opt = torch.optim.Adam([p for p in model.mapper.parameters() if p.requires_grad], lr=mc.lr)
     sched = None
     if mc.lr_schedule == "cosine":
         factor = partial(cosine_factor, steps=mc.steps, final=MAPPER_LR_FINAL_RATIO)
