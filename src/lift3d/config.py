@@ -254,21 +254,19 @@ class GenModelConfig:
     # 0: G draws pixels; c > 0: G draws a (c, H/4, W/4) latent map decoded by a slice
     # autoencoder trained in the encoder stage (lift3d.models.slice_generator.SliceAutoencoder)
     generator_latent: int = 0
-    # 0, or the initial scale of G's per-block noise inputs (StyleGAN-like; the scales are
-    # learned): lift3d.models.slice_generator
-    generator_noise_inputs: float = 0.0
 
     # Tried on the latent G and worse (docs/journal/2026-11-28-latent-generator-grid.md).
     RETIRED: ClassVar[dict[str, Any]] = {
         "encoder_objective": "denoise",
         "generator_upsample": "nearest",
         "autoencoder_upsample": "nearest",
+        # per-block noise inputs in G (docs/journal/2026-11-28-latent-critic.md)
+        "generator_noise_inputs": 0.0,
     }
     CHECKS: ClassVar[dict[str, Check]] = {
         "size": one_of(*GENERATION_SIZE_NAMES),
         "modalities": NON_EMPTY,
         "generator_latent": NON_NEGATIVE,
-        "generator_noise_inputs": NON_NEGATIVE,
     }
 
 

@@ -216,34 +216,3 @@ def test_latent_generator_decodes_through_its_autoencoder():
         gen.autoencoder.dec_high[-1].bias.add_(1.0)
     assert not torch.allclose(gen(w, s), out)
     assert SliceGenerator(8, 1, (32, 32), width=16).autoencoder is None
-
-
-def test_generator_noise_inputs_vary_slices_and_follow_the_seed():
-    torch.manual_seed(0)
-    gen = SliceGenerator(8, 1, (32, 32), width=16, latent_channels=4, noise_inputs=0.5).eval()
-    assert [p.shape[0] for p in gen.noise_scales] == gen.chans[1:]
-    w, s = torch.randn(3, 8), torch.rand(3)
-    with torch.no_grad():
-        a = gen(w, s, torch.Generator().manual_seed(1))
-        b = gen(w, s, torch.Generator().manual_seed(1))
-        c = gen(w, s, torch.Generator().manual_seed(2))
-        assert torch.equal(a, b)  # same code, same noise seed: the same slice
-        assert (a - c).abs().max() > 1e-3  # same code, other noise: another slice
-        for p in gen.noise_scales:  # scales at zero: the deterministic generator
-            p.zero_()
-        plain = SliceGenerator(8, 1, (32, 32), width=16, latent_channels=4)
-        plain.load_state_dict({k: v for k, v in gen.state_dict().items() if "noise" not in k})
-        assert torch.allclose(gen(w, s, torch.Generator().manual_seed(2)), plain(w, s))
-    out = gen(w, s)  # training draws from the global RNG; the scales get gradients
-    out.sum().backward()
-    assert all(p.grad is not None for p in gen.noise_scales)
-    with pytest.raises(ValueError):
-        SliceGenerator(8, 1, (32, 32), noise_inputs=-0.1)
-
-
-def test_generation_model_with_noise_inputs_samples_reproducibly():
-    model = build_generation("tiny", 1, (6, 16, 16), generator_noise_inputs=0.3).eval()
-    a = model.sample(2, torch.Generator().manual_seed(0), use_mapper=False)
-    b = model.sample(2, torch.Generator().manual_seed(0), use_mapper=False)
-    assert torch.equal(a, b)
-    assert build_generation("tiny", 1, (6, 16, 16)).generator.noise_scales is None

@@ -432,8 +432,6 @@ def test_mapper_without_residual_head_trains_only_the_base_path(phantom_brats_di
         assert torch.equal(model.mapper(eps, per_slice), base)
     with pytest.raises(InputError, match="leaves nothing to train"):
         train_generation(
-            tiny_config(
-                phantom_brats_dir, "mapper.residual_head=false", "mapper.learn_path=false"
-            ),
+            tiny_config(phantom_brats_dir, "mapper.residual_head=false", "mapper.learn_path=false"),
             tmp_path / "run2",
         )

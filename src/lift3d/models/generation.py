@@ -83,19 +83,13 @@ class GenerationModel(nn.Module):
         d = self.num_slices
         return torch.linspace(0, 1, d, device=device) if d > 1 else torch.zeros(1, device=device)
 
-    def decode(
-        self,
-        codes: Tensor,
-        depths: Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
+    def decode(self, codes: Tensor, depths: Tensor | None = None) -> Tensor:
         """Stack G(w_k, s_k) over k.
 
         Args:
             codes: (B, D, latent) trajectories.
             depths: (D,) the normalised depth of each code, or None: all of the model's
                 slices (`depths`), D = ``num_slices``.
-            generator: CPU RNG for G's noise inputs, if it has any (None: the global RNG).
 
         Returns:
             (B, C, D, H, W) volumes in [0, 1].
@@ -106,13 +100,11 @@ class GenerationModel(nn.Module):
         s = depths.to(codes.device).repeat(b)  # (B * D,)
         flat = rearrange(codes, "b d l -> (b d) l")
         if flat.requires_grad or flat.shape[0] <= self.slice_batch:
-            slices = self.generator(flat, s, generator)
+            slices = self.generator(flat, s)
         else:
             slices = torch.cat(
                 [
-                    self.generator(
-                        flat[i : i + self.slice_batch], s[i : i + self.slice_batch], generator
-                    )
+                    self.generator(flat[i : i + self.slice_batch], s[i : i + self.slice_batch])
                     for i in range(0, flat.shape[0], self.slice_batch)
                 ]
             )
@@ -143,10 +135,7 @@ class GenerationModel(nn.Module):
         Returns:
             (n, C, D, H, W) volumes in [0, 1].
         """
-        vols = [
-            self.decode(self.trajectories(1, generator, use_mapper), generator=generator)
-            for _ in range(n)
-        ]
+        vols = [self.decode(self.trajectories(1, generator, use_mapper)) for _ in range(n)]
         return torch.cat(vols, dim=0)
 
 
@@ -156,7 +145,6 @@ def build_generation(
     shape: Sequence[int],
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
-    generator_noise_inputs: float = 0.0,
 ) -> GenerationModel:
     """Build E, G, T for a size name (see `GENERATION_SIZES`); ``generator_latent=c > 0``: G
     draws c-channel latent maps for a slice autoencoder's decoder (`SliceGenerator`)."""
@@ -173,7 +161,6 @@ def build_generation(
         (h, w),
         width=spec["width"],  # type: ignore[arg-type]
         latent_channels=generator_latent,
-        noise_inputs=generator_noise_inputs,
     )
     mapper = TrajectoryMapper(spec["latent"], d, hidden=spec["hidden"], layers=spec["layers"])  # type: ignore[arg-type]
     return GenerationModel(encoder, generator, mapper, (d, h, w))

@@ -120,7 +120,6 @@ def build_generation_model(
     shape: tuple[int, int, int],
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
-    generator_noise_inputs: float = 0.0,
 ) -> nn.Module:
     """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
     mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.
@@ -131,7 +130,6 @@ def build_generation_model(
         shape: model grid (D, H, W).
         encoder_objective: ``denoise`` | ``masked`` (E's self-supervised objective).
         generator_latent: 0, or the latent channels of G's slice autoencoder.
-        generator_noise_inputs: 0, or the initial scale of G's per-block noise inputs.
 
     Raises:
         ValueError: unknown size.
@@ -143,7 +141,6 @@ def build_generation_model(
         shape,
         encoder_objective=encoder_objective,
         generator_latent=generator_latent,
-        generator_noise_inputs=generator_noise_inputs,
     )
 
 
@@ -210,5 +207,4 @@ def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
         len(cfg.model.modalities),
         tuple(int(s) for s in cfg.data.shape),
         generator_latent=cfg.model.generator_latent,
-        generator_noise_inputs=cfg.model.generator_noise_inputs,
     )

@@ -11,14 +11,6 @@ pixels, and the decoder of a slice autoencoder (`SliceAutoencoder`, trained befo
 reconstruct real slices and then frozen) turns it into the slice: the decoder supplies the
 sharp edges and texture it learned from real slices, and the drifting loss only has to place
 the small latent (the "autoencoder decoder" generator of METHOD.md, "Components").
-
-With ``noise_inputs=a > 0`` every block also adds per-position noise, one N(0, 1) map per slice
-scaled by a learned per-channel weight (initialised to ``a``), as StyleGAN's noise inputs do.
-The codes of real slices change sharply from cell to cell inside the brain (the acquisition
-noise and texture the encoder keeps); a deterministic G can only draw them smooth, and the
-frozen decoder renders smooth codes as a grid of its output blocks
-(docs/journal/2026-11-28-latent-generator-grid.md). The noise gives G a source for that
-cell-to-cell variation; its strength is learned with the rest of G.
 """
 
 from __future__ import annotations
@@ -158,8 +150,6 @@ class SliceGenerator(nn.Module):
         latent_channels: 0 = the stack draws pixels; c > 0 = it draws a (c, ~H/4, ~W/4)
             latent map that the decoder of ``self.autoencoder`` (a `SliceAutoencoder`, trained
             on real slices before G and frozen with it) turns into the slice.
-        noise_inputs: 0, or the initial scale of the per-block noise inputs (see the module
-            docstring).
     """
 
     def __init__(
@@ -171,11 +161,8 @@ class SliceGenerator(nn.Module):
         depth_dim: int = 16,
         depth_conditioned: bool = True,
         latent_channels: int = 0,
-        noise_inputs: float = 0.0,
     ) -> None:
         super().__init__()
-        if noise_inputs < 0:
-            raise ValueError(f"noise_inputs must be >= 0, got {noise_inputs}")
         self.latent_dim = latent_dim
         self.out_channels = out_channels
         self.slice_size = (int(slice_size[0]), int(slice_size[1]))
@@ -209,41 +196,30 @@ class SliceGenerator(nn.Module):
         )
         self.head = nn.Conv2d(chans[-1], latent_channels or out_channels, 3, padding=1)
         self.chans = chans
-        self.noise_scales = (
-            nn.ParameterList(nn.Parameter(torch.full((c,), float(noise_inputs))) for c in chans[1:])
-            if noise_inputs > 0
-            else None
-        )
 
-    def forward(
-        self, w: Tensor, s: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def forward(self, w: Tensor, s: Tensor | None = None) -> Tensor:
         """Generate slices.
 
         Args:
             w: (N, latent_dim) latent codes (standard normal for the prior).
             s: (N,) normalised depths in [0, 1] (ignored when not depth-conditioned).
-            generator: CPU RNG for the noise inputs (None: torch's global RNG on w's device);
-                unused without noise inputs.
 
         Returns:
             (N, C, H, W) slices in [0, 1].
         """
-        h = self._features(w, s, generator)
+        h = self._features(w, s)
         if self.autoencoder is not None:
             return self.autoencoder.decode(torch.tanh(self.head(h)), self.slice_size)
         return torch.sigmoid(self.head(h))
 
-    def latent_map(
-        self, w: Tensor, s: Tensor | None = None, generator: torch.Generator | None = None
-    ) -> Tensor:
+    def latent_map(self, w: Tensor, s: Tensor | None = None) -> Tensor:
         """The (N, c, ~H/4, ~W/4) latent maps in [-1, 1] that the decoder turns into slices
         (a latent generator only; arguments as in `forward`)."""
         if self.autoencoder is None:
             raise ValueError("latent_map needs a latent generator (latent_channels > 0)")
-        return torch.tanh(self.head(self._features(w, s, generator)))
+        return torch.tanh(self.head(self._features(w, s)))
 
-    def _features(self, w: Tensor, s: Tensor | None, generator: torch.Generator | None) -> Tensor:
+    def _features(self, w: Tensor, s: Tensor | None) -> Tensor:
         """The last block's feature map, before the head."""
         if self.depth_conditioned:
             if s is None:
@@ -257,22 +233,9 @@ class SliceGenerator(nn.Module):
         # channels_last: the oneDNN convolutions of the thin full-resolution blocks run about
         # 3x faster on CPU than with NCHW activations (same values).
         h = h.contiguous(memory_format=torch.channels_last)
-        for i, (block, size) in enumerate(zip(self.blocks, self.sizes[1:])):
+        for block, size in zip(self.blocks, self.sizes[1:]):
             h = block(h, style, size)
-            if self.noise_scales is not None:
-                h = h + self.noise_scales[i].to(h.dtype)[None, :, None, None] * self._noise(
-                    h, generator
-                )
         return h
-
-    @staticmethod
-    def _noise(h: Tensor, generator: torch.Generator | None) -> Tensor:
-        """One N(0, 1) map per slice, (N, 1, h, w), like `h` (drawn on the CPU from `generator`
-        when one is given, so a seed samples the same on every device)."""
-        shape = (h.shape[0], 1, *h.shape[-2:])
-        if generator is None:
-            return torch.randn(shape, device=h.device, dtype=h.dtype)
-        return torch.randn(shape, generator=generator).to(device=h.device, dtype=h.dtype)
 
     def generate(self, noise: Tensor, cond: Tensor | None = None) -> Tensor:
         """The generic 2D-generator interface: ``noise`` = w, ``cond`` = depth s."""

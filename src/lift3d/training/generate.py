@@ -543,9 +543,7 @@ def generator_preview(generator: nn.Module, step: int, *, previews: Previews) ->
     w, s = w.to(device), torch.linspace(0, 1, depth, device=device)
     rows = {}
     for i in range(3):  # one code swept through depth, per row
-        code = w[i : i + 1].expand(depth, -1)
-        noise = torch.Generator().manual_seed(i)  # G's noise inputs, if any: fixed per row
-        rows[f"code {i}"] = generator(code, s, noise)[:, 0].float().cpu().numpy()
+        rows[f"code {i}"] = generator(w[i : i + 1].expand(depth, -1), s)[:, 0].float().cpu().numpy()
     rows["real"] = real
     if previews.write:
         name = previews.folder / f"generator_{step:07d}.png"
