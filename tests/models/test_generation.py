@@ -216,3 +216,25 @@ def test_latent_generator_decodes_through_its_autoencoder():
         gen.autoencoder.dec_high[-1].bias.add_(1.0)
     assert not torch.allclose(gen(w, s), out)
     assert SliceGenerator(8, 1, (32, 32), width=16).autoencoder is None
+
+
+def test_latent_critic_update_is_adam():
+    """`LatentDiscriminator.update` takes the steps torch's Adam takes on the same loss."""
+    from lift3d.models.slice_generator import LatentDiscriminator
+
+    torch.manual_seed(0)
+    critic = LatentDiscriminator(3, width=8)
+    twin = LatentDiscriminator(3, width=8)
+    twin.load_state_dict(critic.state_dict())
+    opt = torch.optim.Adam(twin.parameters(), lr=1e-2, betas=(0.5, 0.99))
+    z, s = torch.randn(4, 3, 16, 16), torch.rand(4)
+    for _ in range(3):
+        critic.update(critic(z, s).square().mean(), 1e-2)
+        opt.zero_grad()
+        twin(z, s).square().mean().backward()
+        opt.step()
+    # float32 rounding only (the bias corrections are applied in another order); each step
+    # moves the weights by about 1e-2
+    for a, b in zip(critic.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert int(critic.adam_step) == 3

@@ -276,6 +276,41 @@ class LatentDiscriminator(nn.Module):
         )
         self.fc = spectral_norm(nn.Linear(4 * w * 16, 1))
 
+        # The critic takes its own Adam steps (`update`) inside G's training step, before G's
+        # loss is formed; its moments are buffers, so they are checkpointed with its weights.
+        for i, param in enumerate(self.parameters()):
+            self.register_buffer(f"adam_m{i}", torch.zeros_like(param))
+            self.register_buffer(f"adam_v{i}", torch.zeros_like(param))
+        self.register_buffer("adam_step", torch.zeros((), dtype=torch.long))
+
+    def update(
+        self,
+        loss: Tensor,
+        lr: float,
+        betas: tuple[float, float] = (0.5, 0.99),
+        eps: float = 1e-8,
+    ) -> None:
+        """One Adam step of the critic's parameters on `loss` (its gradients only: the graph
+        behind `loss` is not kept and nothing else receives gradients). Across processes the
+        gradients are averaged first, so every rank's critic stays the same."""
+        params = list(self.parameters())
+        grads = torch.autograd.grad(loss, params)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+            for g in grads:
+                torch.distributed.all_reduce(g)
+                g.div_(world)
+        b1, b2 = betas
+        with torch.no_grad():
+            self.adam_step += 1
+            t = int(self.adam_step)
+            for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+                m, v = getattr(self, f"adam_m{i}"), getattr(self, f"adam_v{i}")
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = (v / (1 - b2**t)).sqrt_().add_(eps)
+                p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
+
     def forward(self, z: Tensor, s: Tensor) -> Tensor:
         """(N, c, h, w) latent maps and (N,) depths -> (N,) scores (real: high)."""
         e = depth_embedding(s, self.depth_dim).to(z.dtype)[:, :, None, None]

@@ -355,11 +355,11 @@ def generator_step(
 
 
 @contextmanager
-def _frozen(module: nn.Module) -> Iterator[None]:
-    """Parameters of `module` take no gradient inside the block (restored afterwards)."""
+def _requires_grad(module: nn.Module, flag: bool) -> Iterator[None]:
+    """Parameters of `module` (do not) take gradients inside the block (restored afterwards)."""
     flags = [p.requires_grad for p in module.parameters()]
     for p in module.parameters():
-        p.requires_grad_(False)
+        p.requires_grad_(flag)
     try:
         yield
     finally:
@@ -376,13 +376,14 @@ def adversarial_generator_step(
     features: SliceFeatures,
     weight: float,
 ) -> dict[str, Any]:
-    """G's drifting loss plus ``weight`` x an adversarial term on its latent maps, and the
-    critic's own loss, in one backward pass (``generator_adversarial > 0``).
+    """G's drifting loss plus ``weight`` x an adversarial term on its latent maps
+    (``generator_adversarial > 0``).
 
-    The critic (``pair["discriminator"]``, a `LatentDiscriminator`) learns to tell G's latent
-    maps from the frozen autoencoder's codes of the batch's real slices at the same depths
-    (hinge loss, G's maps detached); G's term, ``-critic(map)``, is taken with the critic's
-    parameters frozen, so each loss trains only its own network.
+    First the critic (``pair["discriminator"]``, a `LatentDiscriminator`) takes one Adam step
+    of its own (`LatentDiscriminator.update`, learning rate ``DISCRIMINATOR_LR``) on its hinge
+    loss: the frozen autoencoder's codes of the batch's real slices against G's latent maps
+    (detached) at the same depths. Then G's term, ``-critic(map)``, is taken from the updated
+    critic with its parameters frozen, so the stage's optimiser trains G alone.
 
     Returns:
         ``{"loss", "critic", "adversarial", "ed_<set>"}``.
@@ -392,22 +393,24 @@ def adversarial_generator_step(
     depth = batch["depth"].float()
     w = torch.randn(real.shape[0], generator.latent_dim, device=real.device)
     fake_map = generator.latent_map(w, depth)
-    fake = generator.autoencoder.decode(fake_map, generator.slice_size)
     with torch.no_grad():
         real_map = generator.autoencoder.encode(real)
         real_sets = slice_feature_sets(encoder, real, features)
         scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
         r_sets = with_depth(real_sets, depth, scales)
+    with _requires_grad(critic, True):
+        critic_loss = (
+            F.relu(1 - critic(real_map.float(), depth)).mean()
+            + F.relu(1 + critic(fake_map.detach().float(), depth)).mean()
+        )
+        critic.update(critic_loss, DISCRIMINATOR_LR)
+    fake = generator.autoencoder.decode(fake_map, generator.slice_size)
     g_sets = with_depth(slice_feature_sets(encoder, fake, features), depth, scales)
     drift, parts = drifting_loss_sets(g_sets, r_sets)
-    critic_loss = (
-        F.relu(1 - critic(real_map.float(), depth)).mean()
-        + F.relu(1 + critic(fake_map.detach().float(), depth)).mean()
-    )
-    with _frozen(critic):
+    with _requires_grad(critic, False):
         adversarial = -critic(fake_map.float(), depth).mean()
     return {
-        "loss": drift + weight * adversarial + critic_loss,
+        "loss": drift + weight * adversarial,
         "critic": critic_loss.detach(),
         "adversarial": adversarial.detach(),
         **{f"ed_{k}": v for k, v in parts.items()},
@@ -670,13 +673,9 @@ def train_generator(
     if cfg.generator_adversarial > 0:
         critic = LatentDiscriminator(model.generator.latent_channels).to(engine.device)
         pair = nn.ModuleDict({"generator": model.generator, "discriminator": critic})
-        opt = torch.optim.Adam(
-            [
-                {"params": trainable, "lr": cfg.generator.lr},
-                {"params": list(critic.parameters()), "lr": DISCRIMINATOR_LR},
-            ],
-            betas=(0.5, 0.99),
-        )
+        for p in critic.parameters():  # updated by the step itself (`LatentDiscriminator.update`)
+            p.requires_grad_(False)
+        opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
         preview = None
         if previews is not None:
             preview = lambda net, step: generator_preview(  # noqa: E731
