@@ -345,13 +345,21 @@ def generator_step(
     real = _channels(batch, modalities)
     depth = batch["depth"].float()
     fake = generator(torch.randn(real.shape[0], generator.latent_dim, device=real.device), depth)
+    loss, parts = _slice_drifting_loss(encoder, real, fake, depth, features)
+    return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+
+
+def _slice_drifting_loss(
+    encoder: nn.Module, real: Tensor, fake: Tensor, depth: Tensor, features: SliceFeatures
+) -> tuple[Tensor, dict[str, float]]:
+    """The drifting loss between generated and real slices at the same depths, in E's feature
+    sets with the depth appended (scaled from the real batch)."""
     with torch.no_grad():
         real_sets = slice_feature_sets(encoder, real, features)
         scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
         r_sets = with_depth(real_sets, depth, scales)
     g_sets = with_depth(slice_feature_sets(encoder, fake, features), depth, scales)
-    loss, parts = drifting_loss_sets(g_sets, r_sets)
-    return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+    return drifting_loss_sets(g_sets, r_sets)
 
 
 @contextmanager
@@ -383,7 +391,7 @@ def adversarial_generator_step(
     of its own (`LatentDiscriminator.update`, learning rate ``DISCRIMINATOR_LR``) on its hinge
     loss: the frozen autoencoder's codes of the batch's real slices against G's latent maps
     (detached) at the same depths. Then G's term, ``-critic(map)``, is taken from the updated
-    critic with its parameters frozen, so the stage's optimiser trains G alone.
+    critic, whose parameters the stage keeps frozen, so the stage's optimiser trains G alone.
 
     Returns:
         ``{"loss", "critic", "adversarial", "ed_<set>"}``.
@@ -395,9 +403,6 @@ def adversarial_generator_step(
     fake_map = generator.latent_map(w, depth)
     with torch.no_grad():
         real_map = generator.autoencoder.encode(real)
-        real_sets = slice_feature_sets(encoder, real, features)
-        scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
-        r_sets = with_depth(real_sets, depth, scales)
     with _requires_grad(critic, True):
         critic_loss = (
             F.relu(1 - critic(real_map.float(), depth)).mean()
@@ -405,10 +410,9 @@ def adversarial_generator_step(
         )
         critic.update(critic_loss, DISCRIMINATOR_LR)
     fake = generator.autoencoder.decode(fake_map, generator.slice_size)
-    g_sets = with_depth(slice_feature_sets(encoder, fake, features), depth, scales)
-    drift, parts = drifting_loss_sets(g_sets, r_sets)
-    with _requires_grad(critic, False):
-        adversarial = -critic(fake_map.float(), depth).mean()
+    drift, parts = _slice_drifting_loss(encoder, real, fake, depth, features)
+    # the stage keeps the critic's parameters frozen (`train_generator`): G's term trains G only
+    adversarial = -critic(fake_map.float(), depth).mean()
     return {
         "loss": drift + weight * adversarial,
         "critic": critic_loss.detach(),
@@ -670,49 +674,38 @@ def train_generator(
             p.requires_grad_(False)
     modalities, features = list(cfg.model.modalities), SliceFeatures.from_config(cfg)
     trainable = [p for p in model.generator.parameters() if p.requires_grad]
+    stage_model: nn.Module = model.generator
+    step = partial(generator_step, encoder=encoder, modalities=modalities, features=features)
+    preview = None if previews is None else partial(generator_preview, previews=previews)
     if cfg.generator_adversarial > 0:
         critic = LatentDiscriminator(model.generator.latent_channels).to(engine.device)
-        pair = nn.ModuleDict({"generator": model.generator, "discriminator": critic})
         for p in critic.parameters():  # updated by the step itself (`LatentDiscriminator.update`)
             p.requires_grad_(False)
-        opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
-        preview = None
+        stage_model = nn.ModuleDict({"generator": model.generator, "discriminator": critic})
+        step = partial(
+            adversarial_generator_step,
+            encoder=encoder,
+            modalities=modalities,
+            features=features,
+            weight=cfg.generator_adversarial,
+        )
         if previews is not None:
             preview = lambda net, step: generator_preview(  # noqa: E731
                 net["generator"], step, previews=previews
             )
-        pair = engine.fit(
-            "generator",
-            pair,
-            opt,
-            SliceDataset(volumes, axis=0),
-            step_fn=partial(
-                adversarial_generator_step,
-                encoder=encoder,
-                modalities=modalities,
-                features=features,
-                weight=cfg.generator_adversarial,
-            ),
-            max_steps=cfg.generator.steps,
-            batch_size=cfg.generator.batch_size,
-            collate_fn=collate_volumes,
-            validate_fn=preview,
-        )
-        model.generator = pair["generator"]
-        return model.generator
-    step = partial(generator_step, encoder=encoder, modalities=modalities, features=features)
     opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
-    model.generator = engine.fit(
+    trained = engine.fit(
         "generator",
-        model.generator,
+        stage_model,
         opt,
         SliceDataset(volumes, axis=0),
         step_fn=step,
         max_steps=cfg.generator.steps,
         batch_size=cfg.generator.batch_size,
         collate_fn=collate_volumes,
-        validate_fn=None if previews is None else partial(generator_preview, previews=previews),
+        validate_fn=preview,
     )
+    model.generator = trained["generator"] if isinstance(trained, nn.ModuleDict) else trained
     return model.generator
 
 
