@@ -45,3 +45,7 @@ PHANTOM_NOTE = "PHANTOM data (synthetic; shows a mechanism works, not clinical q
 # checked before anything is built.
 TRANSLATION_SIZE_NAMES: tuple[str, ...] = ("tiny", "small", "base", "large")
 GENERATION_SIZE_NAMES: tuple[str, ...] = ("tiny", "small", "base")
+
+# ``evaluate --task generate --floor``: disjoint generated subsets (at the floor's count) whose
+# mean score the ratios to the floor use, at most (`lift3d.evaluation.floor.generated_subsets`).
+FLOOR_SUBSETS = 6

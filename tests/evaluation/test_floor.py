@@ -14,17 +14,19 @@ from matplotlib.image import imread
 from PIL import Image
 
 from lift3d.errors import InputError
-from lift3d.evaluation.encoder import EvalDescriptor
+from lift3d.evaluation.encoder import EvalDescriptor, load_eval_encoder
 from lift3d.evaluation.floor import (
     FLOOR_ZERO,
     compare_to_floor,
     floor_metric_names,
+    generated_subsets,
     match_counts,
     montage_paths,
     write_montage,
 )
-from lift3d.evaluation.generation import distribution_metrics, evaluate_generation
+from lift3d.evaluation.generation import distribution_metrics, evaluate_generation, set_scores
 from lift3d.evaluation.tables import compare_summaries, format_summary
+from lift3d.evaluation.volumes import prepare_volume, read_ras, reference_files
 from lift3d.models.encoder import SliceEncoder
 
 PLANES = ("axial", "coronal", "sagittal")
@@ -115,6 +117,18 @@ def test_match_counts_subsamples_the_larger_set_seeded():
     assert g == [0, 1, 2] and len(f) == 3 and note["set"] == "floor"
 
 
+def test_generated_subsets_are_disjoint_and_start_with_the_matched_one():
+    first = match_counts(20, 6, seed=1)[0]
+    subsets = generated_subsets(20, first, max_subsets=6, seed=1)
+    assert subsets[0] == first and len(subsets) == 3  # 20 // 6 fit
+    assert all(len(s) == 6 and s == sorted(s) for s in subsets)
+    flat = [i for s in subsets for i in s]
+    assert len(set(flat)) == len(flat) and max(flat) < 20
+    assert generated_subsets(20, first, max_subsets=6, seed=1) == subsets  # seeded
+    assert len(generated_subsets(20, first, max_subsets=2, seed=1)) == 2
+    assert generated_subsets(6, list(range(6))) == [list(range(6))]
+
+
 def test_montage_is_written_and_decodes(tmp_path):
     rows = {"real (floor)": smooth_volumes(3, 0), "generated": smooth_volumes(2, 1, size=12)}
     paths = montage_paths(tmp_path / "out", tmp_path / "j" / "gen.json")
@@ -163,7 +177,7 @@ def test_evaluate_generation_with_floor(tmp_path):
     s = result["summary"]
     floor, ratio = s["floor"], s["ratio_to_floor"]
     assert floor["n"] == 3 and floor["n_files"] == 3 and len(floor["generated_cases"]) == 3
-    assert floor["subsampled"] == {"set": "generated", "from": 4, "to": 3, "seed": 0}
+    assert floor["subsampled"] == {"set": "generated", "from": 4, "to": 3, "seed": 0, "subsets": 1}
     matched = floor["generated_scores"]  # the ratios use the 3 matched generated volumes
     for name in (*(f"{m}_{p}" for m in ("fid", "kid") for p in PLANES), "histogram_distance"):
         assert name in ratio and name in floor["scores"] and name in matched
@@ -199,6 +213,36 @@ def test_evaluate_generation_with_floor(tmp_path):
         assert again["ratio_to_floor"][f"kid_{plane}"] is None
     assert "montage" not in again  # only written where asked
     assert "Δ" in format_summary({"summary": again, "label": "x", "task": "generate"})
+
+
+def test_floor_ratio_uses_the_mean_over_disjoint_generated_subsets(tmp_path):
+    dirs = folders(tmp_path, n_gen=7)  # 7 generated, 3 floor volumes: 2 subsets of 3
+    enc = tmp_path / "enc.safetensors"
+    kw = {"eval_shape": (16, 16, 16), "max_slices": 8, "diversity_pairs": 3}
+    s = evaluate_generation(
+        dirs["pred"], dirs["ref"], floor_dir=dirs["floor"], encoder_steps=2, save_encoder=enc, **kw
+    )["summary"]
+    floor = s["floor"]
+    assert floor["subsampled"]["subsets"] == 2
+    subsets = floor["generated_subsets"]
+    assert len(subsets) == 2 and subsets[0] == floor["generated_cases"]
+    assert not set(subsets[0]) & set(subsets[1]) and all(len(x) == 3 for x in subsets)
+    # The same numbers from the subsets scored one by one.
+    model, _ = load_eval_encoder(enc)
+    ref = [prepare_volume(read_ras(f), (16, 16, 16)) for _, f in reference_files(dirs["ref"], None)]
+    per = []
+    for names in subsets:
+        vols = [prepare_volume(read_ras(dirs["pred"] / f"{n}.nii.gz"), (16, 16, 16)) for n in names]
+        per.append(set_scores(vols, ref, model, {}, seed=0, max_slices=8, diversity_pairs=3))
+    for name in ("fid_axial", "fid_sagittal", "histogram_distance"):
+        mean = (per[0][name] + per[1][name]) / 2
+        assert floor["generated_scores"][name] == pytest.approx(mean, rel=1e-6)
+        assert floor["generated_scores_std"][name] == pytest.approx(
+            abs(per[0][name] - per[1][name]) / 2, rel=1e-6, abs=1e-12
+        )
+        assert s["ratio_to_floor"][name] == pytest.approx(mean / floor["scores"][name], rel=1e-6)
+    table = format_summary({"summary": s, "label": "x", "task": "generate"})
+    assert "2 disjoint subsets of 3" in table
 
 
 def test_floor_errors_name_the_folder(tmp_path):

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lift3d.constants import EVALUATE_TASKS
+from lift3d.constants import EVALUATE_TASKS, FLOOR_SUBSETS
 from lift3d.errors import InputError
 
 HELP = (
@@ -71,8 +71,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="--task generate: a second real set on the generated grid (e.g. the training "
         "volumes) scored against the same --ref with the same evaluation encoder and at the same "
-        "sample count (the larger set is subsampled, seeded); every score is also reported as a "
-        "ratio to this real-vs-real floor (1 = as close to the references as real data)",
+        "sample count (the larger set is subsampled, seeded; a larger generated set is scored in up "
+        f"to {FLOOR_SUBSETS} disjoint subsets of the floor's size and their mean compared); every score is also "
+        "reported as a ratio to this real-vs-real floor (1 = as close to the references as real "
+        "data)",
     )
     parser.add_argument(
         "--medicalnet",

@@ -61,6 +61,7 @@ from lift3d.evaluation.floor import (
     compare_to_floor,
     floor_files,
     floor_metric_names,
+    generated_subsets,
     match_counts,
     read_floor,
     write_montage,
@@ -311,7 +312,7 @@ def floor_block(
     extractors: dict[str, Any],
     summary: dict[str, Any],
     *,
-    gen_idx: Sequence[int],
+    gen_subsets: Sequence[Sequence[int]],
     seed: int,
     cache: Callable[[Callable[[], dict[str, Any]]], dict[str, Any]] | None = None,
     **kw: Any,
@@ -320,11 +321,13 @@ def floor_block(
 
     Args:
         gen, ref: (D, H, W) generated and reference volumes on the evaluation grid.
-        floor: the floor volumes on that grid, already as many as ``gen_idx``.
+        floor: the floor volumes on that grid, already as many as each generated subset.
         enc: the evaluation encoder the generated set was scored with.
         extractors: pretrained extractors (as for the generated set).
         summary: the generated set's scores (all its volumes).
-        gen_idx: the generated volumes matched with the floor (all unless it was subsampled).
+        gen_subsets: the generated volumes matched with the floor: ``[all]`` when no subsampling
+            was needed, else disjoint subsets of the floor's count
+            (:func:`lift3d.evaluation.floor.generated_subsets`) whose mean score is compared.
         seed: seed of the scores' random subsets.
         cache: ``cache(compute)`` returns the floor set's scores, computed or stored earlier
             (`lift3d.evaluation.score_cache`); None computes them.
@@ -333,17 +336,29 @@ def floor_block(
     Returns:
         (floor block, ratio_to_floor). The block holds ``scores`` (floor vs references),
         ``generated_scores`` (the generated set's at the matched count: its summary unless it
-        was subsampled), ``difference`` (generated - floor) and ``notes`` (why a ratio is None).
+        was subsampled, else the mean over the subsets), ``generated_scores_std`` (their std
+        over the subsets, when there are several), ``difference`` (generated - floor) and
+        ``notes`` (why a ratio is None).
     """
 
     def compute() -> dict[str, Any]:
         return set_scores(floor, ref, enc, extractors, seed=seed, **kw)
 
     floor_scores = cache(compute) if cache is not None else compute()
-    if len(gen_idx) < len(gen):
-        gen_scores = set_scores([gen[i] for i in gen_idx], ref, enc, extractors, seed=seed, **kw)
-    else:
+    spread: dict[str, float] = {}
+    if len(gen_subsets) == 1 and len(gen_subsets[0]) == len(gen):
         gen_scores = summary
+    else:
+        per_subset = [
+            set_scores([gen[i] for i in idx], ref, enc, extractors, seed=seed, **kw)
+            for idx in gen_subsets
+        ]
+        gen_scores, spread = {}, {}
+        for name in per_subset[0]:
+            values = [s.get(name) for s in per_subset]
+            if all(_finite(v) for v in values):
+                gen_scores[name] = float(np.mean(values))
+                spread[name] = float(np.std(values))
     names = [n for n in floor_metric_names(gen_scores) if n in floor_scores]
     compared = compare_to_floor(gen_scores, floor_scores, names)
     block = {
@@ -358,7 +373,17 @@ def floor_block(
         "difference": compared["difference"],
         "notes": compared["notes"],
     }
+    if len(gen_subsets) > 1:
+        block["generated_scores_std"] = {k: spread[k] for k in names}
     return block, compared["ratio"]
+
+
+def _finite(value: Any) -> bool:
+    return (
+        isinstance(value, int | float | np.floating)
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+    )
 
 
 def evaluate_generation(
@@ -440,9 +465,13 @@ def evaluate_generation(
         first = to_model_space(read_ras(refs[0][1]), "axial").shape
         eval_shape = tuple(min(int(s), EVAL_GRID_CAP) for s in first)
     gen_idx, floor, floor_ids, subsampled = list(range(len(files))), [], [], None
+    subsets = [gen_idx]
     if floor_dir is not None:  # read and checked before the encoder is trained
         found = floor_files(floor_dir, modality)
         gen_idx, floor_idx, subsampled = match_counts(len(files), len(found), seed)
+        if subsampled is not None and subsampled["set"] == "generated":
+            subsets = generated_subsets(len(files), gen_idx, seed=seed)
+            subsampled["subsets"] = len(subsets)
         floor_ids = [found[i][0] for i in floor_idx]
         first_gen = read_ras_grid(files[0])
         grid = (first_gen[0].shape, first_gen[1])
@@ -502,7 +531,7 @@ def evaluate_generation(
             enc,
             extractors,
             summary,
-            gen_idx=gen_idx,
+            gen_subsets=subsets,
             seed=seed,
             max_slices=max_slices,
             diversity_pairs=diversity_pairs,
@@ -528,6 +557,7 @@ def evaluate_generation(
             "same_as_generated": "references, evaluation encoder, grid, seed and sample count",
             "floor_cases": floor_ids,
             "generated_cases": [gen_names[i] for i in gen_idx],
+            "generated_subsets": [[gen_names[i] for i in idx] for idx in subsets],
             **block,
         }
         summary["ratio_to_floor"] = ratio

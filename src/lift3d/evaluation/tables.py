@@ -99,8 +99,9 @@ def floor_lines(summary: dict[str, Any]) -> list[str]:
             f"equal counts: the {sub.get('set')} set was subsampled {sub.get('from')} -> "
             f"{sub.get('to')} volumes (seed {sub.get('seed')})"
             + (
-                "; ratios use the generated scores of those volumes (floor.generated_scores), "
-                "the mean ± std column all of them"
+                f"; ratios use the mean generated score over {sub.get('subsets', 1)} disjoint "
+                f"subsets of {sub.get('to')} (floor.generated_scores, their std over the subsets "
+                "in floor.generated_scores_std), the mean ± std column all generated volumes"
                 if sub.get("set") == "generated"
                 else ""
             )

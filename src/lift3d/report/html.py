@@ -413,6 +413,8 @@ def floor_table(ev: Evaluation) -> str | None:
     counts = f"{html.escape(str(floor.get('n')))} volumes per set"
     if isinstance(sub, Mapping):
         what = f"{sub.get('set')} set subsampled {sub.get('from')} -> {sub.get('to')}"
+        if sub.get("set") == "generated" and sub.get("subsets", 1) > 1:
+            what += f" in {sub.get('subsets')} disjoint subsets, whose mean score is compared"
         counts += f"; the {html.escape(what)} (seed {html.escape(str(sub.get('seed')))})"
     header = ["score", "generated", "floor", "ratio", "generated - floor", "note"]
     return (
