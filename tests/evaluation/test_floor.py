@@ -241,6 +241,11 @@ def test_floor_ratio_uses_the_mean_over_disjoint_generated_subsets(tmp_path):
             abs(per[0][name] - per[1][name]) / 2, rel=1e-6, abs=1e-12
         )
         assert s["ratio_to_floor"][name] == pytest.approx(mean / floor["scores"][name], rel=1e-6)
+    # Diversity (costly, steadier) from the first subset only.
+    assert floor["generated_scores"]["msssim_diversity"] == pytest.approx(
+        per[0]["msssim_diversity"], rel=1e-6
+    )
+    assert "msssim_diversity" not in floor["generated_scores_std"]
     table = format_summary({"summary": s, "label": "x", "task": "generate"})
     assert "2 disjoint subsets of 3" in table
 

@@ -285,12 +285,14 @@ def set_scores(
     max_slices: int = 32,
     seed: int = 0,
     diversity_pairs: int = DIVERSITY_MAX_PAIRS,
+    with_diversity: bool = True,
 ) -> dict[str, Any]:
     """The scores one set gets against the references, as the floor compares them: the
     :func:`distribution_metrics`, the set's own MS-SSIM / SSIM diversity (on grids the window
-    fits) and the pretrained FID / MMD whose weights were given."""
+    fits, unless `with_diversity` is False) and the pretrained FID / MMD whose weights were
+    given."""
     out: dict[str, Any] = distribution_metrics(vols, ref, enc, max_slices=max_slices, seed=seed)
-    if min(np.asarray(vols[0]).shape) >= DIVERSITY_WINDOW:
+    if with_diversity and min(np.asarray(vols[0]).shape) >= DIVERSITY_WINDOW:
         d = diversity(vols, max_pairs=diversity_pairs, seed=seed)
         out.update(
             msssim_diversity=d["msssim"],
@@ -327,7 +329,8 @@ def floor_block(
         summary: the generated set's scores (all its volumes).
         gen_subsets: the generated volumes matched with the floor: ``[all]`` when no subsampling
             was needed, else disjoint subsets of the floor's count
-            (:func:`lift3d.evaluation.floor.generated_subsets`) whose mean score is compared.
+            (:func:`lift3d.evaluation.floor.generated_subsets`) whose mean score is compared
+            (diversity: the first subset's).
         seed: seed of the scores' random subsets.
         cache: ``cache(compute)`` returns the floor set's scores, computed or stored earlier
             (`lift3d.evaluation.score_cache`); None computes them.
@@ -349,16 +352,21 @@ def floor_block(
     if len(gen_subsets) == 1 and len(gen_subsets[0]) == len(gen):
         gen_scores = summary
     else:
+        # Diversity (pairwise MS-SSIM within the set, as costly as the rest) from the first
+        # subset only: it varies far less between subsets than FID.
         per_subset = [
-            set_scores([gen[i] for i in idx], ref, enc, extractors, seed=seed, **kw)
-            for idx in gen_subsets
+            set_scores(
+                [gen[i] for i in idx], ref, enc, extractors, seed=seed, with_diversity=k == 0, **kw
+            )
+            for k, idx in enumerate(gen_subsets)
         ]
         gen_scores, spread = {}, {}
         for name in per_subset[0]:
-            values = [s.get(name) for s in per_subset]
+            values = [s[name] for s in per_subset if name in s]
             if all(_finite(v) for v in values):
                 gen_scores[name] = float(np.mean(values))
-                spread[name] = float(np.std(values))
+                if len(values) > 1:
+                    spread[name] = float(np.std(values))
     names = [n for n in floor_metric_names(gen_scores) if n in floor_scores]
     compared = compare_to_floor(gen_scores, floor_scores, names)
     block = {
@@ -374,7 +382,7 @@ def floor_block(
         "notes": compared["notes"],
     }
     if len(gen_subsets) > 1:
-        block["generated_scores_std"] = {k: spread[k] for k in names}
+        block["generated_scores_std"] = {k: spread[k] for k in names if k in spread}
     return block, compared["ratio"]
 
 

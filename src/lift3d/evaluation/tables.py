@@ -100,8 +100,9 @@ def floor_lines(summary: dict[str, Any]) -> list[str]:
             f"{sub.get('to')} volumes (seed {sub.get('seed')})"
             + (
                 f"; ratios use the mean generated score over {sub.get('subsets', 1)} disjoint "
-                f"subsets of {sub.get('to')} (floor.generated_scores, their std over the subsets "
-                "in floor.generated_scores_std), the mean ± std column all generated volumes"
+                f"subsets of {sub.get('to')} (diversity: the first; floor.generated_scores, their "
+                "std over the subsets in floor.generated_scores_std), the mean ± std column all "
+                "generated volumes"
                 if sub.get("set") == "generated"
                 else ""
             )
