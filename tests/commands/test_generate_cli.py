@@ -124,6 +124,7 @@ def test_generate_writes_reference_geometry_and_evaluates(
     assert summary["eval_encoder"]["objective"] == "masked"
     assert summary["generation"]["use_mapper"] is True and summary["generation"]["seed"] == 1
     assert summary["generation"]["detail"] is False
+    assert summary["generation"]["intensity_map"] == ["t1n"]
     assert result["task"] == "generate" and result["phantom"] is True
     # --eval-shape: both sides on another grid; the encoder file is tied to its own grid.
     small = tmp_path / "eval_small.json"
@@ -235,13 +236,45 @@ def test_generate_model_without_detail_calibration(cli_run, tmp_path):
     out = tmp_path / "s"
     argv = ["generate", "--model", str(old), "--n", "1", "--out", str(out), "--seed", "3"]
     assert main([*argv, "--detail"]) == 0
-    meta = json.loads((out / "generation.json").read_text())["detail"]
+    info = json.loads((out / "generation.json").read_text())
+    meta = info["detail"]
     assert not meta["applied"] and meta["why_not"] == "the model has no detail calibration"
+    assert info["intensity_map"]["applied"] == []
+    assert info["intensity_map"]["why_not"] == "the model has no intensity-map calibration"
     plain = tmp_path / "plain"
     argv = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(plain), "--seed", "3"]
-    assert main(argv) == 0
+    assert main([*argv, "--no-intensity-map"]) == 0
     a = nib.load(str(out / "sample_0000.nii.gz")).get_fdata()
     assert np.array_equal(a, nib.load(str(plain / "sample_0000.nii.gz")).get_fdata())
+
+
+def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path):
+    """The calibration holds G's and the data's foreground quantiles; `generate` maps each
+    sample's foreground through that curve (both arms), `--no-intensity-map` writes it raw."""
+    record = json.loads((cli_run / "reference.json").read_text())["detail"]["modalities"]["t1n"]
+    curve = record["intensity_map"]
+    assert len(curve["generated"]) == len(curve["real"]) == curve["levels"] > 2
+    assert curve["real"][0] == 0.0 and curve["real"][-1] == 1.0
+    vols, infos = {}, {}
+    for name, extra in {
+        "lift": [],
+        "lift_raw": ["--no-intensity-map"],
+        "nomap": ["--no-mapper"],
+        "nomap_raw": ["--no-mapper", "--no-intensity-map"],
+    }.items():
+        out = tmp_path / name
+        argv = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(out), "--seed", "5"]
+        assert main([*argv, *extra]) == 0
+        vols[name] = nib.load(str(out / "sample_0000.nii.gz")).get_fdata()
+        infos[name] = json.loads((out / "generation.json").read_text())["intensity_map"]
+    assert infos["lift"]["applied"] == infos["nomap"]["applied"] == ["t1n"]
+    assert infos["lift_raw"]["applied"] == [] and "not asked for" in infos["lift_raw"]["why_not"]
+    for arm in ("lift", "nomap"):
+        mapped, raw = vols[arm], vols[f"{arm}_raw"]
+        fg = raw != 0
+        assert np.array_equal(mapped != 0, fg) and not np.allclose(mapped, raw)
+        order = np.argsort(raw[fg], kind="stable")  # one monotone curve per sample
+        assert np.all(np.diff(mapped[fg][order]) >= -1e-3 * np.ptp(raw[fg]))
 
 
 def test_train_generate_calibrates_detail_unless_switched_off(
@@ -275,11 +308,13 @@ def test_train_generate_calibrates_detail_unless_switched_off(
 
 def test_generate_bf16_is_float32_and_within_tolerance_of_fp32(cli_run, tmp_path):
     """--precision bf16 on the CPU: float32 files on the same grid, within 0.5 % (mean) and 5 %
-    (max) of the fp32 sample's intensity range (bf16 rounds at 2^-9 relative per layer input)."""
+    (max) of the fp32 sample's intensity range (bf16 rounds at 2^-9 relative per layer input).
+    The networks' outputs: the intensity map, a fixed curve per sample window, is left out."""
     outs = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
         args = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(out)]
+        args.append("--no-intensity-map")
         assert main([*args, "--seed", "3", "--precision", precision]) == 0
         assert json.loads((out / "generation.json").read_text())["precision"] == precision
         outs[precision] = nib.load(str(out / "sample_0000.nii.gz"))

@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "when the model was trained (the same noise for LiFT and --no-mapper at one seed). Off "
         "by default: on the phantom it raises both arms' KID against held-out volumes",
     )
+    parser.add_argument(
+        "--no-intensity-map",
+        action="store_true",
+        help="write G's raw intensities: without it each MR sample's foreground is "
+        "histogram-matched to the training data (one monotone curve, measured when the model "
+        "was trained; the same for LiFT and --no-mapper)",
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_precision_arguments(parser)
     parser.add_argument(
@@ -64,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_mapper=not args.no_mapper,
         detail=args.detail,
+        intensity_map=not args.no_intensity_map,
         device=device,
         overwrite=args.overwrite,
         precision=args.precision,

@@ -63,7 +63,8 @@ def generated_files(pred_dir: Path) -> tuple[list[Path], str | None]:
 
 def generation_info(pred_dir: Path) -> dict[str, Any] | None:
     """How `lift3d generate` made the volumes of `pred_dir` (None without generation.json):
-    model, seed, mapper flag and output detail, so a summary says which arm it scored."""
+    model, seed, mapper flag, output detail and intensity map, so a summary says which arm it
+    scored."""
     meta_path = Path(pred_dir) / "generation.json"
     if not meta_path.is_file():
         return None
@@ -76,6 +77,8 @@ def generation_info(pred_dir: Path) -> dict[str, Any] | None:
         "n": meta.get("n"),
         "detail": bool(detail.get("applied")),
         "detail_sigma": detail.get("sigma"),
+        # written before the map existed: None (G's raw intensities)
+        "intensity_map": (meta.get("intensity_map") or {}).get("applied"),
     }
 
 

@@ -40,6 +40,7 @@ from lift3d.data.discovery import discover_cases
 from lift3d.data.preprocess import restore_sample
 from lift3d.data.volume import read_volume
 from lift3d.errors import InputError
+from lift3d.inference.intensity import calibrate_intensity_map
 from lift3d.model_folder import REFERENCE_FILE, load_model
 from lift3d.utils import atomic_write_text
 
@@ -139,7 +140,8 @@ def calibrate_model(
     data_root: str | Path | None = None,
     settings: DetailConfig | None = None,
 ) -> dict[str, Any]:
-    """Measure a generation model's output detail: the noise level its samples lack.
+    """Measure a generation model's output detail: the noise level its samples lack, and the
+    intensity map from their foreground distribution to the data's (MR).
 
     Real: the first ``settings.cases`` cases of the training split (``ref["train_cases"]``),
     each file as stored (the reference grid) relative to its own intensity window. Generated:
@@ -154,7 +156,8 @@ def calibrate_model(
         settings: sample counts and seed (default: ``cfg.detail``).
 
     Returns:
-        ``{"kind", "modalities": {mod: `calibrate` record}}``.
+        ``{"kind", "modalities": {mod: `calibrate` record}}``; an MR modality's record also
+        holds ``"intensity_map"`` (`lift3d.inference.intensity.calibrate_intensity_map`).
 
     Raises:
         InputError: a training case no longer in `data_root`, or ``cases`` / ``samples``
@@ -206,6 +209,10 @@ def calibrate_model(
             "output detail %s (%s): level real %.4f, G %.4f (of the window) -> noise %.4f",
             m, ESTIMATOR, rec["level_real_rel"], rec["level_generated_rel"], rec["sigma_rel"],
         )  # fmt: skip
+        if record["intensity"][m]["kind"] == "mr":  # `lift3d.inference.intensity`
+            rec["intensity_map"] = calibrate_intensity_map(
+                [v for v, _ in real[m]], [v for v, _ in generated[m]]
+            )
     return {"kind": "white gaussian, foreground only", "modalities": out}
 
 

@@ -13,6 +13,10 @@ modality when several are generated jointly; ``montage.png`` (tri-planar views o
 samples on the model grid) and ``generation.json`` (model, seed, mapper flag, output detail,
 files, timing).
 
+Intensity map (`lift3d.inference.intensity`, on unless ``intensity_map=False``): each MR
+sample's foreground is histogram-matched to the training data (a monotone curve measured after
+training from G's samples and training volumes), before any output detail.
+
 Output detail (`lift3d.inference.detail`, opt-in with ``detail=True``): white noise at the
 training data's noise level (measured after training), added to every sample's
 foreground on the reference grid. Its noise depends only on (seed, sample index), so LiFT and
@@ -39,6 +43,7 @@ from lift3d.data.preprocess import restore_sample
 from lift3d.data.volume import with_nifti_codes, write_volume
 from lift3d.errors import InputError
 from lift3d.inference.detail import add_detail, sample_rng, window_width
+from lift3d.inference.intensity import apply_intensity_map
 from lift3d.inference.precision import (
     compile_blocks,
     generation_blocks,
@@ -60,6 +65,7 @@ def generate_volumes(
     seed: int = 0,
     use_mapper: bool = True,
     detail: bool = False,
+    intensity_map: bool = True,
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
@@ -78,6 +84,9 @@ def generate_volumes(
         detail: add the model's calibrated output detail (`lift3d.inference.detail`; models
             trained before it have none). Its noise depends only on (seed, i), not on
             `use_mapper`.
+        intensity_map: map each MR sample's foreground onto the training data's intensity
+            distribution (`lift3d.inference.intensity`; calibrated with the output detail,
+            models calibrated before it have none). The same map for both arms.
         device: torch device.
         progress: tqdm bar when stderr is a TTY.
         overwrite: replace existing files (else each file is created exclusively: one that
@@ -108,6 +117,12 @@ def generate_volumes(
         for mod in modalities
         if detail_record
     }
+    calibration = ref.get("detail") or {}
+    maps = {
+        mod: rec["intensity_map"]
+        for mod, rec in (calibration.get("modalities") or {}).items()
+        if intensity_map and mod in modalities and rec.get("intensity_map")
+    }
     codes = ref.get("nifti_codes")  # the training files' qform/sform codes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +144,8 @@ def generate_volumes(
                 f"sample_{i:04d}.nii.gz" if len(modalities) == 1 else f"sample_{i:04d}-{mod}.nii.gz"
             )
             restored = restore_sample(vol[c], ref["record"], mod)
+            if mod in maps:
+                restored.array = apply_intensity_map(restored.array, maps[mod])
             if sigmas:
                 is_mr = ref["record"]["intensity"][mod]["kind"] == "mr"
                 restored.array = add_detail(
@@ -166,6 +183,18 @@ def generate_volumes(
             else ("not asked for" if not detail else "the model has no detail calibration"),
             "sigma": sigmas or None,
             "calibration": ref.get("detail"),
+        },
+        "intensity_map": {
+            "applied": sorted(maps),
+            "why_not": None
+            if maps
+            else (
+                "not asked for (--no-intensity-map)"
+                if not intensity_map
+                else "the model has no intensity-map calibration"
+            ),
+            "what": "foreground histogram matched to the training data "
+            "(lift3d.inference.intensity); calibration in detail.calibration",
         },
         "seconds_per_volume": float(np.mean(seconds)),
         "samples": samples,
