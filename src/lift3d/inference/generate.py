@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lift3d.data.preprocess import restore_sample
+from lift3d.data.preprocess import FOREGROUND_THRESHOLD, restore_sample
 from lift3d.data.volume import with_nifti_codes, write_volume
 from lift3d.errors import InputError
 from lift3d.inference.detail import add_detail, sample_rng, window_width
@@ -158,7 +158,11 @@ def generate_volumes(
             files[mod] = name
         samples.append({"id": f"sample_{i:04d}", "files": files})
         if len(previews) < 4:
-            previews.append(vol[0])
+            first = vol[0]
+            if modalities[0] in maps:  # the montage shows the intensities that were written
+                fg = first > FOREGROUND_THRESHOLD
+                first = apply_intensity_map(np.where(fg, first, 0.0), maps[modalities[0]])
+            previews.append(first)
     kind = "LiFT (mapper)" if use_mapper else "no mapper (independent slice latents)"
     preview_png(
         {f"sample {i}": v for i, v in enumerate(previews)},
