@@ -352,13 +352,18 @@ class DetailConfig:
 
     After training, the wavelet noise estimate of ``cases`` training volumes and of ``samples``
     no-mapper samples of G, both on the reference grid, fixes the level of white noise that
-    ``lift3d generate --detail`` adds to every sample (a diagnostic, off unless asked for).
+    ``lift3d generate --detail`` adds to every sample (a diagnostic, off unless asked for); the
+    same volumes (and as many LiFT samples once the mapper is trained) give each arm's intensity
+    map (`lift3d.inference.intensity`, applied by ``lift3d generate`` unless
+    ``--no-intensity-map``).
     """
 
     enabled: bool = True
     cases: int = 16  # training volumes measured (the first ones of the training split)
     samples: int = 16  # G samples measured
-    seed: int = 0  # noise seed of those samples (not train.seed: same G and data, same level)
+    # noise seed of those samples (not train.seed: same G and data, same level); apart from the
+    # generation seeds users pick (0, 1, ...), so no calibration sample is a scored sample
+    seed: int = 7919
 
     RETIRED: ClassVar[dict[str, Any]] = {"estimator": "noise", "filter_sigma": None}
     CHECKS: ClassVar[dict[str, Check]] = {"cases": COUNT, "samples": COUNT}

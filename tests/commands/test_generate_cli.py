@@ -240,7 +240,7 @@ def test_generate_model_without_detail_calibration(cli_run, tmp_path):
     meta = info["detail"]
     assert not meta["applied"] and meta["why_not"] == "the model has no detail calibration"
     assert info["intensity_map"]["applied"] == []
-    assert info["intensity_map"]["why_not"] == "the model has no intensity-map calibration"
+    assert "no intensity-map calibration" in info["intensity_map"]["why_not"]
     plain = tmp_path / "plain"
     argv = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(plain), "--seed", "3"]
     assert main([*argv, "--no-intensity-map"]) == 0
@@ -252,9 +252,12 @@ def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path):
     """The calibration holds G's and the data's foreground quantiles; `generate` maps each
     sample's foreground through that curve (both arms), `--no-intensity-map` writes it raw."""
     record = json.loads((cli_run / "reference.json").read_text())["detail"]["modalities"]["t1n"]
-    curve = record["intensity_map"]
-    assert len(curve["generated"]) == len(curve["real"]) == curve["levels"] > 2
-    assert curve["real"][0] == 0.0 and curve["real"][-1] == 1.0
+    for key in ("intensity_map", "intensity_map_mapper"):  # each arm's own samples
+        curve = record[key]
+        assert len(curve["generated"]) == len(curve["real"]) == curve["levels"] > 2
+        assert curve["real"][0] == 0.0 and curve["real"][-1] == 1.0
+    assert record["intensity_map"]["real"] == record["intensity_map_mapper"]["real"]
+    assert record["intensity_map"]["generated"] != record["intensity_map_mapper"]["generated"]
     vols, infos = {}, {}
     for name, extra in {
         "lift": [],
@@ -275,6 +278,19 @@ def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path):
         assert np.array_equal(mapped != 0, fg) and not np.allclose(mapped, raw)
         order = np.argsort(raw[fg], kind="stable")  # one monotone curve per sample
         assert np.all(np.diff(mapped[fg][order]) >= -1e-3 * np.ptp(raw[fg]))
+    # A folder calibrated before the LiFT arm had a map: that arm is written raw, and says so.
+    old = tmp_path / "old"
+    shutil.copytree(cli_run, old)
+    ref = json.loads((old / "reference.json").read_text())
+    del ref["detail"]["modalities"]["t1n"]["intensity_map_mapper"]
+    (old / "reference.json").write_text(json.dumps(ref))
+    out = tmp_path / "old_lift"
+    assert (
+        main(["generate", "--model", str(old), "--n", "1", "--out", str(out), "--seed", "5"]) == 0
+    )
+    info = json.loads((out / "generation.json").read_text())["intensity_map"]
+    assert info["applied"] == [] and "intensity_map_mapper" in info["why_not"]
+    assert np.array_equal(nib.load(str(out / "sample_0000.nii.gz")).get_fdata(), vols["lift_raw"])
 
 
 def test_train_generate_calibrates_detail_unless_switched_off(
@@ -283,8 +299,9 @@ def test_train_generate_calibrates_detail_unless_switched_off(
     """`lift3d train generate` runs the detail calibration on the written folder after
     training (the trained run of this module stands in for the training here)."""
 
-    def fake_training(cfg, run_dir, resume=False, calibrate=None):
+    def fake_training(cfg, run_dir, resume=False, calibrate=None, calibrate_mapper=None):
         passed.append(calibrate is not None)
+        assert (calibrate_mapper is not None) == (calibrate is not None)
         run_dir = Path(run_dir)
         shutil.copytree(cli_run, run_dir, dirs_exist_ok=True)
         ref = json.loads((run_dir / "reference.json").read_text())

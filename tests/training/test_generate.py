@@ -259,6 +259,10 @@ def test_detail_calibration_is_a_step_on_the_finished_folder(tiny_run, phantom_b
     t1n = record["modalities"]["t1n"]
     assert t1n["n_real"] == 2 and t1n["n_generated"] == 3 and t1n["estimator"] == "noise"
     assert t1n["level_real_rel"] > t1n["level_generated_rel"] and t1n["sigma_rel"] > 0
+    # A finished folder: each arm's intensity map, from its own 3 samples and the same 2 cases.
+    for key in ("intensity_map", "intensity_map_mapper"):
+        assert t1n[key]["n_real"] == 2 and t1n[key]["n_generated"] == 3
+    assert t1n["intensity_map"]["real"] == t1n["intensity_map_mapper"]["real"]
     after = json.loads((run / "reference.json").read_text())
     assert after["detail"] == record
     assert {k: v for k, v in after.items() if k != "detail"} == {

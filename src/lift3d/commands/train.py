@@ -189,17 +189,32 @@ def _train(args: argparse.Namespace, cfg):
         if cfg.task not in TRANSLATE_TASKS:
             raise InputError(f"config key 'task': unknown task {cfg.task!r}; use mr2ct or missing")
         return train_translation(cfg, args.out, resume=args.resume)
-    from lift3d.inference.detail import calibrate_model, calibrate_model_folder
+    from lift3d.inference.detail import (
+        calibrate_mapper_intensity,
+        calibrate_model,
+        calibrate_model_folder,
+        has_mapper_intensity,
+    )
+    from lift3d.model_folder import read_model_folder
     from lift3d.training.generate import folder_detail, train_generation
 
-    calibrate = None
+    calibrate = calibrate_mapper = None
     if cfg.detail.enabled:
-        # reference.json["detail"], measured once G is trained (before the mapper stage)
+        # reference.json["detail"], measured once G is trained (before the mapper stage) ...
         def calibrate(model, ref):
             return calibrate_model(model, cfg, ref, args.data)
 
-    run_dir = train_generation(cfg, args.out, resume=args.resume, calibrate=calibrate)
+        # ... and the LiFT arm's intensity map once the mapper is trained
+        def calibrate_mapper(model, ref):
+            return calibrate_mapper_intensity(model, cfg, ref, args.data)
+
+    run_dir = train_generation(
+        cfg, args.out, resume=args.resume, calibrate=calibrate, calibrate_mapper=calibrate_mapper
+    )
     if cfg.detail.enabled and int(os.environ.get("RANK", "0")) == 0:
-        if not folder_detail(run_dir):  # e.g. resumed after the generator stage
+        detail = folder_detail(run_dir)
+        ref = read_model_folder(run_dir, "generate", use_mapper=False).reference
+        # e.g. resumed after the generator stage, or calibrated before the LiFT arm had a map
+        if not detail or not has_mapper_intensity(detail, ref):
             calibrate_model_folder(run_dir, args.data)
     return run_dir

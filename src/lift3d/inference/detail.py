@@ -111,8 +111,9 @@ def calibrate_model_folder(
     settings: DetailConfig | None = None,
 ) -> dict[str, Any]:
     """Measure a generation model folder's output detail (`calibrate_model`) and record it in
-    its reference.json. The folder needs E and G only (the calibration samples G without the
-    mapper), so it works from the generator stage on.
+    its reference.json. The noise level needs E and G only (the calibration samples G without
+    the mapper), so it works from the generator stage on; once the mapper is trained the
+    mapper arm's intensity map is measured too (`calibrate_mapper_intensity`).
 
     Args:
         run_dir: model folder from `lift3d.training.generate.train_generation`.
@@ -129,41 +130,24 @@ def calibrate_model_folder(
     model, folder = load_model(run_dir, "generate", use_mapper=False)
     ref = folder.reference
     ref["detail"] = calibrate_model(model, folder.config, ref, data_root, settings)
+    if "mapper" in folder.stages_done:
+        mapper_model, _ = load_model(run_dir, "generate", use_mapper=True)
+        maps = calibrate_mapper_intensity(mapper_model, folder.config, ref, data_root, settings)
+        add_mapper_intensity(ref["detail"], maps)
     atomic_write_text(Path(run_dir) / REFERENCE_FILE, json.dumps(ref, indent=1))
     return ref["detail"]
 
 
-def calibrate_model(
+def _calibration_volumes(
     model: Any,
     cfg: Any,
     ref: dict[str, Any],
-    data_root: str | Path | None = None,
-    settings: DetailConfig | None = None,
-) -> dict[str, Any]:
-    """Measure a generation model's output detail: the noise level its samples lack, and the
-    intensity map from their foreground distribution to the data's (MR).
-
-    Real: the first ``settings.cases`` cases of the training split (``ref["train_cases"]``),
-    each file as stored (the reference grid) relative to its own intensity window. Generated:
-    ``settings.samples`` no-mapper samples of G (noise seed ``settings.seed``), restored to the
-    reference grid with the reference record. Depends on E and G only, not on the mapper.
-
-    Args:
-        model: a `GenerationModel` (E and G trained; left in the train / eval mode it was in).
-        cfg: its `GenerateConfig`.
-        ref: its reference record (``reference.json``).
-        data_root: the training dataset (default: ``ref["data_root"]``).
-        settings: sample counts and seed (default: ``cfg.detail``).
-
-    Returns:
-        ``{"kind", "modalities": {mod: `calibrate` record}}``; an MR modality's record also
-        holds ``"intensity_map"`` (`lift3d.inference.intensity.calibrate_intensity_map`).
-
-    Raises:
-        InputError: a training case no longer in `data_root`, or ``cases`` / ``samples``
-            below 1.
-    """
-    dc = settings or cfg.detail
+    data_root: str | Path | None,
+    dc: DetailConfig,
+    use_mapper: bool,
+) -> tuple[dict[str, list[tuple[np.ndarray, float]]], dict[str, list[tuple[np.ndarray, float]]]]:
+    """(real, generated): per modality, (volume on the reference grid, its window width) of the
+    first ``dc.cases`` training cases and of ``dc.samples`` samples (noise seed ``dc.seed``)."""
     if dc.cases < 1 or dc.samples < 1:
         raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
     modalities = list(ref["modalities"])
@@ -197,13 +181,49 @@ def calibrate_model(
     try:
         with torch.inference_mode():
             for _ in range(dc.samples):
-                vol = model.sample(1, gen, use_mapper=False)[0].float().cpu().numpy()
+                vol = model.sample(1, gen, use_mapper=use_mapper)[0].float().cpu().numpy()
                 for c, m in enumerate(modalities):
                     restored = restore_sample(vol[c], record, m).array
                     generated[m].append((restored, window_width(record, m)))
     finally:
         model.train(was_training)
-    out = {m: calibrate(real[m], generated[m]) for m in modalities}
+    return real, generated
+
+
+def calibrate_model(
+    model: Any,
+    cfg: Any,
+    ref: dict[str, Any],
+    data_root: str | Path | None = None,
+    settings: DetailConfig | None = None,
+) -> dict[str, Any]:
+    """Measure a generation model's output detail: the noise level its samples lack, and the
+    intensity map from their foreground distribution to the data's (MR), for the no-mapper arm.
+
+    Real: the first ``settings.cases`` cases of the training split (``ref["train_cases"]``),
+    each file as stored (the reference grid) relative to its own intensity window. Generated:
+    ``settings.samples`` no-mapper samples of G (noise seed ``settings.seed``), restored to the
+    reference grid with the reference record. Depends on E and G only, not on the mapper.
+
+    Args:
+        model: a `GenerationModel` (E and G trained; left in the train / eval mode it was in).
+        cfg: its `GenerateConfig`.
+        ref: its reference record (``reference.json``).
+        data_root: the training dataset (default: ``ref["data_root"]``).
+        settings: sample counts and seed (default: ``cfg.detail``).
+
+    Returns:
+        ``{"kind", "modalities": {mod: `calibrate` record}}``; an MR modality's record also
+        holds ``"intensity_map"`` (`lift3d.inference.intensity.calibrate_intensity_map`).
+
+    Raises:
+        InputError: a training case no longer in `data_root`, or ``cases`` / ``samples``
+            below 1.
+    """
+    dc = settings or cfg.detail
+    real, generated = _calibration_volumes(model, cfg, ref, data_root, dc, use_mapper=False)
+    record = ref["record"]
+    out = {m: calibrate(real[m], generated[m]) for m in real}
     for m, rec in out.items():
         log.info(
             "output detail %s (%s): level real %.4f, G %.4f (of the window) -> noise %.4f",
@@ -214,6 +234,47 @@ def calibrate_model(
                 [v for v, _ in real[m]], [v for v, _ in generated[m]]
             )
     return {"kind": "white gaussian, foreground only", "modalities": out}
+
+
+def calibrate_mapper_intensity(
+    model: Any,
+    cfg: Any,
+    ref: dict[str, Any],
+    data_root: str | Path | None = None,
+    settings: DetailConfig | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The intensity map of the LiFT arm: as `calibrate_model`'s, from samples drawn with the
+    trained mapper (each arm is matched to the data on its own samples, so neither is fitted
+    on the other's).
+
+    Returns:
+        ``{mod: `calibrate_intensity_map` record}`` for the MR modalities.
+    """
+    dc = settings or cfg.detail
+    real, generated = _calibration_volumes(model, cfg, ref, data_root, dc, use_mapper=True)
+    return {
+        m: calibrate_intensity_map([v for v, _ in real[m]], [v for v, _ in generated[m]])
+        for m in real
+        if ref["record"]["intensity"][m]["kind"] == "mr"
+    }
+
+
+def add_mapper_intensity(detail: dict[str, Any], maps: dict[str, dict[str, Any]]) -> None:
+    """Store the LiFT arm's maps in a detail record (``"intensity_map_mapper"`` per modality)."""
+    for m, curve in maps.items():
+        detail["modalities"][m]["intensity_map_mapper"] = curve
+
+
+def has_mapper_intensity(detail: dict[str, Any] | None, ref: dict[str, Any]) -> bool:
+    """Whether a detail record holds the LiFT arm's map for every MR modality."""
+    if not detail:
+        return False
+    mods = detail.get("modalities") or {}
+    return all(
+        "intensity_map_mapper" in mods.get(m, {})
+        for m in ref["modalities"]
+        if ref["record"]["intensity"][m]["kind"] == "mr"
+    )
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:

@@ -15,7 +15,7 @@ files, timing).
 
 Intensity map (`lift3d.inference.intensity`, on unless ``intensity_map=False``): each MR
 sample's foreground is histogram-matched to the training data (a monotone curve measured after
-training from G's samples and training volumes), before any output detail.
+training from the arm's own samples and training volumes), before any output detail.
 
 Output detail (`lift3d.inference.detail`, opt-in with ``detail=True``): white noise at the
 training data's noise level (measured after training), added to every sample's
@@ -85,8 +85,9 @@ def generate_volumes(
             trained before it have none). Its noise depends only on (seed, i), not on
             `use_mapper`.
         intensity_map: map each MR sample's foreground onto the training data's intensity
-            distribution (`lift3d.inference.intensity`; calibrated with the output detail,
-            models calibrated before it have none). The same map for both arms.
+            distribution (`lift3d.inference.intensity`; calibrated with the output detail on
+            each arm's own samples, ``intensity_map`` / ``intensity_map_mapper``; models
+            calibrated before it have none).
         device: torch device.
         progress: tqdm bar when stderr is a TTY.
         overwrite: replace existing files (else each file is created exclusively: one that
@@ -118,10 +119,11 @@ def generate_volumes(
         if detail_record
     }
     calibration = ref.get("detail") or {}
+    map_key = "intensity_map_mapper" if use_mapper else "intensity_map"  # each arm its own
     maps = {
-        mod: rec["intensity_map"]
+        mod: rec[map_key]
         for mod, rec in (calibration.get("modalities") or {}).items()
-        if intensity_map and mod in modalities and rec.get("intensity_map")
+        if intensity_map and mod in modalities and rec.get(map_key)
     }
     codes = ref.get("nifti_codes")  # the training files' qform/sform codes
     out_dir = Path(out_dir)
@@ -195,7 +197,7 @@ def generate_volumes(
             else (
                 "not asked for (--no-intensity-map)"
                 if not intensity_map
-                else "the model has no intensity-map calibration"
+                else f"the model has no intensity-map calibration for this arm ({map_key})"
             ),
             "what": "foreground histogram matched to the training data "
             "(lift3d.inference.intensity); calibration in detail.calibration",

@@ -51,6 +51,7 @@ from lift3d.data.layouts import Case
 from lift3d.data.store import resolve_store_dir
 from lift3d.data.volume import nifti_codes, read_volume
 from lift3d.errors import InputError
+from lift3d.inference.detail import add_mapper_intensity
 from lift3d.losses.drifting import drifting_loss_sets
 from lift3d.losses.triplanar import triplanar_drifting_loss
 from lift3d.model_folder import (
@@ -803,6 +804,7 @@ def train_generation(
     run_dir: str | Path,
     resume: bool = False,
     calibrate: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
+    calibrate_mapper: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Path:
     """Run the three stages (each resumable) and write the model folder: after the generator
     stage marked ``"stages_done": ["encoder", "generator"]`` (usable with ``--no-mapper``), and
@@ -818,6 +820,9 @@ def train_generation(
             trained and stored in the folder's ``reference.json["detail"]`` from the
             generator-stage folder on, so no-mapper samples drawn while T trains get the same
             detail as the finished model's.
+        calibrate_mapper: ``calibrate_mapper(model, reference) -> {mod: intensity map}`` (the
+            LiFT arm's, `lift3d.inference.detail.calibrate_mapper_intensity`), run on the main
+            process once T is trained and stored beside the detail record.
 
     Returns:
         `run_dir`.
@@ -853,6 +858,8 @@ def train_generation(
         reference["detail"] = detail  # measured when G was trained (a resumed run)
     train_mapper(cfg, engine, model, data.volumes, previews)
     model.to("cpu")
+    if engine.is_main and calibrate_mapper is not None and reference.get("detail"):
+        add_mapper_intensity(reference["detail"], calibrate_mapper(model, reference))
     if engine.is_main:
         save_model(model, cfg, run_dir, reference=reference, stages=GENERATION_STAGES)
         log.info("model written to %s", run_dir / WEIGHTS_FILE)
