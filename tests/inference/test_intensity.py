@@ -43,6 +43,9 @@ def test_map_puts_a_compressed_histogram_back_on_the_data_and_keeps_the_backgrou
 
     gen = [squeeze(v) for v in raw]
     record = intensity.calibrate_intensity_map(real, gen[:2])
+    # the same map from the volumes' pooled values (how the calibration streams many samples)
+    values = [intensity.foreground_values(v) for v in gen[:2]]
+    assert intensity.calibrate_intensity_map(real, values) == record
     assert record["levels"] == intensity.MAP_LEVELS == len(record["real"])
     assert np.all(np.diff(record["generated"]) >= 0) and np.all(np.diff(record["real"]) >= 0)
     before = histogram_distance(_normalised(gen[2:]), _normalised(real))

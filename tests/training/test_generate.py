@@ -255,13 +255,15 @@ def test_detail_calibration_is_a_step_on_the_finished_folder(tiny_run, phantom_b
     shutil.copytree(tiny_run, run)
     ref = json.loads((run / "reference.json").read_text())
     assert ref["detail"] is None
-    record = calibrate_model_folder(run, phantom_brats_dir, DetailConfig(cases=2, samples=3))
+    record = calibrate_model_folder(
+        run, phantom_brats_dir, DetailConfig(cases=2, samples=3, map_samples=4)
+    )
     t1n = record["modalities"]["t1n"]
     assert t1n["n_real"] == 2 and t1n["n_generated"] == 3 and t1n["estimator"] == "noise"
     assert t1n["level_real_rel"] > t1n["level_generated_rel"] and t1n["sigma_rel"] > 0
-    # A finished folder: each arm's intensity map, from its own 3 samples and the same 2 cases.
+    # A finished folder: each arm's intensity map, from its own 4 samples and the same 2 cases.
     for key in ("intensity_map", "intensity_map_mapper"):
-        assert t1n[key]["n_real"] == 2 and t1n[key]["n_generated"] == 3
+        assert t1n[key]["n_real"] == 2 and t1n[key]["n_generated"] == 4
     assert t1n["intensity_map"]["real"] == t1n["intensity_map_mapper"]["real"]
     after = json.loads((run / "reference.json").read_text())
     assert after["detail"] == record
@@ -269,7 +271,7 @@ def test_detail_calibration_is_a_step_on_the_finished_folder(tiny_run, phantom_b
         k: v for k, v in ref.items() if k != "detail"
     }
     # The same settings measure the same level (own noise seed, the split's first cases).
-    again = calibrate_model_folder(run, settings=DetailConfig(cases=2, samples=3))
+    again = calibrate_model_folder(run, settings=DetailConfig(cases=2, samples=3, map_samples=4))
     assert again == record
 
 

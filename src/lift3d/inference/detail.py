@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ from lift3d.data.discovery import discover_cases
 from lift3d.data.preprocess import restore_sample
 from lift3d.data.volume import read_volume
 from lift3d.errors import InputError
-from lift3d.inference.intensity import calibrate_intensity_map
+from lift3d.inference.intensity import calibrate_intensity_map, foreground_values
 from lift3d.model_folder import REFERENCE_FILE, load_model
 from lift3d.utils import atomic_write_text
 
@@ -138,18 +139,16 @@ def calibrate_model_folder(
     return ref["detail"]
 
 
-def _calibration_volumes(
-    model: Any,
-    cfg: Any,
-    ref: dict[str, Any],
-    data_root: str | Path | None,
-    dc: DetailConfig,
-    use_mapper: bool,
-) -> tuple[dict[str, list[tuple[np.ndarray, float]]], dict[str, list[tuple[np.ndarray, float]]]]:
-    """(real, generated): per modality, (volume on the reference grid, its window width) of the
-    first ``dc.cases`` training cases and of ``dc.samples`` samples (noise seed ``dc.seed``)."""
-    if dc.cases < 1 or dc.samples < 1:
-        raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
+def _real_volumes(
+    cfg: Any, ref: dict[str, Any], data_root: str | Path | None, dc: DetailConfig
+) -> dict[str, list[tuple[np.ndarray, float]]]:
+    """Per modality, (volume as stored, its window width) of the first ``dc.cases`` training
+    cases."""
+    if dc.cases < 1 or dc.samples < 1 or dc.map_samples < 1:
+        raise InputError(
+            "detail needs cases, samples and map_samples >= 1, got "
+            f"{dc.cases}, {dc.samples}, {dc.map_samples}"
+        )
     modalities = list(ref["modalities"])
     root = Path(data_root or ref["data_root"])
     found = discover_cases(
@@ -173,21 +172,30 @@ def _calibration_volumes(
         case_record = volumes.load_arrays(i)[1]
         for m in modalities:
             real[m].append((read_volume(case.paths[m]).array, window_width(case_record, m)))
-    record = ref["record"]
-    generated: dict[str, list[tuple[np.ndarray, float]]] = {m: [] for m in modalities}
-    gen = torch.Generator().manual_seed(dc.seed)
+    return real
+
+
+def _samples(
+    model: Any, ref: dict[str, Any], seed: int, n: int, use_mapper: bool
+) -> Iterator[dict[str, np.ndarray]]:
+    """`n` samples (noise seed `seed`), each ``{modality: volume on the reference grid}``."""
+    gen = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            for _ in range(dc.samples):
+            for _ in range(n):
                 vol = model.sample(1, gen, use_mapper=use_mapper)[0].float().cpu().numpy()
-                for c, m in enumerate(modalities):
-                    restored = restore_sample(vol[c], record, m).array
-                    generated[m].append((restored, window_width(record, m)))
+                yield {
+                    m: restore_sample(vol[c], ref["record"], m).array
+                    for c, m in enumerate(ref["modalities"])
+                }
     finally:
         model.train(was_training)
-    return real, generated
+
+
+def _mr(ref: dict[str, Any]) -> list[str]:
+    return [m for m in ref["modalities"] if ref["record"]["intensity"][m]["kind"] == "mr"]
 
 
 def calibrate_model(
@@ -202,8 +210,9 @@ def calibrate_model(
 
     Real: the first ``settings.cases`` cases of the training split (``ref["train_cases"]``),
     each file as stored (the reference grid) relative to its own intensity window. Generated:
-    ``settings.samples`` no-mapper samples of G (noise seed ``settings.seed``), restored to the
-    reference grid with the reference record. Depends on E and G only, not on the mapper.
+    no-mapper samples of G (noise seed ``settings.seed``) restored to the reference grid with
+    the reference record, the first ``settings.samples`` for the noise level and
+    ``settings.map_samples`` for the intensity map. Depends on E and G only, not on the mapper.
 
     Args:
         model: a `GenerationModel` (E and G trained; left in the train / eval mode it was in).
@@ -217,22 +226,31 @@ def calibrate_model(
         holds ``"intensity_map"`` (`lift3d.inference.intensity.calibrate_intensity_map`).
 
     Raises:
-        InputError: a training case no longer in `data_root`, or ``cases`` / ``samples``
-            below 1.
+        InputError: a training case no longer in `data_root`, or ``cases`` / ``samples`` /
+            ``map_samples`` below 1.
     """
     dc = settings or cfg.detail
-    real, generated = _calibration_volumes(model, cfg, ref, data_root, dc, use_mapper=False)
+    real = _real_volumes(cfg, ref, data_root, dc)
     record = ref["record"]
+    window = {m: window_width(record, m) for m in real}
+    generated: dict[str, list[tuple[np.ndarray, float]]] = {m: [] for m in real}
+    values: dict[str, list[np.ndarray]] = {m: [] for m in _mr(ref)}
+    for i, sample in enumerate(
+        _samples(model, ref, dc.seed, max(dc.samples, dc.map_samples), False)
+    ):
+        for m, array in sample.items():
+            if i < dc.samples:
+                generated[m].append((array, window[m]))
+            if m in values and i < dc.map_samples:
+                values[m].append(foreground_values(array))
     out = {m: calibrate(real[m], generated[m]) for m in real}
     for m, rec in out.items():
         log.info(
             "output detail %s (%s): level real %.4f, G %.4f (of the window) -> noise %.4f",
             m, ESTIMATOR, rec["level_real_rel"], rec["level_generated_rel"], rec["sigma_rel"],
         )  # fmt: skip
-        if record["intensity"][m]["kind"] == "mr":  # `lift3d.inference.intensity`
-            rec["intensity_map"] = calibrate_intensity_map(
-                [v for v, _ in real[m]], [v for v, _ in generated[m]]
-            )
+        if m in values:  # `lift3d.inference.intensity`
+            rec["intensity_map"] = calibrate_intensity_map([v for v, _ in real[m]], values[m])
     return {"kind": "white gaussian, foreground only", "modalities": out}
 
 
@@ -243,20 +261,20 @@ def calibrate_mapper_intensity(
     data_root: str | Path | None = None,
     settings: DetailConfig | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """The intensity map of the LiFT arm: as `calibrate_model`'s, from samples drawn with the
-    trained mapper (each arm is matched to the data on its own samples, so neither is fitted
-    on the other's).
+    """The intensity map of the LiFT arm: as `calibrate_model`'s, from ``map_samples`` samples
+    drawn with the trained mapper (each arm is matched to the data on its own samples, so
+    neither is fitted on the other's).
 
     Returns:
         ``{mod: `calibrate_intensity_map` record}`` for the MR modalities.
     """
     dc = settings or cfg.detail
-    real, generated = _calibration_volumes(model, cfg, ref, data_root, dc, use_mapper=True)
-    return {
-        m: calibrate_intensity_map([v for v, _ in real[m]], [v for v, _ in generated[m]])
-        for m in real
-        if ref["record"]["intensity"][m]["kind"] == "mr"
-    }
+    real = _real_volumes(cfg, ref, data_root, dc)
+    values: dict[str, list[np.ndarray]] = {m: [] for m in _mr(ref)}
+    for sample in _samples(model, ref, dc.seed, dc.map_samples, True):
+        for m in values:
+            values[m].append(foreground_values(sample[m]))
+    return {m: calibrate_intensity_map([v for v, _ in real[m]], values[m]) for m in values}
 
 
 def add_mapper_intensity(detail: dict[str, Any], maps: dict[str, dict[str, Any]]) -> None:

@@ -57,18 +57,21 @@ def normalised_foreground(array: np.ndarray) -> tuple[np.ndarray, float, float]:
     return (fg - low) / (high - low), low, high
 
 
-def pooled_quantiles(volumes: Sequence[np.ndarray], levels: int = MAP_LEVELS) -> np.ndarray:
-    """(levels,) quantiles of the volumes' normalised foreground values, pooled.
+def foreground_values(array: np.ndarray) -> np.ndarray:
+    """The values of one volume that enter the pooled quantiles: its normalised foreground
+    clipped to [0, 1], at most :data:`MAX_VOXELS_PER_VOLUME` of them (evenly strided)."""
+    values = np.clip(normalised_foreground(array)[0], 0.0, 1.0)
+    step = max(1, values.size // MAX_VOXELS_PER_VOLUME)
+    return values[::step]
+
+
+def pooled_quantiles(parts: Sequence[np.ndarray], levels: int = MAP_LEVELS) -> np.ndarray:
+    """(levels,) quantiles of the pooled :func:`foreground_values` of several volumes.
 
     Raises:
         ValueError: no volume has a foreground.
     """
-    parts = []
-    for v in volumes:
-        values = np.clip(normalised_foreground(v)[0], 0.0, 1.0)
-        step = max(1, values.size // MAX_VOXELS_PER_VOLUME)
-        parts.append(values[::step])
-    pooled = np.concatenate(parts) if parts else np.empty(0)
+    pooled = np.concatenate(list(parts)) if len(parts) else np.empty(0)
     if pooled.size == 0:
         raise ValueError("no foreground voxels to calibrate the intensity map on")
     return np.quantile(pooled, np.linspace(0.0, 1.0, levels))
@@ -80,19 +83,24 @@ def calibrate_intensity_map(
     """The map from G's foreground intensity distribution to the data's.
 
     Args:
-        real: training volumes (any units; background 0).
-        generated: G's samples on the reference grid (background 0).
+        real: training volumes (any units; background 0), or their :func:`foreground_values`.
+        generated: G's samples on the reference grid (background 0), or their
+            :func:`foreground_values` (so many samples need not be held at once).
         levels: quantile levels.
 
     Returns:
         ``{"generated": [...], "real": [...], "levels", "n_real", "n_generated", "space"}``:
         the quantiles (normalised units) of both sides at the same levels.
     """
-    if not real or not generated:
+    if not len(real) or not len(generated):
         raise ValueError("the intensity map needs at least one real and one generated volume")
+
+    def values(items: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [v if np.ndim(v) == 1 else foreground_values(v) for v in items]
+
     return {
-        "generated": [float(q) for q in pooled_quantiles(generated, levels)],
-        "real": [float(q) for q in pooled_quantiles(real, levels)],
+        "generated": [float(q) for q in pooled_quantiles(values(generated), levels)],
+        "real": [float(q) for q in pooled_quantiles(values(real), levels)],
         "levels": int(levels),
         "n_real": len(real),
         "n_generated": len(generated),
