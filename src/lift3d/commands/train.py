@@ -190,6 +190,7 @@ def _train(args: argparse.Namespace, cfg):
             raise InputError(f"config key 'task': unknown task {cfg.task!r}; use mr2ct or missing")
         return train_translation(cfg, args.out, resume=args.resume)
     from lift3d.inference.detail import (
+        add_mapper_intensity,
         calibrate_mapper_intensity,
         calibrate_model,
         calibrate_model_folder,
@@ -206,7 +207,10 @@ def _train(args: argparse.Namespace, cfg):
 
         # ... and the LiFT arm's intensity map once the mapper is trained
         def calibrate_mapper(model, ref):
-            return calibrate_mapper_intensity(model, cfg, ref, args.data)
+            add_mapper_intensity(
+                ref["detail"], calibrate_mapper_intensity(model, cfg, ref, args.data)
+            )
+            return ref["detail"]
 
     run_dir = train_generation(
         cfg, args.out, resume=args.resume, calibrate=calibrate, calibrate_mapper=calibrate_mapper

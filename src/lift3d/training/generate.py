@@ -51,7 +51,6 @@ from lift3d.data.layouts import Case
 from lift3d.data.store import resolve_store_dir
 from lift3d.data.volume import nifti_codes, read_volume
 from lift3d.errors import InputError
-from lift3d.inference.detail import add_mapper_intensity
 from lift3d.losses.drifting import drifting_loss_sets
 from lift3d.losses.triplanar import triplanar_drifting_loss
 from lift3d.model_folder import (
@@ -820,9 +819,9 @@ def train_generation(
             trained and stored in the folder's ``reference.json["detail"]`` from the
             generator-stage folder on, so no-mapper samples drawn while T trains get the same
             detail as the finished model's.
-        calibrate_mapper: ``calibrate_mapper(model, reference) -> {mod: intensity map}`` (the
-            LiFT arm's, `lift3d.inference.detail.calibrate_mapper_intensity`), run on the main
-            process once T is trained and stored beside the detail record.
+        calibrate_mapper: ``calibrate_mapper(model, reference) -> detail record`` with the LiFT
+            arm's intensity maps added (`lift3d.inference.detail.calibrate_mapper_intensity`),
+            run on the main process once T is trained (when the detail was measured).
 
     Returns:
         `run_dir`.
@@ -859,7 +858,7 @@ def train_generation(
     train_mapper(cfg, engine, model, data.volumes, previews)
     model.to("cpu")
     if engine.is_main and calibrate_mapper is not None and reference.get("detail"):
-        add_mapper_intensity(reference["detail"], calibrate_mapper(model, reference))
+        reference["detail"] = calibrate_mapper(model, reference)
     if engine.is_main:
         save_model(model, cfg, run_dir, reference=reference, stages=GENERATION_STAGES)
         log.info("model written to %s", run_dir / WEIGHTS_FILE)
