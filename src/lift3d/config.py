@@ -354,8 +354,7 @@ class DetailConfig:
     no-mapper samples of G, both on the reference grid, fixes the level of white noise that
     ``lift3d generate --detail`` adds to every sample (a diagnostic, off unless asked for); the
     same volumes (and as many LiFT samples once the mapper is trained) give each arm's intensity
-    map (`lift3d.inference.intensity`, applied by ``lift3d generate`` unless
-    ``--no-intensity-map``).
+    map (`lift3d.inference.intensity`, applied by ``lift3d generate --intensity-map``).
     """
 
     enabled: bool = True

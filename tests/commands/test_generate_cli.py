@@ -124,7 +124,7 @@ def test_generate_writes_reference_geometry_and_evaluates(
     assert summary["eval_encoder"]["objective"] == "masked"
     assert summary["generation"]["use_mapper"] is True and summary["generation"]["seed"] == 1
     assert summary["generation"]["detail"] is False
-    assert summary["generation"]["intensity_map"] == ["t1n"]
+    assert summary["generation"]["intensity_map"] == []  # opt-in
     assert result["task"] == "generate" and result["phantom"] is True
     # --eval-shape: both sides on another grid; the encoder file is tied to its own grid.
     small = tmp_path / "eval_small.json"
@@ -235,7 +235,7 @@ def test_generate_model_without_detail_calibration(cli_run, tmp_path):
     (old / "reference.json").write_text(json.dumps(ref))
     out = tmp_path / "s"
     argv = ["generate", "--model", str(old), "--n", "1", "--out", str(out), "--seed", "3"]
-    assert main([*argv, "--detail"]) == 0
+    assert main([*argv, "--detail", "--intensity-map"]) == 0
     info = json.loads((out / "generation.json").read_text())
     meta = info["detail"]
     assert not meta["applied"] and meta["why_not"] == "the model has no detail calibration"
@@ -243,14 +243,14 @@ def test_generate_model_without_detail_calibration(cli_run, tmp_path):
     assert "no intensity-map calibration" in info["intensity_map"]["why_not"]
     plain = tmp_path / "plain"
     argv = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(plain), "--seed", "3"]
-    assert main([*argv, "--no-intensity-map"]) == 0
+    assert main(argv) == 0
     a = nib.load(str(out / "sample_0000.nii.gz")).get_fdata()
     assert np.array_equal(a, nib.load(str(plain / "sample_0000.nii.gz")).get_fdata())
 
 
 def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path):
     """The calibration holds G's and the data's foreground quantiles; `generate` maps each
-    sample's foreground through that curve (both arms), `--no-intensity-map` writes it raw."""
+    sample's foreground through that curve with `--intensity-map` (both arms); default raw."""
     record = json.loads((cli_run / "reference.json").read_text())["detail"]["modalities"]["t1n"]
     for key in ("intensity_map", "intensity_map_mapper"):  # each arm's own samples
         curve = record[key]
@@ -260,10 +260,10 @@ def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path):
     assert record["intensity_map"]["generated"] != record["intensity_map_mapper"]["generated"]
     vols, infos = {}, {}
     for name, extra in {
-        "lift": [],
-        "lift_raw": ["--no-intensity-map"],
-        "nomap": ["--no-mapper"],
-        "nomap_raw": ["--no-mapper", "--no-intensity-map"],
+        "lift": ["--intensity-map"],
+        "lift_raw": [],
+        "nomap": ["--no-mapper", "--intensity-map"],
+        "nomap_raw": ["--no-mapper"],
     }.items():
         out = tmp_path / name
         argv = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(out), "--seed", "5"]
@@ -285,9 +285,8 @@ def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path):
     del ref["detail"]["modalities"]["t1n"]["intensity_map_mapper"]
     (old / "reference.json").write_text(json.dumps(ref))
     out = tmp_path / "old_lift"
-    assert (
-        main(["generate", "--model", str(old), "--n", "1", "--out", str(out), "--seed", "5"]) == 0
-    )
+    argv = ["generate", "--model", str(old), "--n", "1", "--out", str(out), "--seed", "5"]
+    assert main([*argv, "--intensity-map"]) == 0
     info = json.loads((out / "generation.json").read_text())["intensity_map"]
     assert info["applied"] == [] and "intensity_map_mapper" in info["why_not"]
     assert np.array_equal(nib.load(str(out / "sample_0000.nii.gz")).get_fdata(), vols["lift_raw"])
@@ -326,12 +325,11 @@ def test_train_generate_calibrates_detail_unless_switched_off(
 def test_generate_bf16_is_float32_and_within_tolerance_of_fp32(cli_run, tmp_path):
     """--precision bf16 on the CPU: float32 files on the same grid, within 0.5 % (mean) and 5 %
     (max) of the fp32 sample's intensity range (bf16 rounds at 2^-9 relative per layer input).
-    The networks' outputs: the intensity map, a fixed curve per sample window, is left out."""
+    The networks' outputs (the default: no intensity map)."""
     outs = {}
     for precision in ("fp32", "bf16"):
         out = tmp_path / precision
         args = ["generate", "--model", str(cli_run), "--n", "1", "--out", str(out)]
-        args.append("--no-intensity-map")
         assert main([*args, "--seed", "3", "--precision", precision]) == 0
         assert json.loads((out / "generation.json").read_text())["precision"] == precision
         outs[precision] = nib.load(str(out / "sample_0000.nii.gz"))

@@ -38,11 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "by default: on the phantom it raises both arms' KID against held-out volumes",
     )
     parser.add_argument(
-        "--no-intensity-map",
+        "--intensity-map",
         action="store_true",
-        help="write G's raw intensities: without it each MR sample's foreground is "
-        "histogram-matched to the training data (one monotone curve, measured when the model "
-        "was trained; the same for LiFT and --no-mapper)",
+        help="histogram-match each MR sample's foreground to the training data (one monotone "
+        "curve per arm, measured on the arm's own samples when the model was trained). Off by "
+        "default: on the phantom it brings the histogram distance to 1.2-1.7x the real-vs-real "
+        "floor (raw 4-7x) but raises per-plane FID for one training seed of three",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_precision_arguments(parser)
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_mapper=not args.no_mapper,
         detail=args.detail,
-        intensity_map=not args.no_intensity_map,
+        intensity_map=args.intensity_map,
         device=device,
         overwrite=args.overwrite,
         precision=args.precision,

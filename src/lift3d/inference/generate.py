@@ -13,7 +13,7 @@ modality when several are generated jointly; ``montage.png`` (tri-planar views o
 samples on the model grid) and ``generation.json`` (model, seed, mapper flag, output detail,
 files, timing).
 
-Intensity map (`lift3d.inference.intensity`, on unless ``intensity_map=False``): each MR
+Intensity map (`lift3d.inference.intensity`, opt-in with ``intensity_map=True``): each MR
 sample's foreground is histogram-matched to the training data (a monotone curve measured after
 training from the arm's own samples and training volumes), before any output detail.
 
@@ -65,7 +65,7 @@ def generate_volumes(
     seed: int = 0,
     use_mapper: bool = True,
     detail: bool = False,
-    intensity_map: bool = True,
+    intensity_map: bool = False,
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
@@ -195,7 +195,7 @@ def generate_volumes(
             "why_not": None
             if maps
             else (
-                "not asked for (--no-intensity-map)"
+                "not asked for (--intensity-map)"
                 if not intensity_map
                 else f"the model has no intensity-map calibration for this arm ({map_key})"
             ),

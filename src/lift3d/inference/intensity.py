@@ -1,25 +1,31 @@
 """Intensity map: G's foreground intensities put on the training data's distribution.
 
-G's decoded slices are smoother than the data at their edges: a dark structure (ventricle, CSF,
-a tumour's core) blends into the tissue around it, so the foreground histogram of every sample
-is compressed toward the middle (on the 64^3 phantom, G's first octile of normalised foreground
-intensities sat at 0.17 against the data's 0.13). After ``lift3d train generate`` the
-calibration (`lift3d.inference.detail.calibrate_model`, beside the noise level) measures the
-quantiles of both distributions:
+G's foreground histogram is not the data's: on the 64^3 phantom its first octile of normalised
+foreground intensities sat at 0.06-0.09 against the data's 0.11 (three training seeds) and its
+median above the data's (0.52 vs 0.49, one seed): more dark voxels (its stripes) and a brighter
+middle. After ``lift3d train generate`` the calibration
+(`lift3d.inference.detail.calibrate_model`, beside the noise level) measures the quantiles of
+both distributions:
 
-- each volume, real (as stored) or G's no-mapper sample (restored to the reference grid), is
+- each volume, real (as stored) or the arm's sample (restored to the reference grid), is
   normalised by the 0.5 / 99.5 percentiles of its own foreground (non-zero voxels), clipped to
   [0, 1], as preprocessing and the evaluation normalise;
 - the pooled foreground values of each side give :data:`MAP_LEVELS` quantiles.
 
-``lift3d generate`` then maps every sample's foreground through the monotone piecewise-linear
-curve from G's quantiles to the data's (in the sample's own normalised units, which are put
-back afterwards); the background stays 0. This is histogram matching to the training set, the
+``lift3d generate --intensity-map`` then maps every sample's foreground through the monotone
+piecewise-linear curve from the arm's quantiles to the data's (in the sample's own normalised
+units, which are put back afterwards); the background stays 0. This is histogram matching to the training set, the
 intensity standardisation MR pipelines apply to scans from different scanners (Nyul & Udupa
 1999), learned once from training data and G's own samples: no held-out volume is involved,
-and it is the same map for LiFT and the ``--no-mapper`` ablation. One global monotone curve
-changes no shape and no order of intensities within a sample; it cannot add a ventricle that G
-did not draw. ``lift3d generate --no-intensity-map`` writes G's raw intensities.
+and each arm (LiFT, ``--no-mapper``) gets a curve from its own samples (64 per arm), so neither
+is fitted on the other's. One global monotone curve changes no shape and no order of
+intensities within a sample; it cannot add a ventricle that G did not draw.
+
+Off by default. On the phantom (three training seeds x three held-out sets) it brings the
+histogram distance from 4-7x to 1.2-1.7x the real-vs-real floor, but per-plane FID follows G:
+lower for one seed, unchanged for one and higher for one (brightening a G whose dark voxels sit
+in its stripes flattens the structure the features see); BENCHMARKS.md, "Unconditional
+generation", and docs/journal/2026-11-28-intensity-map.md.
 
 MR modalities only: CT intensities are absolute (HU) and their background is not zero.
 """
