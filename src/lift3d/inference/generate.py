@@ -125,6 +125,12 @@ def generate_volumes(
         for mod, rec in (calibration.get("modalities") or {}).items()
         if intensity_map and mod in modalities and rec.get(map_key)
     }
+    if intensity_map and not maps:
+        log.warning(
+            "--intensity-map: %s has no intensity-map calibration for this arm (%s); writing "
+            "raw intensities (lift3d.inference.detail.calibrate_model_folder measures it)",
+            model_dir, map_key,
+        )  # fmt: skip
     codes = ref.get("nifti_codes")  # the training files' qform/sform codes
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
