@@ -42,7 +42,7 @@ real beside generated centre cuts in the three planes is written where ``montage
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,19 @@ def plane_features(
     return np.concatenate(feats), np.concatenate(incs)
 
 
+# (features (V * M, F), increments (V * M, F)) of V volumes, volume-major (:func:`plane_features`)
+FeatureSet = tuple[np.ndarray, np.ndarray]
+
+
+def volume_rows(features: FeatureSet, n_volumes: int, idx: Sequence[int]) -> FeatureSet:
+    """The rows of volumes `idx` in a volume-major feature set of `n_volumes` volumes (the
+    features those volumes get on their own: each volume's cuts are embedded alone)."""
+    f, inc = features
+    per = f.shape[0] // n_volumes
+    rows = np.concatenate([np.arange(i * per, (i + 1) * per) for i in idx])
+    return f[rows], inc[rows]
+
+
 def distribution_metrics(
     gen: Sequence[np.ndarray],
     ref: Sequence[np.ndarray],
@@ -132,6 +145,7 @@ def distribution_metrics(
     bootstrap: int = 10,
     seed: int = 0,
     kid_by_volume: bool = True,
+    features: Mapping[str, tuple[FeatureSet, FeatureSet]] | None = None,
 ) -> dict[str, float]:
     """All generation metrics between generated and reference volumes on one grid.
 
@@ -143,6 +157,10 @@ def distribution_metrics(
         kid_subsets, kid_subset_size, bootstrap, kid_by_volume: see
             :func:`lift3d.metrics.distribution.plane_distances`.
         seed: RNG seed of KID subsets and bootstrap.
+        features: ``{plane: ((gen features, gen increments), (ref features, ref
+            increments))}`` already computed (:func:`plane_features` of these volumes with
+            `enc` and `max_slices`, e.g. rows of a larger set's: :func:`volume_rows`); None
+            computes them.
 
     Returns:
         {"fid_<plane>", "fid_<plane>_std", "kid_<plane>", "kid_<plane>_std",
@@ -159,8 +177,11 @@ def distribution_metrics(
     out: dict[str, float] = {}
     rng = np.random.default_rng(seed)
     for plane in PLANES:
-        gf, gi = plane_features(enc, gen, plane, max_slices)
-        rf, ri = plane_features(enc, ref, plane, max_slices)
+        if features is not None:
+            (gf, gi), (rf, ri) = features[plane]
+        else:
+            gf, gi = plane_features(enc, gen, plane, max_slices)
+            rf, ri = plane_features(enc, ref, plane, max_slices)
         dist = plane_distances(
             gf,
             rf,
@@ -286,12 +307,15 @@ def set_scores(
     seed: int = 0,
     diversity_pairs: int = DIVERSITY_MAX_PAIRS,
     with_diversity: bool = True,
+    features: Mapping[str, tuple[FeatureSet, FeatureSet]] | None = None,
 ) -> dict[str, Any]:
     """The scores one set gets against the references, as the floor compares them: the
     :func:`distribution_metrics`, the set's own MS-SSIM / SSIM diversity (on grids the window
     fits, unless `with_diversity` is False) and the pretrained FID / MMD whose weights were
-    given."""
-    out: dict[str, Any] = distribution_metrics(vols, ref, enc, max_slices=max_slices, seed=seed)
+    given; `features` as in :func:`distribution_metrics`."""
+    out: dict[str, Any] = distribution_metrics(
+        vols, ref, enc, max_slices=max_slices, seed=seed, features=features
+    )
     if with_diversity and min(np.asarray(vols[0]).shape) >= DIVERSITY_WINDOW:
         d = diversity(vols, max_pairs=diversity_pairs, seed=seed)
         out.update(
@@ -317,6 +341,7 @@ def floor_block(
     gen_subsets: Sequence[Sequence[int]],
     seed: int,
     cache: Callable[[Callable[[], dict[str, Any]]], dict[str, Any]] | None = None,
+    features: Mapping[str, tuple[FeatureSet, FeatureSet]] | None = None,
     **kw: Any,
 ) -> tuple[dict[str, Any], dict[str, float | None]]:
     """Score the floor set like the generated set, at equal sample counts.
@@ -334,6 +359,9 @@ def floor_block(
         seed: seed of the scores' random subsets.
         cache: ``cache(compute)`` returns the floor set's scores, computed or stored earlier
             (`lift3d.evaluation.score_cache`); None computes them.
+        features: ``{plane: (features of all of `gen`, features of `ref`)}``
+            (:func:`plane_features`), so the subsets reuse their rows instead of embedding their
+            volumes again; None embeds each subset.
         kw: ``max_slices``, ``diversity_pairs`` of :func:`set_scores`.
 
     Returns:
@@ -354,9 +382,21 @@ def floor_block(
     else:
         # Diversity (pairwise MS-SSIM within the set, as costly as the rest) from the first
         # subset only: it varies far less between subsets than FID.
+        def subset_features(idx: Sequence[int]) -> dict[str, tuple[FeatureSet, FeatureSet]] | None:
+            if features is None:
+                return None
+            return {p: (volume_rows(g, len(gen), idx), r) for p, (g, r) in features.items()}
+
         per_subset = [
             set_scores(
-                [gen[i] for i in idx], ref, enc, extractors, seed=seed, with_diversity=k == 0, **kw
+                [gen[i] for i in idx],
+                ref,
+                enc,
+                extractors,
+                seed=seed,
+                with_diversity=k == 0,
+                features=subset_features(idx),
+                **kw,
             )
             for k, idx in enumerate(gen_subsets)
         ]
@@ -497,7 +537,16 @@ def evaluate_generation(
         seed=encoder_seed,
         steps=encoder_steps,
     )
-    summary: dict[str, Any] = distribution_metrics(gen, ref, enc, max_slices=max_slices, seed=seed)
+    features = {  # embedded once: the summary and the floor's subsets share them
+        plane: (
+            plane_features(enc, gen, plane, max_slices),
+            plane_features(enc, ref, plane, max_slices),
+        )
+        for plane in PLANES
+    }
+    summary: dict[str, Any] = distribution_metrics(
+        gen, ref, enc, max_slices=max_slices, seed=seed, features=features
+    )
     # The real sets' scores are the same for every evaluation sharing this encoder file: kept
     # beside it and reused (score_cache; keyed by files, encoder identity and settings).
     folder = cache_folder(eval_encoder)
@@ -541,6 +590,7 @@ def evaluate_generation(
             summary,
             gen_subsets=subsets,
             seed=seed,
+            features=features,
             max_slices=max_slices,
             diversity_pairs=diversity_pairs,
             cache=partial(
