@@ -248,7 +248,7 @@ def test_generate_model_without_detail_calibration(cli_run, tmp_path):
     assert np.array_equal(a, nib.load(str(plain / "sample_0000.nii.gz")).get_fdata())
 
 
-def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path):
+def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path, caplog):
     """The calibration holds G's and the data's foreground quantiles; `generate` maps each
     sample's foreground through that curve with `--intensity-map` (both arms); default raw."""
     record = json.loads((cli_run / "reference.json").read_text())["detail"]["modalities"]["t1n"]
@@ -289,6 +289,8 @@ def test_generate_intensity_map_is_calibrated_and_monotone(cli_run, tmp_path):
     assert main([*argv, "--intensity-map"]) == 0
     info = json.loads((out / "generation.json").read_text())["intensity_map"]
     assert info["applied"] == [] and "intensity_map_mapper" in info["why_not"]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("--intensity-map" in m and str(old) in m for m in warned), warned
     assert np.array_equal(nib.load(str(out / "sample_0000.nii.gz")).get_fdata(), vols["lift_raw"])
 
 
