@@ -207,9 +207,7 @@ def _train(args: argparse.Namespace, cfg):
 
         # ... and the LiFT arm's intensity map once the mapper is trained
         def calibrate_mapper(model, ref):
-            add_mapper_intensity(
-                ref["detail"], calibrate_mapper_intensity(model, cfg, ref, args.data)
-            )
+            add_mapper_intensity(ref["detail"], calibrate_mapper_intensity(model, cfg, ref))
             return ref["detail"]
 
     run_dir = train_generation(

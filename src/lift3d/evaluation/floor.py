@@ -51,7 +51,8 @@ MONTAGE_NAME = "real_vs_generated.png"  # beside summary.json; <json stem>_<this
 MONTAGE_VOLUMES = 4  # volumes per row of the montage
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool): a score that can be compared."""
     return (
         isinstance(value, int | float | np.floating)
         and not isinstance(value, bool)
@@ -62,11 +63,11 @@ def _number(value: Any) -> bool:
 def floor_metric_names(summary: Mapping[str, Any]) -> list[str]:
     """The scores of `summary` that get a floor: per-plane FID / KID / increment distance, their
     mean, the histogram distance, diversity, and pretrained FID / MMD (when they are numbers)."""
-    names = [n for n in FLOOR_SCORES if _number(summary.get(n))]
+    names = [n for n in FLOOR_SCORES if is_number(summary.get(n))]
     names += [
         k
         for k, v in summary.items()
-        if k.startswith(PRETRAINED_PREFIXES) and not k.endswith("_std") and _number(v)
+        if k.startswith(PRETRAINED_PREFIXES) and not k.endswith("_std") and is_number(v)
     ]
     return names
 
@@ -149,7 +150,7 @@ def compare_to_floor(
     notes: dict[str, str] = {}
     for name in names:
         g, f = generated.get(name), floor.get(name)
-        if not (_number(g) and _number(f)):
+        if not (is_number(g) and is_number(f)):
             continue
         g, f = float(g), float(f)
         difference[name] = g - f

@@ -62,6 +62,7 @@ from lift3d.evaluation.floor import (
     floor_files,
     floor_metric_names,
     generated_subsets,
+    is_number,
     match_counts,
     read_floor,
     write_montage,
@@ -403,7 +404,7 @@ def floor_block(
         gen_scores, spread = {}, {}
         for name in per_subset[0]:
             values = [s[name] for s in per_subset if name in s]
-            if all(_finite(v) for v in values):
+            if all(is_number(v) for v in values):
                 gen_scores[name] = float(np.mean(values))
                 if len(values) > 1:
                     spread[name] = float(np.std(values))
@@ -424,14 +425,6 @@ def floor_block(
     if len(gen_subsets) > 1:
         block["generated_scores_std"] = {k: spread[k] for k in names if k in spread}
     return block, compared["ratio"]
-
-
-def _finite(value: Any) -> bool:
-    return (
-        isinstance(value, int | float | np.floating)
-        and not isinstance(value, bool)
-        and bool(np.isfinite(value))
-    )
 
 
 def evaluate_generation(

@@ -41,8 +41,12 @@ from lift3d.data.discovery import discover_cases
 from lift3d.data.preprocess import restore_sample
 from lift3d.data.volume import read_volume
 from lift3d.errors import InputError
-from lift3d.inference.intensity import calibrate_intensity_map, foreground_values
-from lift3d.model_folder import REFERENCE_FILE, load_model
+from lift3d.inference.intensity import (
+    calibrate_intensity_map,
+    foreground_values,
+    pooled_quantiles,
+)
+from lift3d.model_folder import REFERENCE_FILE, load_model, read_model_folder
 from lift3d.utils import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -128,13 +132,14 @@ def calibrate_model_folder(
         InputError: not a generation model folder, a training case no longer in `data_root`,
             or ``cases`` / ``samples`` below 1.
     """
-    model, folder = load_model(run_dir, "generate", use_mapper=False)
+    trained = "mapper" in read_model_folder(run_dir, "generate", use_mapper=False).stages_done
+    model, folder = load_model(run_dir, "generate", use_mapper=trained)  # samples either arm
     ref = folder.reference
     ref["detail"] = calibrate_model(model, folder.config, ref, data_root, settings)
-    if "mapper" in folder.stages_done:
-        mapper_model, _ = load_model(run_dir, "generate", use_mapper=True)
-        maps = calibrate_mapper_intensity(mapper_model, folder.config, ref, data_root, settings)
-        add_mapper_intensity(ref["detail"], maps)
+    if trained:
+        add_mapper_intensity(
+            ref["detail"], calibrate_mapper_intensity(model, folder.config, ref, settings)
+        )
     atomic_write_text(Path(run_dir) / REFERENCE_FILE, json.dumps(ref, indent=1))
     return ref["detail"]
 
@@ -255,26 +260,30 @@ def calibrate_model(
 
 
 def calibrate_mapper_intensity(
-    model: Any,
-    cfg: Any,
-    ref: dict[str, Any],
-    data_root: str | Path | None = None,
-    settings: DetailConfig | None = None,
+    model: Any, cfg: Any, ref: dict[str, Any], settings: DetailConfig | None = None
 ) -> dict[str, dict[str, Any]]:
     """The intensity map of the LiFT arm: as `calibrate_model`'s, from ``map_samples`` samples
     drawn with the trained mapper (each arm is matched to the data on its own samples, so
-    neither is fitted on the other's).
+    neither is fitted on the other's), against the data's quantiles that `calibrate_model`
+    stored in ``ref["detail"]`` (the same training cases, not read again).
 
     Returns:
         ``{mod: `calibrate_intensity_map` record}`` for the MR modalities.
     """
     dc = settings or cfg.detail
-    real = _real_volumes(cfg, ref, data_root, dc)
-    values: dict[str, list[np.ndarray]] = {m: [] for m in _mr(ref)}
+    no_mapper = {m: ref["detail"]["modalities"][m]["intensity_map"] for m in _mr(ref)}
+    values: dict[str, list[np.ndarray]] = {m: [] for m in no_mapper}
     for sample in _samples(model, ref, dc.seed, dc.map_samples, True):
         for m in values:
             values[m].append(foreground_values(sample[m]))
-    return {m: calibrate_intensity_map([v for v, _ in real[m]], values[m]) for m in values}
+    return {
+        m: {
+            **curve,
+            "generated": [float(q) for q in pooled_quantiles(values[m], curve["levels"])],
+            "n_generated": len(values[m]),
+        }
+        for m, curve in no_mapper.items()
+    }
 
 
 def add_mapper_intensity(detail: dict[str, Any], maps: dict[str, dict[str, Any]]) -> None:
