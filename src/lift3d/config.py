@@ -394,14 +394,9 @@ class GenerateConfig:
     # (lift3d.models.slice_generator.LatentDiscriminator) tells them from the autoencoder's
     # codes of real slices (0: drifting loss only).
     generator_adversarial: float = 0.0
-    # Real slices per G step that the drifting field is estimated from (0: as many as G draws,
-    # ``generator.batch_size``): more positives estimate the data's density near each generated
-    # slice better, at the cost of E's forward pass on them (no backward).
-    generator_positives: int = 0
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "generator_tokens": COUNT,
-        "generator_positives": NON_NEGATIVE,
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
         "generator_adversarial": NON_NEGATIVE,
@@ -417,6 +412,9 @@ class GenerateConfig:
         "autoencoder_noise": 0.0,
         "generator_shift": 0,
         "autoencoder_blur": 0.0,
+        # more real positives per G step than G draws: within seed spread
+        # (docs/journal/2026-11-28-drifting-positives.md)
+        "generator_positives": 0,
     }
 
 

@@ -22,7 +22,6 @@ from lift3d.training.generate import (
     SliceFeatures,
     check_same_grid,
     cosine_factor,
-    generator_step,
     load_training_data,
     slice_feature_sets,
     train_encoder,
@@ -210,7 +209,6 @@ def test_generator_stage_folder_carries_the_output_detail(phantom_brats_dir, tmp
         ("mapper.path_mix=1.5", "path_mix"),
         ("mapper.lr_schedule=step", "lr_schedule"),
         ("detail.samples=0", "detail"),
-        ("generator_positives=1", "generator_positives"),
     ],
 )
 def test_bad_generate_options_fail_before_training(phantom_brats_dir, tmp_path, override, message):
@@ -288,10 +286,16 @@ def test_retired_options_load_at_their_fixed_value_only(tmp_path):
             "mapper.tokens=3",
             "depth_weight=4",
             "model.encoder_objective=denoise",
+            "generator_positives=0",
         ],
     )
     assert cfg == load_config(GenerateConfig, "configs/generate_tiny.yaml")
-    for override in ("mapper.select=true", "mapper.path_per_component=true", "depth_weight=2"):
+    for override in (
+        "mapper.select=true",
+        "mapper.path_per_component=true",
+        "depth_weight=2",
+        "generator_positives=256",
+    ):
         with pytest.raises(InputError, match="was removed"):
             load_config(GenerateConfig, "configs/generate_tiny.yaml", [override])
 
@@ -443,38 +447,3 @@ def test_mapper_without_residual_head_trains_only_the_base_path(phantom_brats_di
             tiny_config(phantom_brats_dir, "mapper.residual_head=false", "mapper.learn_path=false"),
             tmp_path / "run2",
         )
-
-
-def test_generator_step_draws_its_count_and_uses_every_positive():
-    """generator_positives: G draws `drawn` slices at the depths of the batch's first ones,
-    and the real slices after them still pull as positives (they change G's gradient)."""
-    from lift3d.models.encoder import SliceEncoder
-    from lift3d.models.slice_generator import SliceGenerator
-
-    torch.manual_seed(0)
-    encoder = SliceEncoder(1, widths=(4, 8)).eval()
-    generator = SliceGenerator(latent_dim=8, slice_size=(16, 16), width=8)
-    features = SliceFeatures(tokens=2, thumbnail=4)
-    real = torch.rand(12, 1, 16, 16)
-    depth = torch.linspace(0, 1, 12)
-    calls = []
-    forward = generator.forward
-    generator.forward = lambda w, s: calls.append(tuple(w.shape)) or forward(w, s)
-
-    def grad(batch_real):
-        torch.manual_seed(1)
-        generator.zero_grad()
-        batch = {"t1n": batch_real, "depth": depth}
-        out = generator_step(
-            generator, batch, encoder=encoder, modalities=["t1n"], features=features, drawn=4
-        )
-        out["loss"].backward()
-        return torch.cat([p.grad.flatten() for p in generator.parameters() if p.grad is not None])
-
-    first = grad(real)
-    assert calls == [(4, 8)]
-    again = grad(real)
-    assert torch.equal(first, again)
-    moved = real.clone()
-    moved[6:] = 1.0 - moved[6:]  # only positives G does not draw beside
-    assert not torch.allclose(first, grad(moved))

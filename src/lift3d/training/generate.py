@@ -185,11 +185,6 @@ def check_generate_config(cfg: GenerateConfig) -> None:
             "generator_adversarial needs a latent generator (model.generator_latent > 0): its "
             "critic compares latent maps"
         )
-    if 0 < cfg.generator_positives < cfg.generator.batch_size:
-        raise InputError(
-            f"generator_positives must be 0 or at least generator.batch_size "
-            f"({cfg.generator.batch_size}), got {cfg.generator_positives}"
-        )
     dc = cfg.detail
     if dc.enabled and (dc.cases < 1 or dc.samples < 1):
         raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
@@ -334,49 +329,36 @@ def generator_step(
     encoder: nn.Module,
     modalities: list[str],
     features: SliceFeatures,
-    drawn: int | None = None,
 ) -> dict[str, Any]:
-    """G's drifting loss: one generated slice per real slice (or per one of the first `drawn`
-    real slices), at the same depth.
+    """G's drifting loss: one generated slice per real slice, at the same depth.
 
     Args:
         generator: G(w, s).
-        batch: ``{"<mod>": (B, 1, H, W), "depth": (B,)}`` axial slices: every one a positive
-            of the drifting field.
+        batch: ``{"<mod>": (B, 1, H, W), "depth": (B,)}`` axial slices.
         encoder: the frozen E whose features the loss compares.
         modalities: the channels, in order.
         features: the feature sets.
-        drawn: slices G draws, at the depths of the batch's first `drawn` slices (None: B;
-            ``generator_positives``).
 
     Returns:
         ``{"loss", "ed_<set>": energy distance per feature set}``.
     """
     real = _channels(batch, modalities)
     depth = batch["depth"].float()
-    gen_depth = depth[:drawn]
-    w = torch.randn(gen_depth.shape[0], generator.latent_dim, device=real.device)
-    fake = generator(w, gen_depth)
-    loss, parts = _slice_drifting_loss(encoder, real, depth, fake, gen_depth, features)
+    fake = generator(torch.randn(real.shape[0], generator.latent_dim, device=real.device), depth)
+    loss, parts = _slice_drifting_loss(encoder, real, fake, depth, features)
     return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
 
 
 def _slice_drifting_loss(
-    encoder: nn.Module,
-    real: Tensor,
-    depth: Tensor,
-    fake: Tensor,
-    gen_depth: Tensor,
-    features: SliceFeatures,
+    encoder: nn.Module, real: Tensor, fake: Tensor, depth: Tensor, features: SliceFeatures
 ) -> tuple[Tensor, dict[str, float]]:
-    """The drifting loss between generated slices (at `gen_depth`) and real ones (the
-    positives, at `depth`), in E's feature sets with the depth appended (scaled from the real
-    batch)."""
+    """The drifting loss between generated and real slices at the same depths, in E's feature
+    sets with the depth appended (scaled from the real batch)."""
     with torch.no_grad():
         real_sets = slice_feature_sets(encoder, real, features)
         scales = depth_scales(real_sets, GENERATOR_DEPTH_WEIGHT)
         r_sets = with_depth(real_sets, depth, scales)
-    g_sets = with_depth(slice_feature_sets(encoder, fake, features), gen_depth, scales)
+    g_sets = with_depth(slice_feature_sets(encoder, fake, features), depth, scales)
     return drifting_loss_sets(g_sets, r_sets)
 
 
@@ -401,18 +383,15 @@ def adversarial_generator_step(
     modalities: list[str],
     features: SliceFeatures,
     weight: float,
-    drawn: int | None = None,
 ) -> dict[str, Any]:
     """G's drifting loss plus ``weight`` x an adversarial term on its latent maps
     (``generator_adversarial > 0``).
 
     First the critic (``pair["discriminator"]``, a `LatentDiscriminator`) takes one Adam step
     of its own (`LatentDiscriminator.update`, learning rate ``DISCRIMINATOR_LR``) on its hinge
-    loss: the frozen autoencoder's codes of the batch's first `drawn` real slices against G's
-    latent maps (detached) at the same depths. Then G's term, ``-critic(map)``, is taken from
-    the updated critic, whose parameters the stage keeps frozen, so the stage's optimiser
-    trains G alone. The drifting loss takes every real slice of the batch as a positive
-    (`generator_step`).
+    loss: the frozen autoencoder's codes of the batch's real slices against G's latent maps
+    (detached) at the same depths. Then G's term, ``-critic(map)``, is taken from the updated
+    critic, whose parameters the stage keeps frozen, so the stage's optimiser trains G alone.
 
     Returns:
         ``{"loss", "critic", "adversarial", "ed_<set>"}``.
@@ -420,21 +399,20 @@ def adversarial_generator_step(
     generator, critic = pair["generator"], pair["discriminator"]
     real = _channels(batch, modalities)
     depth = batch["depth"].float()
-    gen_depth = depth[:drawn]
-    w = torch.randn(gen_depth.shape[0], generator.latent_dim, device=real.device)
-    fake_map = generator.latent_map(w, gen_depth)
+    w = torch.randn(real.shape[0], generator.latent_dim, device=real.device)
+    fake_map = generator.latent_map(w, depth)
     with torch.no_grad():
-        real_map = generator.autoencoder.encode(real[:drawn])
+        real_map = generator.autoencoder.encode(real)
     with _requires_grad(critic, True):
         critic_loss = (
-            F.relu(1 - critic(real_map.float(), gen_depth)).mean()
-            + F.relu(1 + critic(fake_map.detach().float(), gen_depth)).mean()
+            F.relu(1 - critic(real_map.float(), depth)).mean()
+            + F.relu(1 + critic(fake_map.detach().float(), depth)).mean()
         )
         critic.update(critic_loss, DISCRIMINATOR_LR)
     fake = generator.autoencoder.decode(fake_map, generator.slice_size)
-    drift, parts = _slice_drifting_loss(encoder, real, depth, fake, gen_depth, features)
+    drift, parts = _slice_drifting_loss(encoder, real, fake, depth, features)
     # the stage keeps the critic's parameters frozen (`train_generator`): G's term trains G only
-    adversarial = -critic(fake_map.float(), gen_depth).mean()
+    adversarial = -critic(fake_map.float(), depth).mean()
     return {
         "loss": drift + weight * adversarial,
         "critic": critic_loss.detach(),
@@ -697,12 +675,7 @@ def train_generator(
     modalities, features = list(cfg.model.modalities), SliceFeatures.from_config(cfg)
     trainable = [p for p in model.generator.parameters() if p.requires_grad]
     stage_model: nn.Module = model.generator
-    # the loader's batch holds every positive; G draws the first ``batch_size`` slices' depths
-    drawn = cfg.generator.batch_size
-    positives = max(cfg.generator_positives, drawn)
-    step = partial(
-        generator_step, encoder=encoder, modalities=modalities, features=features, drawn=drawn
-    )
+    step = partial(generator_step, encoder=encoder, modalities=modalities, features=features)
     preview = None if previews is None else partial(generator_preview, previews=previews)
     if cfg.generator_adversarial > 0:
         critic = LatentDiscriminator(model.generator.latent_channels).to(engine.device)
@@ -715,7 +688,6 @@ def train_generator(
             modalities=modalities,
             features=features,
             weight=cfg.generator_adversarial,
-            drawn=drawn,
         )
         if previews is not None:
             preview = lambda net, step: generator_preview(  # noqa: E731
@@ -729,7 +701,7 @@ def train_generator(
         SliceDataset(volumes, axis=0),
         step_fn=step,
         max_steps=cfg.generator.steps,
-        batch_size=positives,
+        batch_size=cfg.generator.batch_size,
         collate_fn=collate_volumes,
         validate_fn=preview,
     )
