@@ -130,7 +130,7 @@ def calibrate_model_folder(
 
     Raises:
         InputError: not a generation model folder, a training case no longer in `data_root`,
-            or ``cases`` / ``samples`` below 1.
+            or ``cases`` / ``samples`` / ``map_samples`` below 1.
     """
     trained = "mapper" in read_model_folder(run_dir, "generate", use_mapper=False).stages_done
     model, folder = load_model(run_dir, "generate", use_mapper=trained)  # samples either arm
