@@ -81,7 +81,17 @@ DEVICE = Check(
     "auto, cpu, cuda or cuda:N", lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None
 )
 PRECISION = one_of(
-    "auto", "32", "64", "16", "bf16", "32-true", "64-true", "bf16-mixed", "16-mixed", "bf16-true"
+    "auto",
+    "32",
+    "64",
+    "16",
+    "bf16",
+    "32-true",
+    "64-true",
+    "bf16-mixed",
+    "16-mixed",
+    "bf16-true",
+    "bf16-if-fast",
 )
 
 
@@ -123,7 +133,9 @@ class TrainConfig:
 
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto (bf16-mixed on GPU, 32 on CPU) | 32 | bf16-mixed | 16-mixed
+    # auto (bf16-mixed on GPU, 32 on CPU) | 32 | bf16-mixed | 16-mixed | bf16-if-fast (bf16-mixed
+    # on a GPU with bf16 or an AMX-BF16 CPU, else 32)
+    precision: str = "auto"
     batch_size: int = 8
     lr: float = 2e-4
     weight_decay: float = 0.0

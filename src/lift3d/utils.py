@@ -371,3 +371,21 @@ def resolve_device(device: str = "auto") -> str:
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
     return device
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of ``/proc/cpuinfo`` (empty where it cannot be read: not Linux)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            flags = re.search(r"^flags\s*:(.*)$", f.read(), re.MULTILINE)
+        if flags:
+            return frozenset(flags.group(1).split())
+    return frozenset()
+
+
+def cpu_has_amx_bf16() -> bool:
+    """True when the CPU has AMX-BF16 tile units, where bf16 matrix products run several times
+    faster than fp32. AVX512-BF16 alone is not enough: on such a host (2 cores, torch
+    2.13.0+cpu) a 1024^2 bf16 matmul ran at 75 GFLOP/s against 132 in fp32, and the demo's
+    generation stages trained 10-20 % slower in bf16 than in fp32."""
+    return "amx_bf16" in cpu_flags()

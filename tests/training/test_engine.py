@@ -117,6 +117,32 @@ def test_resolve_precision():
         resolve_precision("fp8", "cpu")
 
 
+@pytest.mark.parametrize(("amx", "expected"), [(True, "bf16-mixed"), (False, "32-true")])
+def test_bf16_if_fast_follows_the_cpu_tile_units(monkeypatch, amx, expected):
+    from lift3d.training import engine
+
+    monkeypatch.setattr(engine, "cpu_has_amx_bf16", lambda: amx)
+    assert resolve_precision("bf16-if-fast", "cpu") == expected
+
+
+def test_cpu_amx_flag_read_from_cpuinfo(monkeypatch, tmp_path):
+    import builtins
+
+    from lift3d import utils
+
+    real_open = builtins.open
+    for flags, expected in (("fpu avx512f avx512_bf16", False), ("fpu amx_bf16 amx_tile", True)):
+        info = tmp_path / "cpuinfo"
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+
+        def fake_open(path, *args, _info=info, **kwargs):
+            return real_open(_info if path == "/proc/cpuinfo" else path, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", fake_open)
+        assert utils.cpu_has_amx_bf16() is expected
+        monkeypatch.setattr(builtins, "open", real_open)
+
+
 def test_sampler_seeded_sharded_and_resumable():
     one = EpochSampler(10, seed=1)
     assert sorted(one.epoch_order(0)) == list(range(10))

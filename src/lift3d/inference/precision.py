@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Iterator
 
 import torch
@@ -43,17 +42,6 @@ DEVICE_PEAK_TFLOPS: dict[str, dict[str, float]] = {
     "H200": {"bf16": 989.0, "fp32": 67.0},
     "A100": {"bf16": 312.0, "fp32": 19.5},
 }
-
-
-def cpu_has_bf16() -> bool:
-    """True when the CPU has bf16 matrix instructions (AMX-BF16 or AVX512-BF16; Linux)."""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            flags = re.search(r"^flags\s*:(.*)$", f.read(), re.MULTILINE)
-        if flags:
-            names = set(flags.group(1).split())
-            return bool(names & {"amx_bf16", "avx512_bf16"})
-    return False
 
 
 def resolve_precision(precision: str, device: str | torch.device) -> str:

@@ -50,7 +50,13 @@ from lift3d.config import TrainConfig, config_to_dict, save_config
 from lift3d.errors import InputError
 from lift3d.models.weights import load_weights, save_weights
 from lift3d.training import checkpoint as ckpt
-from lift3d.utils import atomic_write_text, resolve_device, seed_everything, write_error
+from lift3d.utils import (
+    atomic_write_text,
+    cpu_has_amx_bf16,
+    resolve_device,
+    seed_everything,
+    write_error,
+)
 from lift3d.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -90,7 +96,10 @@ def resolve_precision(precision: str, device: str) -> str:
     """Map ``train.precision`` to a Fabric precision string.
 
     ``auto`` is ``bf16-mixed`` on CUDA devices that support bf16 (else ``16-mixed``) and
-    ``32-true`` on CPU.
+    ``32-true`` on CPU. ``bf16-if-fast`` is ``bf16-mixed`` where bf16 is the faster choice (a
+    CUDA device with bf16, a CPU with AMX-BF16: `lift3d.utils.cpu_has_amx_bf16`) and ``32-true``
+    elsewhere: for configs whose numbers were checked in both precisions (the demo's
+    generation), so a CPU without bf16 tile units does not pay for emulated bf16.
 
     Raises:
         InputError: unknown value, or fp16 asked for on CPU.
@@ -101,11 +110,14 @@ def resolve_precision(precision: str, device: str) -> str:
         if cuda:
             return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
         return "32-true"
+    if p == "bf16-if-fast":
+        fast = torch.cuda.is_bf16_supported() if cuda else cpu_has_amx_bf16()
+        return "bf16-mixed" if fast else "32-true"
     p = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}.get(p, p)
     if p not in PRECISIONS:
         raise InputError(
             f"config key 'train.precision': unknown value {precision!r}; "
-            f"use auto, 32, bf16-mixed or 16-mixed"
+            f"use auto, 32, bf16-mixed, bf16-if-fast or 16-mixed"
         )
     if p == "16-mixed" and not cuda:
         raise InputError(
