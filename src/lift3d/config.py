@@ -364,12 +364,20 @@ class DetailConfig:
 
     After training, the wavelet noise estimate of ``cases`` training volumes and of ``samples``
     no-mapper samples of G, both on the reference grid, fixes the level of white noise that
-    ``lift3d generate --detail`` adds to every sample (a diagnostic, off unless asked for); the
-    same volumes (and as many LiFT samples once the mapper is trained) give each arm's intensity
-    map (`lift3d.inference.intensity`, applied by ``lift3d generate --intensity-map``).
+    ``lift3d generate --detail`` adds to every sample; the same volumes (and as many LiFT
+    samples once the mapper is trained) give each arm's intensity map
+    (`lift3d.inference.intensity`, applied by ``lift3d generate --intensity-map``). Without
+    either flag, ``sample_detail`` / ``sample_intensity_map`` decide.
     """
 
     enabled: bool = True
+    # What ``lift3d generate`` applies unless told otherwise: the output detail (``--detail`` /
+    # ``--no-detail``) and the intensity map (``--intensity-map`` / ``--no-intensity-map``). The
+    # latent generator's decoder draws no voxel noise and shifts the tissue intensities; the two
+    # calibrations, from training data alone, put both back (BENCHMARKS.md, "Generation
+    # options"). Off here; on in the shipped generation configs.
+    sample_detail: bool = False
+    sample_intensity_map: bool = False
     cases: int = 16  # training volumes measured (the first ones of the training split)
     samples: int = 16  # G samples measured (noise level)
     # samples per arm for the intensity maps: LiFT's volumes differ more from one another than

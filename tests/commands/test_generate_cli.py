@@ -341,3 +341,44 @@ def test_generate_bf16_is_float32_and_within_tolerance_of_fp32(cli_run, tmp_path
     width = float(a.max() - a.min())
     diff = np.abs(a - b) / width
     assert np.isfinite(b).all() and diff.mean() <= 0.005 and diff.max() <= 0.05
+
+
+def test_generate_detail_and_map_follow_the_model_defaults_and_the_flags(cli_run, tmp_path):
+    """A model whose config sets ``detail.sample_detail`` / ``sample_intensity_map`` samples
+    with the output detail and the intensity map unless told ``--no-detail`` /
+    ``--no-intensity-map``; the flags win either way, and generation.json says what was done."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = tmp_path / "model"
+    shutil.copytree(cli_run, model)
+    weights = model / "model.safetensors"  # the model is rebuilt from the config stored here
+    with safe_open(str(weights), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    cfg = json.loads(meta["config"])
+    # generate_tiny leaves both off
+    assert cfg["detail"]["sample_detail"] is False
+    assert cfg["detail"]["sample_intensity_map"] is False
+    cfg["detail"]["sample_detail"] = cfg["detail"]["sample_intensity_map"] = True
+    save_file(tensors, str(weights), {**meta, "config": json.dumps(cfg)})
+
+    def sample(folder, name, *extra):
+        out = tmp_path / name
+        argv = ["generate", "--model", str(folder), "--n", "1", "--out", str(out), "--seed", "3"]
+        assert main([*argv, *extra]) == 0
+        info = json.loads((out / "generation.json").read_text())
+        vol = nib.load(str(out / "sample_0000.nii.gz")).get_fdata()
+        return vol, info["detail"]["applied"], info["intensity_map"]["applied"]
+
+    default_on, detail, mapped = sample(model, "on")
+    assert detail and mapped == ["t1n"]
+    raw, detail, mapped = sample(model, "off", "--no-detail", "--no-intensity-map")
+    assert not detail and mapped == []
+    plain, detail, mapped = sample(cli_run, "plain")  # the defaults off: G's raw output
+    assert not detail and mapped == [] and np.array_equal(raw, plain)
+    forced, detail, mapped = sample(cli_run, "forced", "--detail", "--intensity-map")
+    assert detail and mapped == ["t1n"] and np.array_equal(forced, default_on)
+    noise_only, detail, mapped = sample(model, "noise", "--no-intensity-map")
+    assert detail and mapped == []
+    assert not np.array_equal(noise_only, default_on) and not np.array_equal(noise_only, raw)

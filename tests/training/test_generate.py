@@ -430,6 +430,14 @@ def test_adversarial_generator_needs_a_latent_generator(phantom_brats_dir, tmp_p
         )
 
 
+def test_sampling_defaults_need_the_detail_calibration(phantom_brats_dir, tmp_path):
+    for option in ("detail.sample_detail=true", "detail.sample_intensity_map=true"):
+        cfg = tiny_config(phantom_brats_dir, option, "detail.enabled=false")
+        with pytest.raises(InputError, match="need detail.enabled: true"):
+            train_generation(cfg, tmp_path / "run")
+        assert not (tmp_path / "run").exists()  # refused before a run folder exists
+
+
 def test_mapper_without_residual_head_trains_only_the_base_path(phantom_brats_dir, tmp_path):
     cfg, data, engine, model, before = _stage_setup(
         phantom_brats_dir, tmp_path / "run", "mapper.residual_head=false"

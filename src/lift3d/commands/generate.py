@@ -32,18 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--detail",
-        action="store_true",
-        help="add the output detail: white noise at the training data's noise level, measured "
-        "when the model was trained (the same noise for LiFT and --no-mapper at one seed). Off "
-        "by default: on the phantom it raises both arms' KID against held-out volumes",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add (--no-detail: leave out) the output detail: white noise at the training "
+        "data's noise level, measured when the model was trained, which the latent generator's "
+        "decoder cannot draw (the same noise for LiFT and --no-mapper at one seed). Default: as "
+        "the model's config says (detail.sample_detail; on in generate_demo and generate_brats)",
     )
     parser.add_argument(
         "--intensity-map",
-        action="store_true",
-        help="histogram-match each MR sample's foreground to the training data (one monotone "
-        "curve per arm, measured on the arm's own samples when the model was trained). Off by "
-        "default: on the phantom it brings the histogram distance to 1.2-1.7x the real-vs-real "
-        "floor (raw 4-7x) but raises per-plane FID for one training seed of three",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="histogram-match (--no-intensity-map: do not) each MR sample's foreground to the "
+        "training data: one monotone curve per arm, measured on the arm's own samples when the "
+        "model was trained. Default: as the model's config says (detail.sample_intensity_map; "
+        "on in generate_demo and generate_brats). --no-detail --no-intensity-map writes G's raw "
+        "output",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     add_precision_arguments(parser)

@@ -13,11 +13,13 @@ modality when several are generated jointly; ``montage.png`` (tri-planar views o
 samples on the model grid) and ``generation.json`` (model, seed, mapper flag, output detail,
 files, timing).
 
-Intensity map (`lift3d.inference.intensity`, opt-in with ``intensity_map=True``): each MR
+Intensity map (`lift3d.inference.intensity`; ``intensity_map=None`` follows the model config's
+``detail.sample_intensity_map``, on in the shipped generation configs): each MR
 sample's foreground is histogram-matched to the training data (a monotone curve measured after
 training from the arm's own samples and training volumes), before any output detail.
 
-Output detail (`lift3d.inference.detail`, opt-in with ``detail=True``): white noise at the
+Output detail (`lift3d.inference.detail`; ``detail=None`` follows the model config's
+``detail.sample_detail``, on in the shipped generation configs): white noise at the
 training data's noise level (measured after training), added to every sample's
 foreground on the reference grid. Its noise depends only on (seed, sample index), so LiFT and
 the no-mapper ablation get the same noise.
@@ -64,8 +66,8 @@ def generate_volumes(
     *,
     seed: int = 0,
     use_mapper: bool = True,
-    detail: bool = False,
-    intensity_map: bool = False,
+    detail: bool | None = None,
+    intensity_map: bool | None = None,
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
@@ -82,12 +84,13 @@ def generate_volumes(
         use_mapper: False gives the no-mapper ablation (also from a folder whose mapper stage is
             not trained yet; True refuses such a folder).
         detail: add the model's calibrated output detail (`lift3d.inference.detail`; models
-            trained before it have none). Its noise depends only on (seed, i), not on
-            `use_mapper`.
+            trained before it have none); None: as the model's config says
+            (``detail.sample_detail``). Its noise depends only on (seed, i), not on `use_mapper`.
         intensity_map: map each MR sample's foreground onto the training data's intensity
             distribution (`lift3d.inference.intensity`; calibrated with the output detail on
             each arm's own samples, ``intensity_map`` / ``intensity_map_mapper``; models
-            calibrated before it have none).
+            calibrated before it have none); None: as the model's config says
+            (``detail.sample_intensity_map``).
         device: torch device.
         progress: tqdm bar when stderr is a TTY.
         overwrite: replace existing files (else each file is created exclusively: one that
@@ -108,6 +111,11 @@ def generate_volumes(
     except ValueError as exc:
         raise InputError(str(exc)) from None
     model, folder = load_model(model_dir, "generate", device, use_mapper=use_mapper)
+    # None: the model config's own defaults (``detail.sample_detail`` / ``sample_intensity_map``)
+    if detail is None:
+        detail = bool(folder.config.detail.sample_detail)
+    if intensity_map is None:
+        intensity_map = bool(folder.config.detail.sample_intensity_map)
     if compile:
         compile_blocks(model, generation_blocks(device))
     ref = folder.reference
@@ -165,11 +173,15 @@ def generate_volumes(
             written.append(out_dir / name)
             files[mod] = name
         samples.append({"id": f"sample_{i:04d}", "files": files})
-        if len(previews) < 4:
-            first = vol[0]
-            if modalities[0] in maps:  # the montage shows the intensities that were written
-                fg = first > FOREGROUND_THRESHOLD
-                first = apply_intensity_map(np.where(fg, first, 0.0), maps[modalities[0]])
+        if len(previews) < 4:  # the montage shows what was written, on the model grid
+            first, mod0 = vol[0], modalities[0]
+            if mod0 in maps or mod0 in sigmas:
+                first = np.where(first > FOREGROUND_THRESHOLD, first, 0.0)
+            if mod0 in maps:
+                first = apply_intensity_map(first, maps[mod0])
+            if mod0 in sigmas:  # the same level in the model's [0, 1] window units
+                sigma_rel = detail_record["modalities"][mod0]["sigma_rel"]
+                first = add_detail(first, sigma_rel, sample_rng(seed, i), 0.0)
             previews.append(first)
     kind = "LiFT (mapper)" if use_mapper else "no mapper (independent slice latents)"
     preview_png(

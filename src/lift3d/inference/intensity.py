@@ -21,11 +21,13 @@ and each arm (LiFT, ``--no-mapper``) gets a curve from its own samples (64 per a
 is fitted on the other's. One global monotone curve changes no shape and no order of
 intensities within a sample; it cannot add a ventricle that G did not draw.
 
-Off by default. On the phantom (three training seeds x three held-out sets) it brings the
-histogram distance from 4-7x to 1.2-1.7x the real-vs-real floor, but per-plane FID follows G:
-lower for one seed, unchanged for one and higher for one (brightening a G whose dark voxels sit
-in its stripes flattens the structure the features see); BENCHMARKS.md, "Unconditional
-generation", and docs/journal/2026-11-28-intensity-map.md.
+Applied by default for models whose config says so (``detail.sample_intensity_map``: the
+shipped ``generate_demo`` and ``generate_brats``). Alone, on the phantom (three training seeds x
+three held-out sets), it brings the histogram distance from 4-7x to 1.2-1.7x the real-vs-real
+floor while per-plane FID follows G (lower for one seed, higher for one;
+docs/journal/2026-11-28-intensity-map.md); followed by the output detail
+(`lift3d.inference.detail`), every per-plane FID, the increments and the histogram distance are
+lower than raw for all three seeds on two sets (docs/journal/2026-11-28-detail-and-map.md).
 
 MR modalities only: CT intensities are absolute (HU) and their background is not zero.
 """

@@ -188,6 +188,11 @@ def check_generate_config(cfg: GenerateConfig) -> None:
     dc = cfg.detail
     if dc.enabled and (dc.cases < 1 or dc.samples < 1):
         raise InputError(f"detail needs cases >= 1 and samples >= 1, got {dc.cases}, {dc.samples}")
+    if not dc.enabled and (dc.sample_detail or dc.sample_intensity_map):
+        raise InputError(
+            "detail.sample_detail and detail.sample_intensity_map need detail.enabled: true "
+            "(the calibration they apply is measured after training)"
+        )
 
 
 def _channels(batch: dict[str, Any], modalities: list[str]) -> Tensor:
