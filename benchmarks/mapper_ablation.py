@@ -10,8 +10,8 @@ folder with three evaluation encoders (files reused when they exist, else traine
 on the reference grid and optionally on a second grid (``--grid 32 32 32``: the model grid of
 the demo config). Prints, per reference set and grid, the change of each metric vs the
 no-mapper arm per training seed and pooled (mean over the three encoders' KIDs). Samples carry
-the model's output detail (`lift3d.inference.detail`) with ``--detail``; each run uses its
-own calibration (printed; the mapper runs' training splits differ with their seed, so the noise
+the model's output detail (`lift3d.inference.detail`) and intensity map as its config says
+(``--[no-]detail``, ``--[no-]intensity-map`` override); each run uses its own calibration (printed; the mapper runs' training splits differ with their seed, so the noise
 levels differ slightly between runs).
 
     python benchmarks/mapper_ablation.py --base RUN --data TRAIN_DIR --config CFG \\
@@ -125,9 +125,17 @@ def main() -> int:
     )
     p.add_argument(
         "--detail",
-        action="store_true",
-        help="sample with the output detail (noise at the training data's noise level; off by "
-        "default, as in `lift3d generate`)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sample with (--no-detail: without) the output detail, noise at the training "
+        "data's noise level (default: as the model's config says, like `lift3d generate`)",
+    )
+    p.add_argument(
+        "--intensity-map",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="sample with (--no-intensity-map: without) each arm's intensity map (default: as "
+        "the model's config says, like `lift3d generate`)",
     )
     p.add_argument("--json", type=Path, help="also write every score and change to this file")
     p.add_argument("sets", nargs="*", help="--set overrides of the mapper stage")
@@ -161,16 +169,22 @@ def main() -> int:
     for name, (run, mapper, folder, _) in arms.items():
         rows_by_key: dict[str, list[dict]] = {}
         for gen_seed in a.gen_seeds:
-            draw = folder + (f"_g{gen_seed}" if gen_seed else "") + ("_detail" if a.detail else "")
+            flags = {"_detail": a.detail, "_map": a.intensity_map}  # None: the model's default
+            draw = folder + (f"_g{gen_seed}" if gen_seed else "")
+            draw += "".join(
+                ("" if v is None else (k if v else "_no" + k[1:])) for k, v in flags.items()
+            )
             samples = a.work / "samples" / draw
             if not samples.exists():
                 generate_volumes(
                     run, a.n, samples, seed=gen_seed, use_mapper=mapper, detail=a.detail,
-                    progress=False,
+                    intensity_map=a.intensity_map, progress=False,
                 )  # fmt: skip
-            detail = json.loads((samples / "generation.json").read_text())["detail"]
+            info = json.loads((samples / "generation.json").read_text())
+            detail = info["detail"]
             print(f"{name}, generation seed {gen_seed}: output detail "
-                  f"{detail['sigma'] if detail['applied'] else 'off'}")  # fmt: skip
+                  f"{detail['sigma'] if detail['applied'] else 'off'}, intensity map "
+                  f"{info['intensity_map']['applied'] or 'off'}")  # fmt: skip
             for ref_name, ref in refs.items():
                 for grid in grids:
                     key = f"{ref_name}_{'ref' if grid is None else 'x'.join(map(str, grid))}"
