@@ -11,8 +11,9 @@ on the reference grid and optionally on a second grid (``--grid 32 32 32``: the 
 the demo config). Prints, per reference set and grid, the change of each metric vs the
 no-mapper arm per training seed and pooled (mean over the three encoders' KIDs). Samples carry
 the model's output detail (`lift3d.inference.detail`) and intensity map as its config says
-(``--[no-]detail``, ``--[no-]intensity-map`` override); each run uses its own calibration (printed; the mapper runs' training splits differ with their seed, so the noise
-levels differ slightly between runs).
+(``--[no-]detail``, ``--[no-]intensity-map`` override); each run uses its own calibration
+(printed; the mapper runs' training splits differ with their seed, so the noise levels differ
+slightly between runs).
 
     python benchmarks/mapper_ablation.py --base RUN --data TRAIN_DIR --config CFG \\
         --ref F=held_out_a --ref C=held_out_b --work abl --tag cos800 --seeds 0 1 2 \\
@@ -169,11 +170,10 @@ def main() -> int:
     for name, (run, mapper, folder, _) in arms.items():
         rows_by_key: dict[str, list[dict]] = {}
         for gen_seed in a.gen_seeds:
-            flags = {"_detail": a.detail, "_map": a.intensity_map}  # None: the model's default
             draw = folder + (f"_g{gen_seed}" if gen_seed else "")
-            draw += "".join(
-                ("" if v is None else (k if v else "_no" + k[1:])) for k, v in flags.items()
-            )
+            for name_, flag in (("detail", a.detail), ("map", a.intensity_map)):
+                if flag is not None:  # None: the model's default, no suffix
+                    draw += f"_{name_}" if flag else f"_no{name_}"
             samples = a.work / "samples" / draw
             if not samples.exists():
                 generate_volumes(
