@@ -266,6 +266,9 @@ class GenModelConfig:
     # 0: G draws pixels; c > 0: G draws a (c, H/4, W/4) latent map decoded by a slice
     # autoencoder trained in the encoder stage (lift3d.models.slice_generator.SliceAutoencoder)
     generator_latent: int = 0
+    # channels of that autoencoder at full resolution (2x at 1/2 and 1/4): its convolutions are
+    # most of the encoder stage's time and, through the decoder, of G's and the mapper's steps
+    autoencoder_width: int = 32
 
     # Tried on the latent G and worse (docs/journal/2026-11-28-latent-generator-grid.md).
     RETIRED: ClassVar[dict[str, Any]] = {
@@ -279,6 +282,7 @@ class GenModelConfig:
         "size": one_of(*GENERATION_SIZE_NAMES),
         "modalities": NON_EMPTY,
         "generator_latent": NON_NEGATIVE,
+        "autoencoder_width": COUNT,
     }
 
 

@@ -16,9 +16,11 @@ from lift3d.errors import InputError
 from lift3d.inference.detail import calibrate_model_folder
 from lift3d.model_folder import GENERATION_STAGES
 from lift3d.models.registry import generation_model_from_config
+from lift3d.models.slice_generator import SliceAutoencoder
 from lift3d.training.engine import Engine
 from lift3d.training.generate import (
     Previews,
+    RealCodes,
     SliceFeatures,
     check_same_grid,
     cosine_factor,
@@ -455,3 +457,43 @@ def test_mapper_without_residual_head_trains_only_the_base_path(phantom_brats_di
             tiny_config(phantom_brats_dir, "mapper.residual_head=false", "mapper.learn_path=false"),
             tmp_path / "run2",
         )
+
+
+def _slice_batch(vols: torch.Tensor, cases: list[int], slices: list[int]) -> dict:
+    ci, si = torch.tensor(cases), torch.tensor(slices)
+    return {"x": vols[ci, si][:, None], "case_index": ci, "index": si}
+
+
+def test_real_codes_encode_each_slice_once_and_match_the_autoencoder():
+    torch.manual_seed(0)
+    ae = SliceAutoencoder(1, 3, width=8).eval()
+    vols = torch.rand(3, 5, 12, 12)
+    codes = RealCodes(ae, num_cases=3, num_slices=5, slice_size=(12, 12))
+    calls = []
+    ae.enc.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    first = _slice_batch(vols, [0, 2, 1], [4, 0, 3])
+    got = codes(first["x"], first)
+    with torch.no_grad():
+        want = ae.encode(first["x"])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # a repeated slice is looked up, a new one encoded: one pass over the single new slice
+    again = _slice_batch(vols, [2, 1, 0], [0, 2, 4])
+    got = codes(again["x"], again)
+    with torch.no_grad():
+        want = ae.encode(again["x"])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert calls == [3, 3, 1, 3]  # test's own encodes: 3 and 3; the cache's: 3, then 1
+    # with no room for the cache every call encodes
+    uncached = RealCodes(ae, num_cases=3, num_slices=5, slice_size=(12, 12), limit=0)
+    assert uncached.codes is None
+    torch.testing.assert_close(uncached(again["x"], again), want, rtol=1e-5, atol=1e-6)
+
+
+def test_autoencoder_width_reaches_the_model_and_bad_widths_are_refused(tmp_path):
+    cfg = tiny_config(tmp_path, "model.generator_latent=2", "model.autoencoder_width=8")
+    ae = generation_model_from_config(cfg).generator.autoencoder
+    assert ae.enc[0].out_channels == 8 and ae.dec_low[0].out_channels == 16
+    default = generation_model_from_config(tiny_config(tmp_path, "model.generator_latent=2"))
+    assert default.generator.autoencoder.enc[0].out_channels == 32  # older models' width
+    with pytest.raises(InputError, match="autoencoder_width"):
+        tiny_config(tmp_path, "model.autoencoder_width=0")

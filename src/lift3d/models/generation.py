@@ -145,6 +145,7 @@ def build_generation(
     shape: Sequence[int],
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
+    autoencoder_width: int = 32,
 ) -> GenerationModel:
     """Build E, G, T for a size name (see `GENERATION_SIZES`); ``generator_latent=c > 0``: G
     draws c-channel latent maps for a slice autoencoder's decoder (`SliceGenerator`)."""
@@ -161,6 +162,7 @@ def build_generation(
         (h, w),
         width=spec["width"],  # type: ignore[arg-type]
         latent_channels=generator_latent,
+        autoencoder_width=autoencoder_width,
     )
     mapper = TrajectoryMapper(spec["latent"], d, hidden=spec["hidden"], layers=spec["layers"])  # type: ignore[arg-type]
     return GenerationModel(encoder, generator, mapper, (d, h, w))

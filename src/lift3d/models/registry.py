@@ -120,6 +120,7 @@ def build_generation_model(
     shape: tuple[int, int, int],
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
+    autoencoder_width: int = 32,
 ) -> nn.Module:
     """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
     mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.
@@ -130,6 +131,7 @@ def build_generation_model(
         shape: model grid (D, H, W).
         encoder_objective: ``denoise`` | ``masked`` (E's self-supervised objective).
         generator_latent: 0, or the latent channels of G's slice autoencoder.
+        autoencoder_width: that autoencoder's channels at full resolution.
 
     Raises:
         ValueError: unknown size.
@@ -141,6 +143,7 @@ def build_generation_model(
         shape,
         encoder_objective=encoder_objective,
         generator_latent=generator_latent,
+        autoencoder_width=autoencoder_width,
     )
 
 
@@ -207,4 +210,5 @@ def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
         len(cfg.model.modalities),
         tuple(int(s) for s in cfg.data.shape),
         generator_latent=cfg.model.generator_latent,
+        autoencoder_width=cfg.model.autoencoder_width,
     )

@@ -150,6 +150,7 @@ class SliceGenerator(nn.Module):
         latent_channels: 0 = the stack draws pixels; c > 0 = it draws a (c, ~H/4, ~W/4)
             latent map that the decoder of ``self.autoencoder`` (a `SliceAutoencoder`, trained
             on real slices before G and frozen with it) turns into the slice.
+        autoencoder_width: that autoencoder's channels at full resolution.
     """
 
     def __init__(
@@ -161,6 +162,7 @@ class SliceGenerator(nn.Module):
         depth_dim: int = 16,
         depth_conditioned: bool = True,
         latent_channels: int = 0,
+        autoencoder_width: int = 32,
     ) -> None:
         super().__init__()
         self.latent_dim = latent_dim
@@ -170,7 +172,9 @@ class SliceGenerator(nn.Module):
         self.depth_conditioned = depth_conditioned
         self.latent_channels = latent_channels
         self.autoencoder = (
-            SliceAutoencoder(out_channels, latent_channels) if latent_channels > 0 else None
+            SliceAutoencoder(out_channels, latent_channels, autoencoder_width)
+            if latent_channels > 0
+            else None
         )
         h, w = self.slice_size
         if self.autoencoder is not None:
