@@ -418,12 +418,15 @@ class GenerateConfig:
     # (lift3d.models.slice_generator.LatentDiscriminator) tells them from the autoencoder's
     # codes of real slices (0: drifting loss only).
     generator_adversarial: float = 0.0
+    # channels of that critic's first convolution (2x and 4x after its two stride-2 stages)
+    generator_critic_width: int = 64
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "generator_tokens": COUNT,
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
         "generator_adversarial": NON_NEGATIVE,
+        "generator_critic_width": COUNT,
     }
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,

@@ -398,7 +398,12 @@ def test_adversarial_generator_stage_trains_a_critic_and_resumes(phantom_brats_d
     after the stage's first checkpoint resumes to the same weights."""
     from safetensors.torch import load_file
 
-    overrides = ("model.generator_latent=3", "generator_adversarial=0.5", "train.val_every=3")
+    overrides = (
+        "model.generator_latent=3",
+        "generator_adversarial=0.5",
+        "generator_critic_width=16",
+        "train.val_every=3",
+    )
     full = tmp_path / "full"
     cfg, data, engine, model, before = _stage_setup(phantom_brats_dir, full, *overrides)
     train_encoder(cfg, engine, model, data.volumes)
@@ -409,7 +414,7 @@ def test_adversarial_generator_stage_trains_a_critic_and_resumes(phantom_brats_d
     last = json.loads((full / "logs/generator.jsonl").read_text().splitlines()[-1])
     assert last["critic"] > 0 and np.isfinite(last["adversarial"])
     final = load_file(str(full / "checkpoints/generator/final.safetensors"))
-    assert any(k.startswith("discriminator.") for k in final)
+    assert final["discriminator.net.0.bias"].shape == (16,)  # generator_critic_width
 
     # the same stage, stopped after its first checkpoint (step 2 of 4) and resumed
     part = tmp_path / "part"

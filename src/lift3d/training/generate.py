@@ -745,7 +745,9 @@ def train_generator(
     preview = None if previews is None else partial(generator_preview, previews=previews)
     slices = SliceDataset(volumes, axis=0)
     if cfg.generator_adversarial > 0:
-        critic = LatentDiscriminator(model.generator.latent_channels).to(engine.device)
+        critic = LatentDiscriminator(
+            model.generator.latent_channels, width=cfg.generator_critic_width
+        ).to(engine.device)
         for p in critic.parameters():  # updated by the step itself (`LatentDiscriminator.update`)
             p.requires_grad_(False)
         stage_model = nn.ModuleDict({"generator": model.generator, "discriminator": critic})
