@@ -293,11 +293,15 @@ class StageConfig:
     steps: int = 500
     lr: float = 1e-3
     batch_size: int = 64
+    # "constant", or "cosine": the learning rate decays to MAPPER_LR_FINAL_RATIO * lr over the
+    # stage, as mapper.lr_schedule does
+    lr_schedule: str = "constant"
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "steps": NON_NEGATIVE,
         "lr": POSITIVE,
         "batch_size": COUNT,
+        "lr_schedule": one_of("constant", "cosine"),
     }
 
 

@@ -234,20 +234,36 @@ def test_cosine_factor_endpoints():
     assert all(a >= b for a, b in zip(factors, factors[1:]))
 
 
-def test_mapper_cosine_schedule_decays_the_logged_lr(phantom_brats_dir, tmp_path):
+def test_cosine_schedules_decay_the_logged_lr_of_each_stage(phantom_brats_dir, tmp_path):
     cfg = tiny_config(
         phantom_brats_dir,
+        "encoder.lr_schedule=cosine",
+        "generator.lr_schedule=cosine",
         "mapper.lr_schedule=cosine",
         "train.log_every=1",
     )
     run = train_generation(cfg, tmp_path / "run")
-    rows = [json.loads(line) for line in (run / "logs" / "mapper.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, cfg.mapper.steps + 1))
     final = MAPPER_LR_FINAL_RATIO
-    for r in rows:  # the lr after step n's update is the factor at n
-        expected = cfg.mapper.lr * cosine_factor(r["step"], cfg.mapper.steps, final)
-        assert r["lr"] == pytest.approx(expected, rel=1e-6)
-    assert rows[-1]["lr"] == pytest.approx(final * cfg.mapper.lr)
+    for stage, sc in (
+        ("encoder", cfg.encoder),
+        ("generator", cfg.generator),
+        ("mapper", cfg.mapper),
+    ):
+        log = (run / "logs" / f"{stage}.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in log]
+        assert [r["step"] for r in rows] == list(range(1, sc.steps + 1))
+        for r in rows:  # the lr after step n's update is the factor at n
+            expected = sc.lr * cosine_factor(r["step"], sc.steps, final)
+            assert r["lr"] == pytest.approx(expected, rel=1e-6), stage
+        assert rows[-1]["lr"] == pytest.approx(final * sc.lr)
+
+
+def test_constant_schedule_keeps_the_generator_lr(tiny_run):
+    rows = [
+        json.loads(line)
+        for line in (tiny_run / "logs" / "generator.jsonl").read_text().splitlines()
+    ]
+    assert {r["lr"] for r in rows} == {rows[0]["lr"]}
 
 
 def test_detail_calibration_is_a_step_on_the_finished_folder(tiny_run, phantom_brats_dir, tmp_path):

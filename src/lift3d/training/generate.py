@@ -308,6 +308,15 @@ def cosine_factor(step: int, steps: int, final: float) -> float:
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def lr_scheduler(opt: torch.optim.Optimizer, schedule: str, steps: int) -> Any:
+    """The stage's scheduler for ``lr_schedule`` (None for "constant"; "cosine": from the
+    optimiser's lr down to ``MAPPER_LR_FINAL_RATIO`` of it at `steps`)."""
+    if schedule == "constant":
+        return None
+    factor = partial(cosine_factor, steps=steps, final=MAPPER_LR_FINAL_RATIO)
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 # ------------------------------------------------------------------ step losses
 
 
@@ -681,16 +690,18 @@ def train_encoder(
             preview = lambda net, step: encoder_preview(  # noqa: E731
                 net["encoder"], step, previews=previews, autoencoder=net["autoencoder"]
             )
+        opt = torch.optim.Adam(pair.parameters(), lr=cfg.encoder.lr)
         pair = engine.fit(
             "encoder",
             pair,
-            torch.optim.Adam(pair.parameters(), lr=cfg.encoder.lr),
+            opt,
             slices,
             step_fn=partial(encoder_autoencoder_step, modalities=modalities),
             max_steps=cfg.encoder.steps,
             batch_size=cfg.encoder.batch_size,
             collate_fn=_resize_collate(model.shape[1:], modalities),
             validate_fn=preview,
+            scheduler=lr_scheduler(opt, cfg.encoder.lr_schedule, cfg.encoder.steps),
         )
         pair = pair.to(memory_format=torch.contiguous_format)
         model.encoder, model.generator.autoencoder = pair["encoder"], pair["autoencoder"]
@@ -706,6 +717,7 @@ def train_encoder(
         batch_size=cfg.encoder.batch_size,
         collate_fn=_resize_collate(model.shape[1:], modalities),
         validate_fn=None if previews is None else partial(encoder_preview, previews=previews),
+        scheduler=lr_scheduler(opt, cfg.encoder.lr_schedule, cfg.encoder.steps),
     )
     return model.encoder
 
@@ -779,6 +791,7 @@ def train_generator(
         batch_size=cfg.generator.batch_size,
         collate_fn=collate_volumes,
         validate_fn=preview,
+        scheduler=lr_scheduler(opt, cfg.generator.lr_schedule, cfg.generator.steps),
     )
     model.generator = trained["generator"] if isinstance(trained, nn.ModuleDict) else trained
     return model.generator
@@ -830,10 +843,7 @@ def train_mapper(
     model.to(torch.device(engine.device))
     step = prepare_mapper_stage(cfg, model)
     opt = torch.optim.Adam([p for p in model.mapper.parameters() if p.requires_grad], lr=mc.lr)
-    sched = None
-    if mc.lr_schedule == "cosine":
-        factor = partial(cosine_factor, steps=mc.steps, final=MAPPER_LR_FINAL_RATIO)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    sched = lr_scheduler(opt, mc.lr_schedule, mc.steps)
     preview = None if previews is None else partial(mapper_preview, model=model, previews=previews)
     model.mapper = engine.fit(
         "mapper",
