@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -193,3 +194,67 @@ def test_folder_lock_wait_blocks_until_released_and_keeps_the_file(tmp_path):
     t.join()
     assert order == ["holder done", "waiter in"]
     assert lock.exists()  # kept: a waiter and a newcomer must lock the same file
+
+
+# A child process that allocates, touches and frees a 64 MB tensor ten times and prints its
+# minor page faults (glibc maps and unmaps such a block each time unless tuned).
+_FAULTS_CHILD = """
+import resource, sys
+import torch
+from lift3d.utils import tune_allocator
+print(tune_allocator())
+for _ in range(6):  # the heap grows to its working size first (not counted)
+    torch.ones(16 << 20)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    a = torch.ones(16 << 20)
+    del a
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _faults_child(env: dict[str, str]) -> tuple[str, int]:
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "LIFT3D_"))}
+    out = subprocess.run(
+        [sys.executable, "-c", _FAULTS_CHILD],
+        env={**keep, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only"
+)
+def test_tune_allocator_reuses_freed_blocks_instead_of_faulting_them_in_again():
+    applied, tuned = _faults_child({})
+    assert applied == "True"
+    kept, default = _faults_child({"LIFT3D_MALLOC": "default"})
+    assert kept == "False"
+    pages = (64 << 20) // 4096  # one block's pages
+    assert default >= 9 * pages  # every new block faults in again ...
+    assert tuned < pages // 10  # ... a tuned heap reuses the same pages
+    # the user's own glibc settings win
+    assert _faults_child({"MALLOC_ARENA_MAX": "2"})[0] == "False"
+
+
+def test_tune_allocator_choice_comes_from_the_environment(monkeypatch):
+    for key in [k for k in os.environ if k.startswith("MALLOC_") or k == "LIFT3D_MALLOC"]:
+        monkeypatch.delenv(key)
+    assert utils.tune_allocator(reuse_by_default=False) is False  # inference keeps glibc's
+    monkeypatch.setenv("LIFT3D_MALLOC", "default")
+    assert utils.tune_allocator(reuse_by_default=True) is False
+    monkeypatch.setenv("LIFT3D_MALLOC", "fast")
+    with pytest.raises(InputError, match="LIFT3D_MALLOC='fast': use one of reuse, default"):
+        utils.tune_allocator()
+
+
+def test_cli_refuses_an_unknown_allocator_choice_in_one_line(monkeypatch, capsys):
+    from lift3d.cli import main
+
+    monkeypatch.setenv("LIFT3D_MALLOC", "fast")
+    assert main(["inspect", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LIFT3D_MALLOC='fast'" in err[0]

@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lift3d.cli import main as lift3d_main
-from lift3d.utils import atomic_write_text
+from lift3d.errors import InputError
+from lift3d.utils import atomic_write_text, tune_allocator
 
 log = logging.getLogger("lift3d.demo")
 
@@ -626,7 +627,6 @@ def run_no_mapper_arm(
     """
     import torch
 
-    from lift3d.errors import InputError
     from lift3d.model_folder import read_model_folder
 
     torch.set_num_threads(threads)
@@ -726,6 +726,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:  # as `lift3d train` does: freed tensor memory is reused, not page-faulted again
+        tune_allocator()
+    except InputError as exc:
+        print(f"demo: error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     jobs = int(args.jobs) if args.jobs != "auto" else (2 if (os.cpu_count() or 1) >= 2 else 1)
     if args.part:  # one half into an existing folder (the second process of --jobs 2)
