@@ -22,6 +22,9 @@ the cost of 2D, 2.5D, LiFT (2D + mixer) and LiFT on 2.5D.
 
     python benchmarks/bench_translate.py --threads 2 --json bench_translate.json
     python benchmarks/bench_translate.py --threads 2 --context-slices 2 --json bench_25d.json
+
+``LIFT3D_MALLOC=reuse`` runs the workers with the training allocator setting
+(`lift3d.utils.tune_allocator`), as it would `lift3d translate`.
 """
 
 from __future__ import annotations
@@ -62,7 +65,10 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     from lift3d.data.volume import Volume
     from lift3d.inference.translate import TranslationBundle, translate_volumes
     from lift3d.models.registry import translation_model_from_config as build_model
+    from lift3d.utils import tune_allocator
 
+    # as `lift3d translate`: glibc's allocator unless LIFT3D_MALLOC=reuse
+    print(f"allocator reuse: {tune_allocator(reuse_by_default=False)}", file=sys.stderr)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     use_mixer = args.worker in ("mixer", INTERLEAVED)

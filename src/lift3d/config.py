@@ -424,8 +424,12 @@ class GenerateConfig:
     generator_adversarial: float = 0.0
     # channels of that critic's first convolution (2x and 4x after its two stride-2 stages)
     generator_critic_width: int = 64
+    # G's weights after its stage: the mean of its newest N step checkpoints (every
+    # train.ckpt_every steps; needs train.keep_last >= N). 1: the last iterate.
+    generator_average: int = 1
 
     CHECKS: ClassVar[dict[str, Check]] = {
+        "generator_average": COUNT,
         "generator_tokens": COUNT,
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,

@@ -211,11 +211,13 @@ def test_generator_stage_folder_carries_the_output_detail(phantom_brats_dir, tmp
         ("mapper.path_mix=1.5", "path_mix"),
         ("mapper.lr_schedule=step", "lr_schedule"),
         ("detail.samples=0", "detail"),
+        ("generator_average=4", "generator_average=4 .* train.keep_last >= 4"),
+        ("generator_average=3 train.ckpt_every=3", "generator.steps > 2 x train.ckpt_every"),
     ],
 )
 def test_bad_generate_options_fail_before_training(phantom_brats_dir, tmp_path, override, message):
     with pytest.raises(InputError, match=message):
-        train_generation(tiny_config(phantom_brats_dir, override), tmp_path / "run")
+        train_generation(tiny_config(phantom_brats_dir, *override.split()), tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 
@@ -518,3 +520,34 @@ def test_autoencoder_width_reaches_the_model_and_bad_widths_are_refused(tmp_path
     assert default.generator.autoencoder.enc[0].out_channels == 32  # older models' width
     with pytest.raises(InputError, match="autoencoder_width"):
         tiny_config(tmp_path, "model.autoencoder_width=0")
+
+
+def test_generator_average_is_the_mean_of_the_newest_checkpoints_and_resumes(
+    phantom_brats_dir, tmp_path
+):
+    """generator_average=N: after its stage G holds the mean of its newest N step checkpoints
+    (not the last iterate), and a finished stage resumed gives the same weights."""
+    from lift3d.models.weights import load_weights
+
+    overrides = ("generator_average=2",)  # tiny: 6 G steps, checkpoints at 2, 4, 6
+    run = tmp_path / "run"
+    cfg, data, engine, model, _ = _stage_setup(phantom_brats_dir, run, *overrides)
+    train_generator(cfg, engine, model, data.volumes)
+    averaged = {k: v.clone() for k, v in model.generator.state_dict().items()}
+
+    stage = run / "checkpoints" / "generator"
+    iterates = []
+    for step in (4, 6):
+        g = generation_model_from_config(cfg).generator
+        load_weights(g, stage / f"step_{step:07d}.safetensors")
+        iterates.append(g.state_dict())
+    moved = False
+    for k, v in averaged.items():
+        mean = (iterates[0][k].double() + iterates[1][k].double()) / 2
+        assert torch.allclose(v.double(), mean, atol=1e-7), k
+        moved |= not torch.equal(v, iterates[1][k])
+    assert moved  # not the last iterate
+
+    cfg2, data2, engine2, model2, _ = _stage_setup(phantom_brats_dir, run, *overrides)
+    train_generator(cfg2, engine2, model2, data2.volumes)  # finished: loaded, averaged again
+    assert all(torch.equal(averaged[k], v) for k, v in model2.generator.state_dict().items())

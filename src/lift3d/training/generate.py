@@ -65,7 +65,9 @@ from lift3d.model_folder import (
 )
 from lift3d.models.registry import generation_model_from_config
 from lift3d.models.slice_generator import LatentDiscriminator
+from lift3d.models.weights import load_weights
 from lift3d.report.figures import preview_png, slices_png
+from lift3d.training import checkpoint as ckpt
 from lift3d.training.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -184,6 +186,18 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         raise InputError(
             "generator_adversarial needs a latent generator (model.generator_latent > 0): its "
             "critic compares latent maps"
+        )
+    n, tc = cfg.generator_average, cfg.train
+    if n > 1 and (
+        tc.ckpt_every <= 0
+        or (0 < tc.keep_last < n)
+        or (n - 1) * tc.ckpt_every >= cfg.generator.steps
+    ):
+        raise InputError(
+            f"generator_average={n} averages G's newest {n} step checkpoints: it needs "
+            f"train.ckpt_every > 0, train.keep_last >= {n} (or 0) and generator.steps > "
+            f"{n - 1} x train.ckpt_every; got {tc.ckpt_every}, {tc.keep_last} and "
+            f"{cfg.generator.steps}"
         )
     dc = cfg.detail
     if dc.enabled and (dc.cases < 1 or dc.samples < 1):
@@ -794,7 +808,56 @@ def train_generator(
         scheduler=lr_scheduler(opt, cfg.generator.lr_schedule, cfg.generator.steps),
     )
     model.generator = trained["generator"] if isinstance(trained, nn.ModuleDict) else trained
+    stage_dir = engine.run_dir / "checkpoints" / "generator"
+    if cfg.generator_average > 1 and (stage_dir / ckpt.DONE_MARKER).exists():
+        average_checkpoints(trained, model.generator, stage_dir, cfg.generator_average)
     return model.generator
+
+
+def average_checkpoints(
+    stage_model: nn.Module, part: nn.Module, stage_dir: Path, count: int
+) -> list[int]:
+    """Set `part`'s weights to their mean over the stage's newest `count` step checkpoints.
+
+    G's last iterate moves a lot between checkpoints 100 steps apart (held-out FID up to 1.6x,
+    docs/journal/2026-11-29-generator-averaging.md); the mean of the last few is a steadier G
+    (averaging iterates, as in stochastic weight averaging). Reads the checkpoint files, so a
+    resumed or finished stage gives the same weights.
+
+    Args:
+        stage_model: the module the stage trained (its checkpoints hold its weights).
+        part: the submodule of `stage_model` to average (G); the rest is left as it is.
+        stage_dir: the stage's checkpoint folder.
+        count: how many of the newest checkpoints.
+
+    Returns:
+        The steps averaged.
+
+    Raises:
+        InputError: fewer than `count` step checkpoints in `stage_dir`.
+    """
+    found = ckpt.list_checkpoints(stage_dir)[-count:]
+    if len(found) < count:
+        raise InputError(
+            f"generator_average={count} needs {count} step checkpoints of the generator stage, "
+            f"found {len(found)}",
+            stage_dir,
+        )
+    keep = {k: v.clone() for k, v in stage_model.state_dict().items()}
+    sums: dict[str, Tensor] = {}
+    for _, json_path in found:
+        load_weights(stage_model, json_path.with_suffix(".safetensors"))
+        for k, v in part.state_dict().items():
+            if v.is_floating_point():
+                sums[k] = sums[k] + v.double() if k in sums else v.double()
+    stage_model.load_state_dict(keep)
+    with torch.no_grad():
+        for k, v in part.state_dict().items():
+            if k in sums:
+                v.copy_(sums[k] / count)
+    steps = [step for step, _ in found]
+    log.info("generator: weights averaged over its checkpoints at steps %s", steps)
+    return steps
 
 
 def prepare_mapper_stage(cfg: GenerateConfig, model: nn.Module) -> Callable[..., dict]:
