@@ -406,8 +406,8 @@ def tune_allocator(reuse_by_default: bool = True) -> bool:
     again. With mmap off and no trimming a freed block is reused by the next step. Measured on
     a 2-core x86 CPU (BENCHMARKS.md, "Memory allocator"): a short `generate_demo` training run
     24 M -> 0.36 M minor faults, 18 % less wall time, the same weights to the bit, peak RSS
-    +13 %; BraTS-size translation 2.2x faster but peak RSS +35 % (freed blocks of many sizes
-    stay in the heap). Preloading jemalloc or tcmalloc, as PyTorch's CPU tuning guide advises,
+    +13 %; BraTS-size translation 2.3x faster but peak RSS +32-41 % (freed blocks of many
+    sizes stay in the heap). Preloading jemalloc or tcmalloc, as PyTorch's CPU tuning guide advises,
     does the same; this needs nothing installed.
 
     ``LIFT3D_MALLOC=reuse`` applies it, ``LIFT3D_MALLOC=default`` keeps glibc's policy; unset,
