@@ -287,3 +287,18 @@ def test_bench_bf16_generation_system_with_the_mapper():
     bf16 = bench.measure(system, repeats=5, precision="bf16")
     assert bf16["flops_per_volume"] == fp32["flops_per_volume"] > 0
     assert bf16["precision"] == "bf16" and bf16["tflops_per_s"] > 0
+
+
+def test_bench_generation_row_is_the_shipped_generator():
+    """`lift-generate` measures the G that the shipped generation configs train (latent map +
+    the slice autoencoder's decoder), not the pixel G no config uses."""
+    from lift3d.config import GenerateConfig, load_config
+    from lift3d.configs import config_path
+
+    for name in ("generate_demo", "generate_brats"):
+        model = load_config(GenerateConfig, config_path(name)).model
+        assert model.generator_latent == bench.SHIPPED_GENERATOR["generator_latent"], name
+        assert model.autoencoder_width == bench.SHIPPED_GENERATOR["autoencoder_width"], name
+    built = bench.shipped_generation_model("tiny", 1, (4, 16, 16))
+    assert built.generator.autoencoder is not None
+    assert built.generator.latent_channels == bench.SHIPPED_GENERATOR["generator_latent"]

@@ -427,6 +427,15 @@ def lift_translation_system(
     )
 
 
+# G's design in the shipped generation configs (generate_demo.yaml, generate_brats.yaml)
+SHIPPED_GENERATOR = {"generator_latent": 4, "autoencoder_width": 32}
+
+
+def shipped_generation_model(size: str, channels: int, shape: Sequence[int]) -> nn.Module:
+    """`build_generation_model` with the shipped configs' G (`SHIPPED_GENERATOR`)."""
+    return build_generation_model(size, channels, tuple(shape), **SHIPPED_GENERATOR)
+
+
 def lift_generation_system(
     shape: Sequence[int],
     size: str,
@@ -438,19 +447,24 @@ def lift_generation_system(
 ) -> System:
     """LiFT generation (G + trajectory mapper) sampling one volume of `shape`.
 
+    The default builder is the design the shipped generation configs train (`generate_demo`,
+    `generate_brats`): G draws a 4-channel latent map that its slice autoencoder's decoder
+    (width 32) turns into the slice (`SHIPPED_GENERATOR`).
+
     Args:
         shape: (D, H, W).
         size: registry size name.
         channels: image channels.
         use_mapper: include the trajectory mapper.
-        builder: ``build_generation_model(size, channels, shape)``; None = the registry's.
+        builder: ``build_generation_model(size, channels, shape)``; None = the registry's with
+            `SHIPPED_GENERATOR`.
         name: row name; default ``lift-generate`` / ``lift-generate-no-mapper``.
         compile: `torch.compile` G's convolution blocks.
     """
     shape = tuple(int(s) for s in shape)
 
     def build(device: torch.device) -> tuple[nn.Module, Callable[[], Any]]:
-        make = builder or build_generation_model
+        make = builder or shipped_generation_model
         model = make(size, channels, shape).to(device).eval()
         if compile:
             compile_blocks(model, generation_blocks(device))
@@ -538,7 +552,7 @@ def default_systems(
     systems: list[System] = []
     skipped: list[str] = []
     translate_builder = translate_builder or build_translation_model
-    generate_builder = generate_builder or build_generation_model
+    generate_builder = generate_builder or shipped_generation_model
     if translate_builder is not None:
         for use_mixer in (True, False):
             systems.append(

@@ -238,3 +238,23 @@ def test_latent_critic_update_is_adam():
     for a, b in zip(critic.parameters(), twin.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     assert int(critic.adam_step) == 3
+
+
+@pytest.mark.parametrize("size", [(32, 32), (30, 26), (7, 9)])
+def test_slice_autoencoder_decoder_equals_its_plain_form(size):
+    """The decoder's upsampling runs as transposed convolutions with GroupNorm and SiLU at half
+    size where the upsampling is an exact x2: the same values as upsampling first."""
+    import torch.nn.functional as F
+
+    from lift3d.models.slice_generator import SliceAutoencoder
+
+    torch.manual_seed(0)
+    ae = SliceAutoencoder(1, latent_channels=4, width=8)
+    for p in ae.parameters():  # away from the zero/one init of the norms
+        with torch.no_grad():
+            p.add_(0.1 * torch.randn_like(p))
+    z = torch.tanh(torch.randn(3, 4, *SliceAutoencoder.latent_size(size)))
+    mid = tuple(-(-n // 2) for n in size)
+    plain = ae.dec_mid(F.interpolate(ae.dec_low(z), size=mid, mode="nearest"))
+    plain = torch.sigmoid(ae.dec_high(F.interpolate(plain, size=size, mode="nearest")))
+    torch.testing.assert_close(ae.decode(z, size), plain, rtol=1e-5, atol=1e-5)

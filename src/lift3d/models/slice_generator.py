@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lift3d.models.encoder import group_norm
-from lift3d.models.layers import GroupNorm
+from lift3d.models.layers import GroupNorm, upsample_conv
 
 
 def depth_embedding(s: Tensor, dim: int) -> Tensor:
@@ -58,8 +58,7 @@ class _ModBlock(nn.Module):
         nn.init.zeros_(self.film.bias)
 
     def forward(self, h: Tensor, style: Tensor, size: tuple[int, int]) -> Tensor:
-        h = F.interpolate(h, size=size, mode="nearest")
-        h = F.silu(self.conv1(h))
+        h = F.silu(upsample_conv(h, self.conv1, size))  # = conv1(nearest upsampling to size)
         scale, shift = self.film(style)[:, :, None, None].chunk(2, dim=1)
         h = self.norm(self.conv2(h)) * (1 + scale) + shift
         return F.silu(h)
@@ -128,9 +127,17 @@ class SliceAutoencoder(nn.Module):
         """(N, c, h, w) latent maps -> (N, C, H, W) slices in [0, 1]."""
         h = self.dec_low(z)
         mid = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
-        h = self.dec_mid(F.interpolate(h, size=mid, mode="nearest"))
-        h = self.dec_high(F.interpolate(h, size=size, mode="nearest"))
-        return torch.sigmoid(h)
+        # each upsampling and the 3x3 convolution after it run as one transposed convolution
+        # (`upsample_conv`: the same function, never the upsampled map)
+        h = self.dec_mid[1:](upsample_conv(h, self.dec_mid[0], mid))
+        norm, act, conv, act2, out = self.dec_high
+        if tuple(size) == (2 * mid[0], 2 * mid[1]):
+            # GroupNorm and SiLU commute with an exact nearest x2 (each value repeated four
+            # times keeps every group's mean and variance): run them at half size
+            h = upsample_conv(act(norm(h)), conv, size)
+        else:
+            h = conv(act(norm(F.interpolate(h, size=size, mode="nearest"))))
+        return torch.sigmoid(out(act2(h)))
 
     def reconstruction_loss(self, x: Tensor) -> Tensor:
         """L1 between slices and their reconstruction."""
