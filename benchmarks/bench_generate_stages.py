@@ -41,6 +41,22 @@ def stage_rate(log: Path, warmup: int) -> float:
     return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"])
 
 
+def timing_overrides(steps: int, threads: int) -> list[str]:
+    """The ``--set`` overrides of the timed run: `steps` per stage, a log line every step, no
+    validation, checkpoints, output-detail calibration or checkpoint averaging (a few steps
+    leave nothing to average), `threads` torch threads."""
+    return [f"{s}.steps={steps}" for s in STAGES] + [
+        "train.log_every=1",
+        "train.val_every=0",
+        f"train.ckpt_every={10 * steps}",
+        f"train.num_threads={threads}",
+        "detail.enabled=false",
+        "detail.sample_detail=false",
+        "detail.sample_intensity_map=false",
+        "generator_average=1",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", required=True, help="BraTS-layout dataset folder")
@@ -59,13 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     full = {s: getattr(cfg, s).steps for s in STAGES}
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        sets = [f"{s}.steps={args.steps}" for s in STAGES] + [
-            "train.log_every=1",
-            "train.val_every=0",
-            f"train.ckpt_every={10 * args.steps}",
-            f"train.num_threads={args.threads}",
-            "detail.enabled=false",
-        ]
+        sets = timing_overrides(args.steps, args.threads)
         cmd = [
             sys.executable, "-m", "lift3d", "train", "generate", "--data", args.data,
             "--out", str(run), "--config", str(cfg_file), "--device", args.device,

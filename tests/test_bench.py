@@ -302,3 +302,24 @@ def test_bench_generation_row_is_the_shipped_generator():
     built = bench.shipped_generation_model("tiny", 1, (4, 16, 16))
     assert built.generator.autoencoder is not None
     assert built.generator.latent_channels == bench.SHIPPED_GENERATOR["generator_latent"]
+
+
+@pytest.mark.parametrize("name", ["generate_demo", "generate_brats"])
+def test_generation_stage_benchmark_overrides_pass_the_config_checks(name):
+    """`benchmarks/bench_generate_stages.py` trains a shipped config for a few steps with its
+    own overrides; they must keep passing the checks `lift3d train generate` runs first."""
+    import importlib.util
+    from pathlib import Path
+
+    from lift3d.config import GenerateConfig, load_config
+    from lift3d.configs import config_path
+    from lift3d.training.generate import check_generate_config
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_generate_stages.py"
+    spec = importlib.util.spec_from_file_location("bench_generate_stages", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sets = module.timing_overrides(6, 2)
+    cfg = load_config(GenerateConfig, config_path(name), overrides=sets)
+    check_generate_config(cfg)
+    assert cfg.generator.steps == cfg.encoder.steps == cfg.mapper.steps == 6
