@@ -121,3 +121,45 @@ def test_inplane_mixer_is_identity_at_init_and_needs_maps():
         mixer(torch.randn(1, 8, 6))
     with pytest.raises(ValueError, match="odd"):
         BidirectionalZMixer(feat_dim=6, inplane=2)
+
+
+def test_block_equals_its_textbook_form():
+    """h + proj_out([gelu(fwd(u)), gelu(bwd(u))]) with u = proj_in(norm(h)): values and
+    gradients, whatever order the block accumulates its products in."""
+    import torch.nn.functional as F
+
+    from lift3d.models.z_mixer import ZMixerBlock
+
+    torch.manual_seed(0)
+    block = ZMixerBlock(8, 6, 3)
+    torch.nn.init.normal_(block.proj_out.weight, std=0.3)
+    torch.nn.init.normal_(block.proj_out.bias, std=0.3)
+
+    def textbook(h):
+        u = block.proj_in(block.norm(h))
+        return h + block.proj_out(torch.cat([F.gelu(block.fwd(u)), F.gelu(block.bwd(u))], -1))
+
+    h = torch.randn(2, 9, 5, 4, 8, requires_grad=True)
+    grad_out = torch.randn(2, 9, 5, 4, 8)
+    results = []
+    for fn in (textbook, block):
+        block.zero_grad()
+        h.grad = None
+        y = fn(h)
+        y.backward(grad_out)
+        results.append([y.detach(), h.grad.clone(), *(p.grad.clone() for p in block.parameters())])
+    for a, b in zip(*results):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_block_under_bf16_autocast_keeps_the_residual_precision():
+    from lift3d.models.z_mixer import ZMixerBlock
+
+    torch.manual_seed(0)
+    block = ZMixerBlock(8, 6, 3)
+    torch.nn.init.normal_(block.proj_out.weight, std=0.3)
+    h = torch.randn(1, 5, 3, 3, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = block(h)
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, block(h), rtol=0.05, atol=0.05)

@@ -101,7 +101,13 @@ class ZMixerBlock(nn.Module):
         e = u.shape[-1]
         w = self.proj_out.weight
         out = F.linear(F.gelu(self.fwd(u)), w[:, :e], self.proj_out.bias)
-        return h + out + F.linear(F.gelu(self.bwd(u)), w[:, e:])  # (B, D, ..., F)
+        gb = F.gelu(self.bwd(u))
+        if out.dtype != h.dtype or out.dtype != w.dtype:  # autocast: h stays in its precision
+            return h + out + F.linear(gb, w[:, e:])
+        # The second product and the residual accumulate in place into the first product's
+        # output: one full-size tensor instead of four.
+        out.view(-1, out.shape[-1]).addmm_(gb.reshape(-1, e), w[:, e:].t())
+        return out.add_(h)  # (B, D, ..., F)
 
 
 class BidirectionalZMixer(nn.Module):
