@@ -129,7 +129,8 @@ class SliceAutoencoder(nn.Module):
         mid = (math.ceil(size[0] / 2), math.ceil(size[1] / 2))
         # each upsampling and the 3x3 convolution after it run as one transposed convolution
         # (`upsample_conv`: the same function, never the upsampled map)
-        h = self.dec_mid[1:](upsample_conv(h, self.dec_mid[0], mid))
+        up_conv, mid_norm, mid_act, mid_conv = self.dec_mid
+        h = mid_conv(mid_act(mid_norm(upsample_conv(h, up_conv, mid))))
         norm, act, conv, act2, out = self.dec_high
         if tuple(size) == (2 * mid[0], 2 * mid[1]):
             # GroupNorm and SiLU commute with an exact nearest x2 (each value repeated four
