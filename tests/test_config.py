@@ -73,6 +73,22 @@ def test_empty_file_and_empty_section_keep_defaults(tmp_path):
     assert load_config(TaskConfig, write(tmp_path, "train:\n")) == TaskConfig()
 
 
+def test_a_partial_section_keeps_the_fields_own_defaults(tmp_path):
+    """A section given in part (file or override) keeps the defaults of the field it fills,
+    not those of its class: the decoder stage's lr is 2e-4 where StageConfig's is 1e-3."""
+    default = GenerateConfig()
+    assert default.decoder.lr != type(default.decoder)().lr
+    by_flag = load_config(GenerateConfig, overrides=["decoder.steps=7"])
+    by_file = load_config(GenerateConfig, write(tmp_path, "decoder:\n  steps: 7\n"))
+    for cfg in (by_flag, by_file):
+        assert cfg.decoder.steps == 7
+        assert cfg.decoder.lr == default.decoder.lr
+        assert cfg.decoder.batch_size == default.decoder.batch_size
+    assert load_config(GenerateConfig, overrides=["generator.steps=3"]).generator.lr == (
+        default.generator.lr
+    )
+
+
 def test_dotted_overrides(tmp_path):
     path = write(tmp_path, "train:\n  lr: 0.5\n")
     cfg = load_config(

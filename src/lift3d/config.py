@@ -409,6 +409,13 @@ class GenerateConfig:
     model: GenModelConfig = field(default_factory=GenModelConfig)
     encoder: StageConfig = field(default_factory=lambda: StageConfig(steps=300, lr=1e-3))
     generator: StageConfig = field(default_factory=lambda: StageConfig(steps=500, lr=5e-4))
+    # A latent G only: after G's stage the slice autoencoder's decoder is tuned to render G's
+    # latent maps as slices a patch critic cannot tell from real ones, while still
+    # reconstructing real slices from their codes (lift3d.training.generate.train_decoder;
+    # 0 steps: the decoder stays as the encoder stage left it).
+    decoder: StageConfig = field(
+        default_factory=lambda: StageConfig(steps=0, lr=2e-4, batch_size=32)
+    )
     mapper: MapperConfig = field(default_factory=MapperConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
     # G's drifting features: encoder maps average-pooled to tokens x tokens cells, and a
@@ -427,6 +434,10 @@ class GenerateConfig:
     # G's weights after its stage: the mean of its newest N step checkpoints (every
     # train.ckpt_every steps; needs train.keep_last >= N). 1: the last iterate.
     generator_average: int = 1
+    # weight of the critic's term against the decoder's L1 reconstruction loss in that stage
+    decoder_adversarial: float = 0.05
+    # channels of the decoder stage's patch critic's first convolution (2x and 4x after it)
+    decoder_critic_width: int = 32
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "generator_average": COUNT,
@@ -435,6 +446,8 @@ class GenerateConfig:
         "generator_edges": NON_NEGATIVE,
         "generator_adversarial": NON_NEGATIVE,
         "generator_critic_width": COUNT,
+        "decoder_adversarial": NON_NEGATIVE,
+        "decoder_critic_width": COUNT,
     }
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,
@@ -575,6 +588,7 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
     names = {f.name for f in dataclasses.fields(cls)}
     kwargs = {}
     retired = getattr(cls, "RETIRED", {})
+    base = cls()
     for key, value in data.items():
         if key in retired and key not in names:
             _check_retired(prefix + key, value, retired[key])
@@ -582,8 +596,11 @@ def _build(cls: type[C], data: dict[str, Any], prefix: str = "") -> C:
         if key not in names:
             valid = ", ".join(sorted(names))
             raise InputError(f"unknown config key {prefix + key!r} (valid keys here: {valid})")
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict | None):
+            # keys a section leaves out keep this field's default (the decoder stage's lr
+            # 2e-4), not the section class's own (StageConfig's 1e-3)
+            value = _merge(dataclasses.asdict(getattr(base, key)), value or {})
         kwargs[key] = _coerce(value, hints[key], prefix + key)
-    base = cls()
     for f in dataclasses.fields(cls):
         if f.name not in kwargs:
             kwargs[f.name] = getattr(base, f.name)

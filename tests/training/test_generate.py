@@ -26,6 +26,7 @@ from lift3d.training.generate import (
     cosine_factor,
     load_training_data,
     slice_feature_sets,
+    train_decoder,
     train_encoder,
     train_generation,
     train_generator,
@@ -446,6 +447,89 @@ def test_adversarial_generator_stage_trains_a_critic_and_resumes(phantom_brats_d
     train_generator(cfg2, engine2, model2, data2.volumes)
     again = load_file(str(part / "checkpoints/generator/final.safetensors"))
     assert all(torch.allclose(final[k], again[k], atol=1e-6) for k in final)
+
+
+def test_decoder_stage_tunes_only_the_decoder_and_the_mapper_trains_on_it(
+    phantom_brats_dir, tmp_path
+):
+    """decoder.steps > 0: after G's stage only the autoencoder's decoder changes (its L1
+    reconstruction and the patch critic's losses logged), G's stack and the autoencoder's
+    encoder stay as G's stage left them, a resumed run loads the tuned decoder, and the folder
+    written after G samples through it."""
+    from safetensors.torch import load_file
+
+    overrides = (
+        "model.generator_latent=3",
+        "decoder.steps=4",
+        "decoder.batch_size=8",
+        "decoder_critic_width=8",
+    )
+    run = tmp_path / "run"
+    cfg, data, engine, model, _ = _stage_setup(phantom_brats_dir, run, *overrides)
+    train_encoder(cfg, engine, model, data.volumes)
+    train_generator(cfg, engine, model, data.volumes)
+    after_g = {k: v.clone() for k, v in model.state_dict().items()}
+    train_decoder(cfg, engine, model, data.volumes)
+    for part in ("dec_low", "dec_mid", "dec_high"):
+        assert _changed(model, after_g, f"generator.autoencoder.{part}")
+    assert not _changed(model, after_g, "generator.autoencoder.enc")
+    for part in ("stem", "style", "blocks", "head"):
+        assert not _changed(model, after_g, f"generator.{part}")
+    assert not _changed(model, after_g, "encoder")
+    assert not any(p.requires_grad for p in model.generator.parameters())
+    last = json.loads((run / "logs/decoder.jsonl").read_text().splitlines()[-1])
+    assert last["step"] == 4 and last["recon_l1"] > 0 and last["critic"] > 0
+    assert np.isfinite(last["adversarial"])
+    final = load_file(str(run / "checkpoints/decoder/final.safetensors"))
+    assert final["critic.net.0.bias"].shape == (8,)  # decoder_critic_width
+    tuned = {k: v.clone() for k, v in model.state_dict().items()}
+
+    # the whole run: a resumed run loads the tuned decoder instead of training it again
+    whole = train_generation(tiny_config(phantom_brats_dir, *overrides), tmp_path / "whole")
+    stamp = (whole / "checkpoints/decoder/final.safetensors").stat().st_mtime_ns
+    train_generation(tiny_config(phantom_brats_dir, *overrides), whole, resume=True)
+    assert (whole / "checkpoints/decoder/final.safetensors").stat().st_mtime_ns == stamp
+    weights = load_file(str(whole / "model.safetensors"))
+    dec = load_file(str(whole / "checkpoints/decoder/final.safetensors"))
+    key = "generator.autoencoder.dec_high.4.weight"
+    assert torch.equal(weights[key], dec[key])
+    assert not torch.equal(tuned[key], after_g[key])
+
+
+def test_decoder_stage_needs_a_latent_generator(phantom_brats_dir, tmp_path):
+    with pytest.raises(InputError, match="decoder.steps > 0 needs a latent generator"):
+        train_generation(tiny_config(phantom_brats_dir, "decoder.steps=2"), tmp_path / "run")
+
+
+def test_decoder_step_trains_against_an_updated_critic():
+    """`decoder_step`: the critic takes its own Adam step on real slices vs the decoder's
+    renderings of G's maps; the returned loss is L1 reconstruction + weight x the critic's
+    term, and its gradient reaches the decoder only."""
+    from lift3d.models.slice_generator import SliceCritic, SliceGenerator
+    from lift3d.training.generate import decoder_step
+
+    torch.manual_seed(0)
+    g = SliceGenerator(8, 1, (16, 16), width=16, latent_channels=2, autoencoder_width=8)
+    for p in g.parameters():
+        p.requires_grad_(False)
+    for part in (g.autoencoder.dec_low, g.autoencoder.dec_mid, g.autoencoder.dec_high):
+        for p in part.parameters():
+            p.requires_grad_(True)
+    critic = SliceCritic(1, width=4)
+    for p in critic.parameters():
+        p.requires_grad_(False)
+    critic_before = {k: v.clone() for k, v in critic.state_dict().items()}
+    batch = {"t1n": torch.rand(6, 1, 16, 16), "depth": torch.linspace(0, 1, 6)}
+    pair = torch.nn.ModuleDict({"generator": g, "critic": critic})
+    out = decoder_step(pair, batch, modalities=["t1n"], weight=0.5)
+    assert int(critic.adam_step) == 1
+    assert any(not torch.equal(critic_before[k], v) for k, v in critic.state_dict().items())
+    expected = out["recon_l1"] + 0.5 * out["adversarial"]
+    assert torch.allclose(out["loss"].detach(), expected)
+    out["loss"].backward()
+    assert g.autoencoder.dec_high[4].weight.grad is not None
+    assert g.autoencoder.enc[0].weight.grad is None and g.head.weight.grad is None
+    assert all(p.grad is None for p in critic.parameters())
 
 
 def test_adversarial_generator_needs_a_latent_generator(phantom_brats_dir, tmp_path):

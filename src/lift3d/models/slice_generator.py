@@ -254,42 +254,13 @@ class SliceGenerator(nn.Module):
         return self(noise, cond)
 
 
-class LatentDiscriminator(nn.Module):
-    """Tells a latent G's maps from the autoencoder's codes of real slices at the same depth.
+class SelfUpdatingCritic(nn.Module):
+    """A critic that takes its own Adam steps (`update`) inside another module's training step,
+    before that module's loss is formed. Its Adam moments are buffers, so they are checkpointed
+    with its weights and a resumed run continues exactly; subclasses call `init_moments` once
+    their parameters exist."""
 
-    Spectrally normalised convolutions (two stride-2 stages) over the latent map with the depth
-    embedding as extra channels, pooled to 4 x 4 cells and a linear score (hinge loss,
-    `lift3d.training.generate.adversarial_generator_step`). The drifting loss compares pooled
-    encoder features, which do not see how sharply the codes change from cell to cell; real
-    codes change sharply and G's smooth codes decode to a grid
-    (docs/journal/2026-11-28-latent-generator-grid.md), which this critic sees at once.
-
-    Args:
-        latent_channels: c of the latent maps.
-        depth_dim: size of the depth embedding.
-        width: channels of the first convolution (2x and 4x after each stride-2 stage).
-    """
-
-    def __init__(self, latent_channels: int, depth_dim: int = 16, width: int = 64) -> None:
-        super().__init__()
-        from torch.nn.utils.parametrizations import spectral_norm
-
-        self.depth_dim = depth_dim
-        w = width
-        self.net = nn.Sequential(
-            spectral_norm(nn.Conv2d(latent_channels + depth_dim, w, 3, padding=1)),
-            nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1)),
-            nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(2 * w, 2 * w, 3, padding=1)),
-            nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1)),
-            nn.LeakyReLU(0.2),
-        )
-        self.fc = spectral_norm(nn.Linear(4 * w * 16, 1))
-
-        # The critic takes its own Adam steps (`update`) inside G's training step, before G's
-        # loss is formed; its moments are buffers, so they are checkpointed with its weights.
+    def init_moments(self) -> None:
         for i, param in enumerate(self.parameters()):
             self.register_buffer(f"adam_m{i}", torch.zeros_like(param))
             self.register_buffer(f"adam_v{i}", torch.zeros_like(param))
@@ -323,8 +294,82 @@ class LatentDiscriminator(nn.Module):
                 denom = (v / (1 - b2**t)).sqrt_().add_(eps)
                 p.addcdiv_(m, denom, value=-lr / (1 - b1**t))
 
+
+class LatentDiscriminator(SelfUpdatingCritic):
+    """Tells a latent G's maps from the autoencoder's codes of real slices at the same depth.
+
+    Spectrally normalised convolutions (two stride-2 stages) over the latent map with the depth
+    embedding as extra channels, pooled to 4 x 4 cells and a linear score (hinge loss,
+    `lift3d.training.generate.adversarial_generator_step`). The drifting loss compares pooled
+    encoder features, which do not see how sharply the codes change from cell to cell; real
+    codes change sharply and G's smooth codes decode to a grid
+    (docs/journal/2026-11-28-latent-generator-grid.md), which this critic sees at once.
+
+    Args:
+        latent_channels: c of the latent maps.
+        depth_dim: size of the depth embedding.
+        width: channels of the first convolution (2x and 4x after each stride-2 stage).
+    """
+
+    def __init__(self, latent_channels: int, depth_dim: int = 16, width: int = 64) -> None:
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm
+
+        self.depth_dim = depth_dim
+        w = width
+        self.net = nn.Sequential(
+            spectral_norm(nn.Conv2d(latent_channels + depth_dim, w, 3, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(2 * w, 2 * w, 3, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+        )
+        self.fc = spectral_norm(nn.Linear(4 * w * 16, 1))
+
+        self.init_moments()
+
     def forward(self, z: Tensor, s: Tensor) -> Tensor:
         """(N, c, h, w) latent maps and (N,) depths -> (N,) scores (real: high)."""
         e = depth_embedding(s, self.depth_dim).to(z.dtype)[:, :, None, None]
         h = self.net(torch.cat([z, e.expand(-1, -1, *z.shape[-2:])], dim=1))
         return self.fc(F.adaptive_avg_pool2d(h, 4).flatten(1))[:, 0]
+
+
+class SliceCritic(SelfUpdatingCritic):
+    """Tells real slices from slices decoded from a latent G's maps, patch by patch.
+
+    Trains against the slice autoencoder's decoder in its tuning stage
+    (`lift3d.training.generate.train_decoder`): the decoder learned to render the encoder's
+    codes of real slices, which change sharply from cell to cell, and renders G's smoother maps
+    as a grid of its upsampling blocks (docs/journal/2026-11-28-latent-generator-grid.md). A
+    grid, or any other texture real slices do not have, is what a patch critic sees at once.
+    Spectrally normalised stride-2 convolutions (receptive field 22 voxels, about a quarter of
+    a 64-voxel slice), one score per patch (hinge loss, mean over patches).
+
+    Args:
+        channels: slice channels C.
+        width: channels of the first convolution (2x and 4x after it).
+    """
+
+    def __init__(self, channels: int = 1, width: int = 32) -> None:
+        super().__init__()
+        from torch.nn.utils.parametrizations import spectral_norm
+
+        w = width
+        self.net = nn.Sequential(
+            spectral_norm(nn.Conv2d(channels, w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1)),
+            nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(4 * w, 1, 3, padding=1)),
+        )
+        self.init_moments()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) slices in [0, 1] -> (N, h, w) patch scores (real: high)."""
+        return self.net(x * 2 - 1)[:, 0]

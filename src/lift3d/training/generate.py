@@ -64,7 +64,7 @@ from lift3d.model_folder import (
     update_run_json,
 )
 from lift3d.models.registry import generation_model_from_config
-from lift3d.models.slice_generator import LatentDiscriminator
+from lift3d.models.slice_generator import LatentDiscriminator, SliceCritic
 from lift3d.models.weights import load_weights
 from lift3d.report.figures import preview_png, slices_png
 from lift3d.training import checkpoint as ckpt
@@ -186,6 +186,11 @@ def check_generate_config(cfg: GenerateConfig) -> None:
         raise InputError(
             "generator_adversarial needs a latent generator (model.generator_latent > 0): its "
             "critic compares latent maps"
+        )
+    if cfg.decoder.steps > 0 and cfg.model.generator_latent <= 0:
+        raise InputError(
+            "decoder.steps > 0 needs a latent generator (model.generator_latent > 0): the stage "
+            "tunes the slice autoencoder's decoder that renders G's latent maps"
         )
     n, tc = cfg.generator_average, cfg.train
     if n > 1 and (
@@ -510,6 +515,55 @@ def adversarial_generator_step(
     }
 
 
+def decoder_step(
+    pair: nn.ModuleDict,
+    batch: dict[str, Any],
+    *,
+    modalities: list[str],
+    weight: float,
+    real_codes: RealCodes | None = None,
+) -> dict[str, Any]:
+    """One step of the decoder-tuning stage (`train_decoder`).
+
+    First the patch critic (``pair["critic"]``, a `SliceCritic`) takes one Adam step of its own
+    on its hinge loss: the batch's real slices against the decoder's renderings of G's latent
+    maps (drawn at the same depths, G frozen). Then the decoder's loss: L1 between the real
+    slices and their reconstruction from their codes (it stays the autoencoder's decoder) plus
+    ``weight`` x ``-critic(rendering)`` from the updated critic.
+
+    Returns:
+        ``{"loss", "recon_l1", "critic", "adversarial"}``.
+    """
+    generator, critic = pair["generator"], pair["critic"]
+    autoencoder = generator.autoencoder
+    real = _channels(batch, modalities)
+    depth = batch["depth"].float()
+    size = generator.slice_size
+    with torch.no_grad():
+        fake_map = generator.latent_map(
+            torch.randn(real.shape[0], generator.latent_dim, device=real.device), depth
+        )
+        if real_codes is None:
+            codes = autoencoder.encode(real).float()
+        else:
+            codes = real_codes(real, batch)
+    fake = autoencoder.decode(fake_map, size)
+    with _requires_grad(critic, True):
+        critic_loss = (
+            F.relu(1 - critic(real.float())).mean()
+            + F.relu(1 + critic(fake.detach().float())).mean()
+        )
+        critic.update(critic_loss, DISCRIMINATOR_LR)
+    recon = F.l1_loss(autoencoder.decode(codes, size).float(), real.float())
+    adversarial = -critic(fake.float()).mean()
+    return {
+        "loss": recon + weight * adversarial,
+        "recon_l1": recon.detach(),
+        "critic": critic_loss.detach(),
+        "adversarial": adversarial.detach(),
+    }
+
+
 def loss_factors(
     shape: tuple[int, ...] | list[int], loss_size: list[int] | None
 ) -> tuple[int, int, int] | None:
@@ -631,8 +685,11 @@ def encoder_preview(
     return scores
 
 
-def generator_preview(generator: nn.Module, step: int, *, previews: Previews) -> dict[str, float]:
-    """Three codes, each swept through depth, next to the real volume (first channel)."""
+def generator_preview(
+    generator: nn.Module, step: int, *, previews: Previews, stage: str = "generator"
+) -> dict[str, float]:
+    """Three codes, each swept through depth, next to the real volume (first channel); the
+    image is ``<stage>_<step>.png``."""
     depth, device = previews.real.shape[1], previews.device
     real = previews.real[0].numpy()
     w = torch.randn(3, generator.latent_dim, generator=torch.Generator().manual_seed(0))
@@ -642,8 +699,8 @@ def generator_preview(generator: nn.Module, step: int, *, previews: Previews) ->
         rows[f"code {i}"] = generator(w[i : i + 1].expand(depth, -1), s)[:, 0].float().cpu().numpy()
     rows["real"] = real
     if previews.write:
-        name = previews.folder / f"generator_{step:07d}.png"
-        preview_png(rows, name, f"generator step {step}")
+        name = previews.folder / f"{stage}_{step:07d}.png"
+        preview_png(rows, name, f"{stage} step {step}")
     fake = np.stack([rows[f"code {i}"] for i in range(3)])
     return {"mean_intensity_gap": float(abs(fake.mean() - real.mean()))}
 
@@ -811,6 +868,76 @@ def train_generator(
     stage_dir = engine.run_dir / "checkpoints" / "generator"
     if cfg.generator_average > 1 and (stage_dir / ckpt.DONE_MARKER).exists():
         average_checkpoints(trained, model.generator, stage_dir, cfg.generator_average)
+    return model.generator
+
+
+def train_decoder(
+    cfg: GenerateConfig,
+    engine: Engine,
+    model: nn.Module,
+    volumes: VolumeDataset,
+    previews: Previews | None = None,
+) -> nn.Module:
+    """Stage ``decoder`` (``decoder.steps > 0``, a latent G): tune the slice autoencoder's
+    decoder to G's latent maps.
+
+    The decoder was trained in the encoder stage on the encoder's codes of real slices; G's
+    maps are smoother than those codes, and the decoder renders them as a grid of its
+    upsampling blocks (docs/journal/2026-11-28-latent-generator-grid.md). Here the decoder
+    alone trains (E, the autoencoder's encoder and G's stack frozen) against a patch critic
+    (`SliceCritic`, weight ``decoder_adversarial``) that compares its renderings of G's maps
+    with real slices, while an L1 loss keeps it reconstructing real slices from their codes
+    (`decoder_step`). The mapper then trains on the tuned G.
+
+    Returns:
+        The generator (``model.generator``), its decoder tuned in place.
+    """
+    generator = model.generator
+    if cfg.decoder.steps <= 0 or generator.autoencoder is None:
+        return generator
+    for p in generator.parameters():
+        p.requires_grad_(False)
+    autoencoder = generator.autoencoder
+    trainable = [
+        p
+        for part in (autoencoder.dec_low, autoencoder.dec_mid, autoencoder.dec_high)
+        for p in part.parameters()
+    ]
+    for p in trainable:
+        p.requires_grad_(True)
+    critic = SliceCritic(generator.out_channels, width=cfg.decoder_critic_width).to(engine.device)
+    for p in critic.parameters():  # updated by the step itself (`SliceCritic.update`)
+        p.requires_grad_(False)
+    slices = SliceDataset(volumes, axis=0)
+    step = partial(
+        decoder_step,
+        modalities=list(cfg.model.modalities),
+        weight=cfg.decoder_adversarial,
+        real_codes=RealCodes(autoencoder, len(volumes), slices.num_slices, generator.slice_size),
+    )
+    preview = None
+    if previews is not None:
+        preview = lambda net, step: generator_preview(  # noqa: E731
+            net["generator"], step, previews=previews, stage="decoder"
+        )
+    opt = torch.optim.Adam(trainable, lr=cfg.decoder.lr, betas=(0.5, 0.99))
+    try:
+        trained = engine.fit(
+            "decoder",
+            nn.ModuleDict({"generator": generator, "critic": critic}),
+            opt,
+            slices,
+            step_fn=step,
+            max_steps=cfg.decoder.steps,
+            batch_size=cfg.decoder.batch_size,
+            collate_fn=collate_volumes,
+            validate_fn=preview,
+            scheduler=lr_scheduler(opt, cfg.decoder.lr_schedule, cfg.decoder.steps),
+        )
+    finally:
+        for p in trainable:
+            p.requires_grad_(False)
+    model.generator = trained["generator"]
     return model.generator
 
 
@@ -994,7 +1121,12 @@ def train_generation(
     reference = reference_record(cfg, data)
     train_encoder(cfg, engine, model, data.volumes, previews)
     train_generator(cfg, engine, model, data.volumes, previews)
-    if engine.is_main and "generator" not in (done_before or []):
+    decoder_done = (engine.run_dir / "checkpoints" / "decoder" / ckpt.DONE_MARKER).exists()
+    train_decoder(cfg, engine, model, data.volumes, previews)
+    # the folder after G (and the decoder, when it is tuned) - written again when the decoder
+    # stage has just trained, since it changes the slices the detail is calibrated on
+    new_decoder = cfg.decoder.steps > 0 and not decoder_done
+    if engine.is_main and ("generator" not in (done_before or []) or new_decoder):
         # E and G are final (the mapper stage freezes them): the no-mapper ablation can be
         # sampled from the folder while T trains.
         if calibrate is not None:
