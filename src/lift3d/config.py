@@ -438,6 +438,8 @@ class GenerateConfig:
     decoder_adversarial: float = 0.05
     # channels of the decoder stage's patch critic's first convolution (2x and 4x after it)
     decoder_critic_width: int = 32
+    # ... and of G's drifting loss on its renderings of G's maps (0: none)
+    decoder_drifting: float = 0.0
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "generator_average": COUNT,
@@ -448,6 +450,7 @@ class GenerateConfig:
         "generator_critic_width": COUNT,
         "decoder_adversarial": NON_NEGATIVE,
         "decoder_critic_width": COUNT,
+        "decoder_drifting": NON_NEGATIVE,
     }
     RETIRED: ClassVar[dict[str, Any]] = {
         "depth_weight": GENERATOR_DEPTH_WEIGHT,

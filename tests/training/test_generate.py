@@ -453,7 +453,7 @@ def test_decoder_stage_tunes_only_the_decoder_and_the_mapper_trains_on_it(
     phantom_brats_dir, tmp_path
 ):
     """decoder.steps > 0: after G's stage only the autoencoder's decoder changes (its L1
-    reconstruction and the patch critic's losses logged), G's stack and the autoencoder's
+    reconstruction, the patch critic's and the drifting losses logged), G's stack and the autoencoder's
     encoder stay as G's stage left them, a resumed run loads the tuned decoder, and the folder
     written after G samples through it."""
     from safetensors.torch import load_file
@@ -463,6 +463,7 @@ def test_decoder_stage_tunes_only_the_decoder_and_the_mapper_trains_on_it(
         "decoder.steps=4",
         "decoder.batch_size=8",
         "decoder_critic_width=8",
+        "decoder_drifting=0.1",
     )
     run = tmp_path / "run"
     cfg, data, engine, model, _ = _stage_setup(phantom_brats_dir, run, *overrides)
@@ -479,7 +480,7 @@ def test_decoder_stage_tunes_only_the_decoder_and_the_mapper_trains_on_it(
     assert not any(p.requires_grad for p in model.generator.parameters())
     last = json.loads((run / "logs/decoder.jsonl").read_text().splitlines()[-1])
     assert last["step"] == 4 and last["recon_l1"] > 0 and last["critic"] > 0
-    assert np.isfinite(last["adversarial"])
+    assert np.isfinite(last["adversarial"]) and last["drifting"] > 0
     final = load_file(str(run / "checkpoints/decoder/final.safetensors"))
     assert final["critic.net.0.bias"].shape == (8,)  # decoder_critic_width
     tuned = {k: v.clone() for k, v in model.state_dict().items()}
@@ -501,16 +502,20 @@ def test_decoder_stage_needs_a_latent_generator(phantom_brats_dir, tmp_path):
         train_generation(tiny_config(phantom_brats_dir, "decoder.steps=2"), tmp_path / "run")
 
 
-def test_decoder_step_trains_against_an_updated_critic():
+@pytest.mark.parametrize("drifting", [0.0, 0.5])
+def test_decoder_step_trains_against_an_updated_critic(drifting):
     """`decoder_step`: the critic takes its own Adam step on real slices vs the decoder's
     renderings of G's maps; the returned loss is L1 reconstruction + weight x the critic's
-    term, and its gradient reaches the decoder only."""
-    from lift3d.models.slice_generator import SliceCritic, SliceGenerator
+    term (+ drifting x G's drifting loss in E's features), and its gradient reaches the
+    decoder only."""
+    from lift3d.models.generation import build_generation
+    from lift3d.models.slice_generator import SliceCritic
     from lift3d.training.generate import decoder_step
 
     torch.manual_seed(0)
-    g = SliceGenerator(8, 1, (16, 16), width=16, latent_channels=2, autoencoder_width=8)
-    for p in g.parameters():
+    model = build_generation("tiny", 1, (6, 16, 16), generator_latent=2, autoencoder_width=8)
+    g = model.generator
+    for p in model.parameters():
         p.requires_grad_(False)
     for part in (g.autoencoder.dec_low, g.autoencoder.dec_mid, g.autoencoder.dec_high):
         for p in part.parameters():
@@ -521,15 +526,29 @@ def test_decoder_step_trains_against_an_updated_critic():
     critic_before = {k: v.clone() for k, v in critic.state_dict().items()}
     batch = {"t1n": torch.rand(6, 1, 16, 16), "depth": torch.linspace(0, 1, 6)}
     pair = torch.nn.ModuleDict({"generator": g, "critic": critic})
-    out = decoder_step(pair, batch, modalities=["t1n"], weight=0.5)
+    out = decoder_step(
+        pair,
+        batch,
+        modalities=["t1n"],
+        weight=0.5,
+        drifting=drifting,
+        encoder=model.encoder.eval(),
+        features=SliceFeatures(tokens=2, thumbnail=4, edges=4),
+    )
     assert int(critic.adam_step) == 1
     assert any(not torch.equal(critic_before[k], v) for k, v in critic.state_dict().items())
     expected = out["recon_l1"] + 0.5 * out["adversarial"]
+    if drifting:
+        assert out["drifting"] > 0
+        expected = expected + drifting * out["drifting"]
+    else:
+        assert "drifting" not in out
     assert torch.allclose(out["loss"].detach(), expected)
     out["loss"].backward()
     assert g.autoencoder.dec_high[4].weight.grad is not None
     assert g.autoencoder.enc[0].weight.grad is None and g.head.weight.grad is None
     assert all(p.grad is None for p in critic.parameters())
+    assert all(p.grad is None for p in model.encoder.parameters())
 
 
 def test_adversarial_generator_needs_a_latent_generator(phantom_brats_dir, tmp_path):

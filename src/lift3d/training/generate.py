@@ -522,6 +522,9 @@ def decoder_step(
     modalities: list[str],
     weight: float,
     real_codes: RealCodes | None = None,
+    drifting: float = 0.0,
+    encoder: nn.Module | None = None,
+    features: SliceFeatures | None = None,
 ) -> dict[str, Any]:
     """One step of the decoder-tuning stage (`train_decoder`).
 
@@ -529,10 +532,11 @@ def decoder_step(
     on its hinge loss: the batch's real slices against the decoder's renderings of G's latent
     maps (drawn at the same depths, G frozen). Then the decoder's loss: L1 between the real
     slices and their reconstruction from their codes (it stays the autoencoder's decoder) plus
-    ``weight`` x ``-critic(rendering)`` from the updated critic.
+    ``weight`` x ``-critic(rendering)`` from the updated critic, plus ``drifting`` x G's
+    drifting loss of the renderings in ``encoder``'s ``features`` (when > 0).
 
     Returns:
-        ``{"loss", "recon_l1", "critic", "adversarial"}``.
+        ``{"loss", "recon_l1", "critic", "adversarial"}`` (and ``"drifting"``).
     """
     generator, critic = pair["generator"], pair["critic"]
     autoencoder = generator.autoencoder
@@ -556,12 +560,19 @@ def decoder_step(
         critic.update(critic_loss, DISCRIMINATOR_LR)
     recon = F.l1_loss(autoencoder.decode(codes, size).float(), real.float())
     adversarial = -critic(fake.float()).mean()
-    return {
+    out = {
         "loss": recon + weight * adversarial,
         "recon_l1": recon.detach(),
         "critic": critic_loss.detach(),
         "adversarial": adversarial.detach(),
     }
+    if drifting > 0:
+        if encoder is None or features is None:
+            raise ValueError("a drifting term needs the encoder and its feature sets")
+        drift, _ = _slice_drifting_loss(encoder, real, fake, depth, features)
+        out["loss"] = out["loss"] + drifting * drift
+        out["drifting"] = drift.detach()
+    return out
 
 
 def loss_factors(
@@ -914,6 +925,9 @@ def train_decoder(
         modalities=list(cfg.model.modalities),
         weight=cfg.decoder_adversarial,
         real_codes=RealCodes(autoencoder, len(volumes), slices.num_slices, generator.slice_size),
+        drifting=cfg.decoder_drifting,
+        encoder=model.encoder.to(torch.device(engine.device)).eval(),
+        features=SliceFeatures.from_config(cfg),
     )
     preview = None
     if previews is not None:
