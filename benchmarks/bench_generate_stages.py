@@ -27,7 +27,7 @@ from pathlib import Path
 from lift3d.config import GenerateConfig, load_config
 from lift3d.configs import config_path
 
-STAGES = ("encoder", "generator", "mapper")
+STAGES = ("encoder", "generator", "decoder", "mapper")
 
 
 def stage_rate(log: Path, warmup: int) -> float:
@@ -41,11 +41,16 @@ def stage_rate(log: Path, warmup: int) -> float:
     return (last["seconds"] - first["seconds"]) / (last["step"] - first["step"])
 
 
-def timing_overrides(steps: int, threads: int) -> list[str]:
-    """The ``--set`` overrides of the timed run: `steps` per stage, a log line every step, no
-    validation, checkpoints, output-detail calibration or checkpoint averaging (a few steps
-    leave nothing to average), `threads` torch threads."""
-    return [f"{s}.steps={steps}" for s in STAGES] + [
+def config_stages(cfg: GenerateConfig) -> tuple[str, ...]:
+    """The stages a config trains (the decoder stage only when it has steps)."""
+    return tuple(s for s in STAGES if s != "decoder" or cfg.decoder.steps > 0)
+
+
+def timing_overrides(steps: int, threads: int, stages: tuple[str, ...] = STAGES) -> list[str]:
+    """The ``--set`` overrides of the timed run: `steps` per stage in `stages`, a log line every
+    step, no validation, checkpoints, output-detail calibration or checkpoint averaging (a few
+    steps leave nothing to average), `threads` torch threads."""
+    return [f"{s}.steps={steps}" for s in stages] + [
         "train.log_every=1",
         "train.val_every=0",
         f"train.ckpt_every={10 * steps}",
@@ -72,18 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     if not cfg_file.is_file():
         cfg_file = config_path(args.config)
     cfg = load_config(GenerateConfig, cfg_file)
-    full = {s: getattr(cfg, s).steps for s in STAGES}
+    stages = config_stages(cfg)
+    full = {s: getattr(cfg, s).steps for s in stages}
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
-        sets = timing_overrides(args.steps, args.threads)
+        sets = timing_overrides(args.steps, args.threads, stages)
         cmd = [
             sys.executable, "-m", "lift3d", "train", "generate", "--data", args.data,
             "--out", str(run), "--config", str(cfg_file), "--device", args.device,
             "--set", *sets,
         ]  # fmt: skip
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
-        rate = {s: stage_rate(run / "logs" / f"{s}.jsonl", args.warmup) for s in STAGES}
-    total = sum(rate[s] * full[s] for s in STAGES)
+        rate = {s: stage_rate(run / "logs" / f"{s}.jsonl", args.warmup) for s in stages}
+    total = sum(rate[s] * full[s] for s in stages)
     out = {
         "config": args.config,
         "grid": cfg.data.shape,
@@ -91,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "seconds_per_step": rate,
         "config_steps": full,
-        "hours_at_config_steps": {s: rate[s] * full[s] / 3600 for s in STAGES},
+        "hours_at_config_steps": {s: rate[s] * full[s] / 3600 for s in stages},
         "total_hours": total / 3600,
     }
     print(f"{args.config} at {cfg.data.shape} on {out['machine']}")
-    for s in STAGES:
+    for s in stages:
         print(
             f"  {s:9s} {rate[s]:8.3f} s/step x {full[s]:6d} steps = "
             f"{rate[s] * full[s] / 3600:7.2f} h"

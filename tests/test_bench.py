@@ -319,7 +319,13 @@ def test_generation_stage_benchmark_overrides_pass_the_config_checks(name):
     spec = importlib.util.spec_from_file_location("bench_generate_stages", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    sets = module.timing_overrides(6, 2)
+    shipped = load_config(GenerateConfig, config_path(name))
+    stages = module.config_stages(shipped)
+    assert "decoder" in stages  # both shipped configs tune the decoder
+    sets = module.timing_overrides(6, 2, stages)
     cfg = load_config(GenerateConfig, config_path(name), overrides=sets)
     check_generate_config(cfg)
-    assert cfg.generator.steps == cfg.encoder.steps == cfg.mapper.steps == 6
+    assert cfg.generator.steps == cfg.encoder.steps == cfg.mapper.steps == cfg.decoder.steps == 6
+    # a config without the decoder stage is timed without it (a pixel G cannot run it)
+    tiny = load_config(GenerateConfig, config_path("generate_tiny"))
+    assert "decoder" not in module.config_stages(tiny)

@@ -270,6 +270,9 @@ def test_brats_generation_config_has_the_demo_design_and_a_cheap_loss_grid():
     for key in ("generator_tokens", "generator_thumbnail", "generator_edges"):
         assert getattr(brats, key) == getattr(demo, key), key
     assert brats.generator_adversarial == demo.generator_adversarial > 0
+    assert brats.decoder.steps > 0 and demo.decoder.steps > 0
+    for key in ("decoder_adversarial", "decoder_drifting", "decoder_critic_width"):
+        assert getattr(brats, key) == getattr(demo, key) > 0, key
     assert brats.mapper.residual_head is demo.mapper.residual_head is False
     assert brats.model.generator_latent == demo.model.generator_latent > 0
     assert all(s % 16 == 0 for s in brats.data.shape) and brats.data.store == "auto"
