@@ -8,6 +8,9 @@ each a function of its own:
 2. `train_generator`: G(w, s) trained with the drifting loss in E's feature space (pooled
    encoder tokens and an intensity thumbnail); the normalised depth is appended to every
    feature so the kernel pairs generated slices with real slices at nearby depth.
+   With a latent G and ``decoder.steps > 0``, `train_decoder` then tunes the slice
+   autoencoder's decoder to G's latent maps (a patch critic and G's drifting loss beside its
+   reconstruction loss; its own checkpoint folder, part of G's stage in ``stages_done``).
 3. `train_mapper`: T trained with the tri-planar drifting loss, E and G frozen.
 
 `train_generation` runs them in order and writes the model folder with
@@ -1094,8 +1097,8 @@ def train_generation(
     calibrate: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
     calibrate_mapper: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Path:
-    """Run the three stages (each resumable) and write the model folder: after the generator
-    stage marked ``"stages_done": ["encoder", "generator"]`` (usable with ``--no-mapper``), and
+    """Run the three stages (each resumable; the decoder tuning, when configured, after G's)
+    and write the model folder: after the generator (and decoder) stage marked ``"stages_done": ["encoder", "generator"]`` (usable with ``--no-mapper``), and
     after the mapper stage marked finished.
 
     Args:
