@@ -453,9 +453,9 @@ def test_decoder_stage_tunes_only_the_decoder_and_the_mapper_trains_on_it(
     phantom_brats_dir, tmp_path
 ):
     """decoder.steps > 0: after G's stage only the autoencoder's decoder changes (its L1
-    reconstruction, the patch critic's and the drifting losses logged), G's stack and the autoencoder's
-    encoder stay as G's stage left them, a resumed run loads the tuned decoder, and the folder
-    written after G samples through it."""
+    reconstruction, the patch critic's and the drifting losses logged), G's stack and the
+    autoencoder's encoder stay as G's stage left them, a resumed run loads the tuned decoder,
+    and the final folder holds it."""
     from safetensors.torch import load_file
 
     overrides = (

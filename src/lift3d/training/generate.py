@@ -47,6 +47,7 @@ from lift3d.config import (
     GENERATOR_DEPTH_WEIGHT,
     MAPPER_LR_FINAL_RATIO,
     GenerateConfig,
+    StageConfig,
 )
 from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
 from lift3d.data.discovery import discover_cases
@@ -807,6 +808,33 @@ def train_encoder(
     return model.encoder
 
 
+def _fit_slice_stage(
+    engine: Engine,
+    stage: str,
+    module: nn.Module,
+    trainable: list[nn.Parameter],
+    slices: SliceDataset,
+    step: Callable[..., dict],
+    sc: StageConfig,
+    preview: Callable[..., dict] | None,
+) -> nn.Module:
+    """One engine stage over axial slices: Adam (betas 0.5 / 0.99, as GAN-like stages use) on
+    `trainable` with the stage config's steps, batch size, lr and schedule."""
+    opt = torch.optim.Adam(trainable, lr=sc.lr, betas=(0.5, 0.99))
+    return engine.fit(
+        stage,
+        module,
+        opt,
+        slices,
+        step_fn=step,
+        max_steps=sc.steps,
+        batch_size=sc.batch_size,
+        collate_fn=collate_volumes,
+        validate_fn=preview,
+        scheduler=lr_scheduler(opt, sc.lr_schedule, sc.steps),
+    )
+
+
 def train_generator(
     cfg: GenerateConfig,
     engine: Engine,
@@ -865,18 +893,8 @@ def train_generator(
             preview = lambda net, step: generator_preview(  # noqa: E731
                 net["generator"], step, previews=previews
             )
-    opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
-    trained = engine.fit(
-        "generator",
-        stage_model,
-        opt,
-        slices,
-        step_fn=step,
-        max_steps=cfg.generator.steps,
-        batch_size=cfg.generator.batch_size,
-        collate_fn=collate_volumes,
-        validate_fn=preview,
-        scheduler=lr_scheduler(opt, cfg.generator.lr_schedule, cfg.generator.steps),
+    trained = _fit_slice_stage(
+        engine, "generator", stage_model, trainable, slices, step, cfg.generator, preview
     )
     model.generator = trained["generator"] if isinstance(trained, nn.ModuleDict) else trained
     stage_dir = engine.run_dir / "checkpoints" / "generator"
@@ -937,19 +955,10 @@ def train_decoder(
         preview = lambda net, step: generator_preview(  # noqa: E731
             net["generator"], step, previews=previews, stage="decoder"
         )
-    opt = torch.optim.Adam(trainable, lr=cfg.decoder.lr, betas=(0.5, 0.99))
+    pair = nn.ModuleDict({"generator": generator, "critic": critic})
     try:
-        trained = engine.fit(
-            "decoder",
-            nn.ModuleDict({"generator": generator, "critic": critic}),
-            opt,
-            slices,
-            step_fn=step,
-            max_steps=cfg.decoder.steps,
-            batch_size=cfg.decoder.batch_size,
-            collate_fn=collate_volumes,
-            validate_fn=preview,
-            scheduler=lr_scheduler(opt, cfg.decoder.lr_schedule, cfg.decoder.steps),
+        trained = _fit_slice_stage(
+            engine, "decoder", pair, trainable, slices, step, cfg.decoder, preview
         )
     finally:
         for p in trainable:
