@@ -47,6 +47,7 @@ from lift3d.config import (
     GENERATOR_DEPTH_WEIGHT,
     MAPPER_LR_FINAL_RATIO,
     GenerateConfig,
+    MapperConfig,
     StageConfig,
 )
 from lift3d.data.datasets import SliceDataset, VolumeDataset, collate_volumes, split_cases
@@ -808,24 +809,22 @@ def train_encoder(
     return model.encoder
 
 
-def _fit_slice_stage(
+def _fit_stage(
     engine: Engine,
     stage: str,
     module: nn.Module,
-    trainable: list[nn.Parameter],
-    slices: SliceDataset,
+    opt: torch.optim.Optimizer,
+    dataset: Any,
     step: Callable[..., dict],
-    sc: StageConfig,
+    sc: StageConfig | MapperConfig,
     preview: Callable[..., dict] | None,
 ) -> nn.Module:
-    """One engine stage over axial slices: Adam (betas 0.5 / 0.99, as GAN-like stages use) on
-    `trainable` with the stage config's steps, batch size, lr and schedule."""
-    opt = torch.optim.Adam(trainable, lr=sc.lr, betas=(0.5, 0.99))
+    """One engine stage with the stage config's steps, batch size and lr schedule."""
     return engine.fit(
         stage,
         module,
         opt,
-        slices,
+        dataset,
         step_fn=step,
         max_steps=sc.steps,
         batch_size=sc.batch_size,
@@ -893,8 +892,9 @@ def train_generator(
             preview = lambda net, step: generator_preview(  # noqa: E731
                 net["generator"], step, previews=previews
             )
-    trained = _fit_slice_stage(
-        engine, "generator", stage_model, trainable, slices, step, cfg.generator, preview
+    opt = torch.optim.Adam(trainable, lr=cfg.generator.lr, betas=(0.5, 0.99))
+    trained = _fit_stage(
+        engine, "generator", stage_model, opt, slices, step, cfg.generator, preview
     )
     model.generator = trained["generator"] if isinstance(trained, nn.ModuleDict) else trained
     stage_dir = engine.run_dir / "checkpoints" / "generator"
@@ -957,9 +957,8 @@ def train_decoder(
         )
     pair = nn.ModuleDict({"generator": generator, "critic": critic})
     try:
-        trained = _fit_slice_stage(
-            engine, "decoder", pair, trainable, slices, step, cfg.decoder, preview
-        )
+        opt = torch.optim.Adam(trainable, lr=cfg.decoder.lr, betas=(0.5, 0.99))
+        trained = _fit_stage(engine, "decoder", pair, opt, slices, step, cfg.decoder, preview)
     finally:
         for p in trainable:
             p.requires_grad_(False)
@@ -1059,20 +1058,8 @@ def train_mapper(
     model.to(torch.device(engine.device))
     step = prepare_mapper_stage(cfg, model)
     opt = torch.optim.Adam([p for p in model.mapper.parameters() if p.requires_grad], lr=mc.lr)
-    sched = lr_scheduler(opt, mc.lr_schedule, mc.steps)
     preview = None if previews is None else partial(mapper_preview, model=model, previews=previews)
-    model.mapper = engine.fit(
-        "mapper",
-        model.mapper,
-        opt,
-        volumes,
-        step_fn=step,
-        max_steps=mc.steps,
-        batch_size=mc.batch_size,
-        collate_fn=collate_volumes,
-        validate_fn=preview,
-        scheduler=sched,
-    )
+    model.mapper = _fit_stage(engine, "mapper", model.mapper, opt, volumes, step, mc, preview)
     return model.mapper
 
 
