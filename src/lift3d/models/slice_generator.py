@@ -266,6 +266,22 @@ class SelfUpdatingCritic(nn.Module):
             self.register_buffer(f"adam_v{i}", torch.zeros_like(param))
         self.register_buffer("adam_step", torch.zeros((), dtype=torch.long))
 
+    def hinge_update(self, real: tuple[Tensor, ...], fake: tuple[Tensor, ...], lr: float) -> Tensor:
+        """One Adam step (`update`) on the hinge loss ``relu(1 - critic(*real)).mean() +
+        relu(1 + critic(*fake)).mean()``; the parameters take gradients for this step only
+        (their flags are restored). Pass detached inputs. Returns the loss, detached."""
+        params = list(self.parameters())
+        flags = [p.requires_grad for p in params]
+        for p in params:
+            p.requires_grad_(True)
+        try:
+            loss = F.relu(1 - self(*real)).mean() + F.relu(1 + self(*fake)).mean()
+            self.update(loss, lr)
+        finally:
+            for p, flag in zip(params, flags, strict=True):
+                p.requires_grad_(flag)
+        return loss.detach()
+
     def update(
         self,
         loss: Tensor,

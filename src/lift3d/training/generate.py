@@ -28,8 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -454,19 +453,6 @@ class RealCodes:
             return self.codes[keys].to(real.device)
 
 
-@contextmanager
-def _requires_grad(module: nn.Module, flag: bool) -> Iterator[None]:
-    """Parameters of `module` (do not) take gradients inside the block (restored afterwards)."""
-    flags = [p.requires_grad for p in module.parameters()]
-    for p in module.parameters():
-        p.requires_grad_(flag)
-    try:
-        yield
-    finally:
-        for p, flag in zip(module.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-
-
 def adversarial_generator_step(
     pair: nn.ModuleDict,
     batch: dict[str, Any],
@@ -502,19 +488,16 @@ def adversarial_generator_step(
             real_map = generator.autoencoder.encode(real).float()
     else:
         real_map = real_codes(real, batch)
-    with _requires_grad(critic, True):
-        critic_loss = (
-            F.relu(1 - critic(real_map, depth)).mean()
-            + F.relu(1 + critic(fake_map.detach().float(), depth)).mean()
-        )
-        critic.update(critic_loss, DISCRIMINATOR_LR)
+    critic_loss = critic.hinge_update(
+        (real_map, depth), (fake_map.detach().float(), depth), DISCRIMINATOR_LR
+    )
     fake = generator.autoencoder.decode(fake_map, generator.slice_size)
     drift, parts = _slice_drifting_loss(encoder, real, fake, depth, features)
     # the stage keeps the critic's parameters frozen (`train_generator`): G's term trains G only
     adversarial = -critic(fake_map.float(), depth).mean()
     return {
         "loss": drift + weight * adversarial,
-        "critic": critic_loss.detach(),
+        "critic": critic_loss,
         "adversarial": adversarial.detach(),
         **{f"ed_{k}": v for k, v in parts.items()},
     }
@@ -557,18 +540,13 @@ def decoder_step(
         else:
             codes = real_codes(real, batch)
     fake = autoencoder.decode(fake_map, size)
-    with _requires_grad(critic, True):
-        critic_loss = (
-            F.relu(1 - critic(real.float())).mean()
-            + F.relu(1 + critic(fake.detach().float())).mean()
-        )
-        critic.update(critic_loss, DISCRIMINATOR_LR)
+    critic_loss = critic.hinge_update((real.float(),), (fake.detach().float(),), DISCRIMINATOR_LR)
     recon = F.l1_loss(autoencoder.decode(codes, size).float(), real.float())
     adversarial = -critic(fake.float()).mean()
     out = {
         "loss": recon + weight * adversarial,
         "recon_l1": recon.detach(),
-        "critic": critic_loss.detach(),
+        "critic": critic_loss,
         "adversarial": adversarial.detach(),
     }
     if drifting > 0:
@@ -1094,8 +1072,9 @@ def train_generation(
     calibrate_mapper: Callable[[nn.Module, dict[str, Any]], dict[str, Any]] | None = None,
 ) -> Path:
     """Run the three stages (each resumable; the decoder tuning, when configured, after G's)
-    and write the model folder: after the generator (and decoder) stage marked ``"stages_done": ["encoder", "generator"]`` (usable with ``--no-mapper``), and
-    after the mapper stage marked finished.
+    and write the model folder: after the generator (and decoder) stage marked
+    ``"stages_done": ["encoder", "generator"]`` (usable with ``--no-mapper``), and after the
+    mapper stage marked finished.
 
     Args:
         cfg: the resolved config (``cfg.data.root`` set).
