@@ -438,6 +438,9 @@ class GenerateConfig:
     decoder_adversarial: float = 0.05
     # channels of the decoder stage's patch critic's first convolution (2x and 4x after it)
     decoder_critic_width: int = 32
+    # size of the depth embedding that patch critic sees beside each slice (0: it does not see
+    # depth and judges every depth's slices against all real slices at once)
+    decoder_critic_depth: int = 0
     # ... and of G's drifting loss on its renderings of G's maps (0: none)
     decoder_drifting: float = 0.0
 
@@ -450,6 +453,7 @@ class GenerateConfig:
         "generator_critic_width": COUNT,
         "decoder_adversarial": NON_NEGATIVE,
         "decoder_critic_width": COUNT,
+        "decoder_critic_depth": NON_NEGATIVE,
         "decoder_drifting": NON_NEGATIVE,
     }
     RETIRED: ClassVar[dict[str, Any]] = {

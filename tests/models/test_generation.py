@@ -240,6 +240,24 @@ def test_latent_critic_update_is_adam():
     assert int(critic.adam_step) == 3
 
 
+def test_slice_critic_sees_depth_only_when_asked():
+    """A `SliceCritic` with a depth embedding scores the same slice differently at another
+    depth and needs the depths; without one the scores are one per patch and depth-free."""
+    from lift3d.models.slice_generator import SliceCritic
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 32, 32)
+    plain = SliceCritic(1, width=4)
+    assert plain(x).shape == (2, 4, 4)
+    conditioned = SliceCritic(1, width=4, depth_dim=6)
+    low, high = conditioned(x, torch.zeros(2)), conditioned(x, torch.ones(2))
+    assert low.shape == (2, 4, 4) and not torch.allclose(low, high)
+    with pytest.raises(ValueError, match="pass the slices' depths"):
+        conditioned(x)
+    # the depth joins after the first convolution: its weights keep their names and shapes
+    assert plain.net[0].weight.shape == conditioned.net[0].weight.shape
+
+
 @pytest.mark.parametrize("size", [(32, 32), (30, 26), (7, 9)])
 def test_slice_autoencoder_decoder_equals_its_plain_form(size):
     """The decoder's upsampling runs as transposed convolutions with GroupNorm and SiLU at half

@@ -463,6 +463,7 @@ def test_decoder_stage_tunes_only_the_decoder_and_the_mapper_trains_on_it(
         "decoder.steps=4",
         "decoder.batch_size=8",
         "decoder_critic_width=8",
+        "decoder_critic_depth=4",
         "decoder_drifting=0.1",
     )
     run = tmp_path / "run"
@@ -483,6 +484,7 @@ def test_decoder_stage_tunes_only_the_decoder_and_the_mapper_trains_on_it(
     assert np.isfinite(last["adversarial"]) and last["drifting"] > 0
     final = load_file(str(run / "checkpoints/decoder/final.safetensors"))
     assert final["critic.net.0.bias"].shape == (8,)  # decoder_critic_width
+    assert final["critic.net.2.parametrizations.weight.original"].shape[1] == 8 + 4  # its depth
     tuned = {k: v.clone() for k, v in model.state_dict().items()}
 
     # the whole run: a resumed run loads the tuned decoder instead of training it again
@@ -502,8 +504,8 @@ def test_decoder_stage_needs_a_latent_generator(phantom_brats_dir, tmp_path):
         train_generation(tiny_config(phantom_brats_dir, "decoder.steps=2"), tmp_path / "run")
 
 
-@pytest.mark.parametrize("drifting", [0.0, 0.5])
-def test_decoder_step_trains_against_an_updated_critic(drifting):
+@pytest.mark.parametrize(("drifting", "depth_dim"), [(0.0, 0), (0.5, 0), (0.0, 4)])
+def test_decoder_step_trains_against_an_updated_critic(drifting, depth_dim):
     """`decoder_step`: the critic takes its own Adam step on real slices vs the decoder's
     renderings of G's maps; the returned loss is L1 reconstruction + weight x the critic's
     term (+ drifting x G's drifting loss in E's features), and its gradient reaches the
@@ -520,7 +522,7 @@ def test_decoder_step_trains_against_an_updated_critic(drifting):
     for part in (g.autoencoder.dec_low, g.autoencoder.dec_mid, g.autoencoder.dec_high):
         for p in part.parameters():
             p.requires_grad_(True)
-    critic = SliceCritic(1, width=4)
+    critic = SliceCritic(1, width=4, depth_dim=depth_dim)
     for p in critic.parameters():
         p.requires_grad_(False)
     critic_before = {k: v.clone() for k, v in critic.state_dict().items()}

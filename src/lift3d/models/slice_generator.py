@@ -365,20 +365,27 @@ class SliceCritic(SelfUpdatingCritic):
     Spectrally normalised stride-2 convolutions (receptive field 22 voxels, about a quarter of
     a 64-voxel slice), one score per patch (hinge loss, mean over patches).
 
+    With ``depth_dim > 0`` the critic also sees each slice's depth (its embedding joins the
+    first convolution's output as extra channels), so a patch is judged against real slices
+    from the same level of the head (a ventricle belongs in the middle slices, not the top
+    ones) rather than against every depth's slices at once.
+
     Args:
         channels: slice channels C.
         width: channels of the first convolution (2x and 4x after it).
+        depth_dim: size of the depth embedding (0: the critic does not see depth).
     """
 
-    def __init__(self, channels: int = 1, width: int = 32) -> None:
+    def __init__(self, channels: int = 1, width: int = 32, depth_dim: int = 0) -> None:
         super().__init__()
         from torch.nn.utils.parametrizations import spectral_norm
 
         w = width
+        self.depth_dim = depth_dim
         self.net = nn.Sequential(
             spectral_norm(nn.Conv2d(channels, w, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
-            spectral_norm(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1)),
+            spectral_norm(nn.Conv2d(w + depth_dim, 2 * w, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(2 * w, 4 * w, 4, stride=2, padding=1)),
             nn.LeakyReLU(0.2),
@@ -386,6 +393,13 @@ class SliceCritic(SelfUpdatingCritic):
         )
         self.init_moments()
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) slices in [0, 1] -> (N, h, w) patch scores (real: high)."""
-        return self.net(x * 2 - 1)[:, 0]
+    def forward(self, x: Tensor, s: Tensor | None = None) -> Tensor:
+        """(N, C, H, W) slices in [0, 1] (and (N,) depths in [0, 1] when the critic sees
+        depth) -> (N, h, w) patch scores (real: high)."""
+        h = self.net[:2](x * 2 - 1)
+        if self.depth_dim:
+            if s is None:
+                raise ValueError("this critic sees depth: pass the slices' depths")
+            e = depth_embedding(s, self.depth_dim).to(h.dtype)[:, :, None, None]
+            h = torch.cat([h, e.expand(-1, -1, *h.shape[-2:])], dim=1)
+        return self.net[2:](h)[:, 0]

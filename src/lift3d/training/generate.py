@@ -520,7 +520,8 @@ def decoder_step(
     on its hinge loss: the batch's real slices against the decoder's renderings of G's latent
     maps (drawn at the same depths, G frozen). Then the decoder's loss: L1 between the real
     slices and their reconstruction from their codes (it stays the autoencoder's decoder) plus
-    ``weight`` x ``-critic(rendering)`` from the updated critic, plus ``drifting`` x G's
+    ``weight`` x ``-critic(rendering)`` from the updated critic (which also sees the slices'
+    depths when it was built with ``depth_dim > 0``), plus ``drifting`` x G's
     drifting loss of the renderings in ``encoder``'s ``features`` (when > 0).
 
     Returns:
@@ -540,9 +541,12 @@ def decoder_step(
         else:
             codes = real_codes(real, batch)
     fake = autoencoder.decode(fake_map, size)
-    critic_loss = critic.hinge_update((real.float(),), (fake.detach().float(),), DISCRIMINATOR_LR)
+    seen = (depth,) if critic.depth_dim else ()  # a depth-conditioned critic sees the depths
+    critic_loss = critic.hinge_update(
+        (real.float(), *seen), (fake.detach().float(), *seen), DISCRIMINATOR_LR
+    )
     recon = F.l1_loss(autoencoder.decode(codes, size).float(), real.float())
-    adversarial = -critic(fake.float()).mean()
+    adversarial = -critic(fake.float(), *seen).mean()
     out = {
         "loss": recon + weight * adversarial,
         "recon_l1": recon.detach(),
@@ -915,7 +919,9 @@ def train_decoder(
     ]
     for p in trainable:
         p.requires_grad_(True)
-    critic = SliceCritic(generator.out_channels, width=cfg.decoder_critic_width).to(engine.device)
+    critic = SliceCritic(
+        generator.out_channels, width=cfg.decoder_critic_width, depth_dim=cfg.decoder_critic_depth
+    ).to(engine.device)
     for p in critic.parameters():  # updated by the step itself (`SliceCritic.update`)
         p.requires_grad_(False)
     slices = SliceDataset(volumes, axis=0)
