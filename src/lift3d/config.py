@@ -435,7 +435,7 @@ class GenerateConfig:
     # train.ckpt_every steps; needs train.keep_last >= N). 1: the last iterate.
     generator_average: int = 1
     # weight of the critic's term against the decoder's L1 reconstruction loss in that stage
-    decoder_adversarial: float = 0.05
+    decoder_adversarial: float = 0.2
     # channels of the decoder stage's patch critic's first convolution (2x and 4x after it)
     decoder_critic_width: int = 32
     # size of the depth embedding that patch critic sees beside each slice (0: it does not see
