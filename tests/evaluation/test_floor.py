@@ -215,6 +215,17 @@ def test_evaluate_generation_with_floor(tmp_path):
     assert "Δ" in format_summary({"summary": again, "label": "x", "task": "generate"})
 
 
+def test_floor_note_warns_when_the_references_are_few():
+    from lift3d.evaluation.tables import FEW_REFERENCES, floor_lines
+
+    summary = {"floor": {"n": 16, "dir": "train"}, "ratio_to_floor": {"fid_axial": 2.0}}
+    few = floor_lines({**summary, "n_reference": 12})
+    assert f"few references (12 < {FEW_REFERENCES})" in few[1]
+    enough = floor_lines({**summary, "n_reference": 48})
+    assert len(enough) == 1 and "48 references" in enough[0]
+    assert not any("few references" in line for line in enough)
+
+
 def test_floor_ratio_uses_the_mean_over_disjoint_generated_subsets(tmp_path):
     dirs = folders(tmp_path, n_gen=7)  # 7 generated, 3 floor volumes: 2 subsets of 3
     enc = tmp_path / "enc.safetensors"

@@ -82,17 +82,32 @@ def ratio_cell(summary: dict[str, Any], name: str) -> str:
     return "n/a" if diff is None else f"Δ {diff:+.3g}"
 
 
+# Below this many references, the printed floor note says the ratios read low: FID and the
+# increment distance are biased upward at small sample counts, the floor shares the bias, and
+# with 12 references it pulls every ratio toward 1 (the same samples: FID / floor 1.0-2.0x
+# against 12-reference sets, 2.3-3.5x against 48; docs/journal/2026-11-29-decoder-critic-weight.md).
+FEW_REFERENCES = 32
+
+
 def floor_lines(summary: dict[str, Any]) -> list[str]:
-    """What the floor columns are: the real set, the counts, subsampling, the ratios left out."""
+    """What the floor columns are: the real set, the counts, subsampling, the ratios left out,
+    and a warning when the references are few (`FEW_REFERENCES`)."""
     floor = summary.get("floor")
     if not isinstance(floor, dict):
         return []
     n = floor.get("n")
+    refs = summary.get("n_reference")
     lines = [
         f"floor: {n} real volumes of {floor.get('dir')} scored against the same "
-        f"{summary.get('n_reference')} references with the same evaluation encoder; ratio = "
+        f"{refs} references with the same evaluation encoder; ratio = "
         f"generated / floor at {n} volumes each (1 = as close to the references as real data)"
     ]
+    if isinstance(refs, int) and refs < FEW_REFERENCES:
+        lines.append(
+            f"few references ({refs} < {FEW_REFERENCES}): FID and the increment distance are "
+            "biased upward at small counts and the floor shares that bias, which pulls every "
+            "ratio toward 1; check targets against 48 or more references"
+        )
     sub = floor.get("subsampled")
     if isinstance(sub, dict):
         lines.append(
