@@ -44,6 +44,13 @@ def depth_embedding(s: Tensor, dim: int) -> Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=1)
 
 
+def with_depth_channels(h: Tensor, s: Tensor, dim: int) -> Tensor:
+    """(N, C, H, W) maps -> (N, C + dim, H, W): each map with its depth's `depth_embedding`
+    as `dim` constant channels."""
+    e = depth_embedding(s, dim).to(h.dtype)[:, :, None, None]
+    return torch.cat([h, e.expand(-1, -1, *h.shape[-2:])], dim=1)
+
+
 class _ModBlock(nn.Module):
     """Upsample x2, conv, norm, FiLM from the style vector, SiLU."""
 
@@ -349,8 +356,7 @@ class LatentDiscriminator(SelfUpdatingCritic):
 
     def forward(self, z: Tensor, s: Tensor) -> Tensor:
         """(N, c, h, w) latent maps and (N,) depths -> (N,) scores (real: high)."""
-        e = depth_embedding(s, self.depth_dim).to(z.dtype)[:, :, None, None]
-        h = self.net(torch.cat([z, e.expand(-1, -1, *z.shape[-2:])], dim=1))
+        h = self.net(with_depth_channels(z, s, self.depth_dim))
         return self.fc(F.adaptive_avg_pool2d(h, 4).flatten(1))[:, 0]
 
 
@@ -400,6 +406,5 @@ class SliceCritic(SelfUpdatingCritic):
         if self.depth_dim:
             if s is None:
                 raise ValueError("this critic sees depth: pass the slices' depths")
-            e = depth_embedding(s, self.depth_dim).to(h.dtype)[:, :, None, None]
-            h = torch.cat([h, e.expand(-1, -1, *h.shape[-2:])], dim=1)
+            h = with_depth_channels(h, s, self.depth_dim)
         return self.net[2:](h)[:, 0]
