@@ -255,8 +255,6 @@ class TranslateConfig:
 MAPPER_LR_FINAL_RATIO = 0.05  # end of mapper.lr_schedule=cosine, as a share of mapper.lr
 GENERATOR_DEPTH_WEIGHT = 4.0  # weight of the depth channel in G's drifting features
 DISCRIMINATOR_LR = 2e-4  # the latent critic's learning rate (generator_adversarial > 0)
-INCREMENT_PAIRS = 16  # G's slices per step that also draw the next slice (generator_increments)
-INCREMENT_POOL = 2  # ... the increment term's slices average-pooled by this (voxel noise / 2)
 
 
 @dataclass
@@ -431,10 +429,6 @@ class GenerateConfig:
     # (lift3d.models.slice_generator.LatentDiscriminator) tells them from the autoencoder's
     # codes of real slices (0: drifting loss only).
     generator_adversarial: float = 0.0
-    # Weight of a drifting term on how G's slices change along depth (0: none): the feature
-    # increments G(w, s + 1 slice) - G(w, s) of a part of G's batch against those of
-    # consecutive real slices (lift3d.training.generate.increment_drifting_loss).
-    generator_increments: float = 0.0
     # channels of that critic's first convolution (2x and 4x after its two stride-2 stages)
     generator_critic_width: int = 64
     # G's weights after its stage: the mean of its newest N step checkpoints (every
@@ -456,7 +450,6 @@ class GenerateConfig:
         "generator_thumbnail": COUNT,
         "generator_edges": NON_NEGATIVE,
         "generator_adversarial": NON_NEGATIVE,
-        "generator_increments": NON_NEGATIVE,
         "generator_critic_width": COUNT,
         "decoder_adversarial": NON_NEGATIVE,
         "decoder_critic_width": COUNT,

@@ -29,7 +29,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,6 @@ from torch.utils.data import ConcatDataset
 from lift3d.config import (
     DISCRIMINATOR_LR,
     GENERATOR_DEPTH_WEIGHT,
-    INCREMENT_PAIRS,
-    INCREMENT_POOL,
     MAPPER_LR_FINAL_RATIO,
     GenerateConfig,
     MapperConfig,
@@ -225,15 +223,6 @@ def _channels(batch: dict[str, Any], modalities: list[str]) -> Tensor:
     return torch.cat([batch[m] for m in modalities], dim=1).float()
 
 
-def _slice_and_next(batch: dict[str, Any], modalities: list[str]) -> tuple[Tensor, Tensor | None]:
-    """(B, C, H, W) slices and, for a batch of 3-slice slabs (``SliceDataset(context=1)``), the
-    (B, C, H, W) next slices along depth (the last slice's next is itself); else None."""
-    x = _channels(batch, modalities)
-    if x.dim() == 5:  # (B, C, 3, H, W): previous, centre, next
-        return x[:, :, 1], x[:, :, 2]
-    return x, None
-
-
 def _resize_collate(size: tuple[int, int], modalities: list[str]):
     """Collate slices cut along different axes: resize each to (H, W), keep depth."""
 
@@ -377,81 +366,24 @@ def generator_step(
     encoder: nn.Module,
     modalities: list[str],
     features: SliceFeatures,
-    increments: float = 0.0,
-    depth_step: float = 0.0,
 ) -> dict[str, Any]:
     """G's drifting loss: one generated slice per real slice, at the same depth.
 
     Args:
         generator: G(w, s).
-        batch: ``{"<mod>": (B, 1, H, W), "depth": (B,)}`` axial slices, or (B, 1, 3, H, W)
-            slabs (the slice between its neighbours) for the increment term.
+        batch: ``{"<mod>": (B, 1, H, W), "depth": (B,)}`` axial slices.
         encoder: the frozen E whose features the loss compares.
         modalities: the channels, in order.
         features: the feature sets.
-        increments: weight of `increment_drifting_loss` (needs slabs; 0: none).
-        depth_step: one slice in normalised depth, ``1 / (D - 1)``.
 
     Returns:
         ``{"loss", "ed_<set>": energy distance per feature set}``.
     """
-    real, real_next = _slice_and_next(batch, modalities)
+    real = _channels(batch, modalities)
     depth = batch["depth"].float()
-    w = torch.randn(real.shape[0], generator.latent_dim, device=real.device)
-    fake = generator(w, depth)
+    fake = generator(torch.randn(real.shape[0], generator.latent_dim, device=real.device), depth)
     loss, parts = _slice_drifting_loss(encoder, real, fake, depth, features)
-    if increments > 0 and real_next is not None:
-        n = min(INCREMENT_PAIRS, real.shape[0])
-        fake_next = generator(w[:n], (depth[:n] + depth_step).clamp(max=1.0))
-        inc, inc_parts = increment_drifting_loss(
-            encoder, (real, real_next), (fake[:n], fake_next), depth, features
-        )
-        loss = loss + increments * inc
-        parts.update({f"inc_{k}": v for k, v in inc_parts.items()})
     return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
-
-
-def increment_drifting_loss(
-    encoder: nn.Module,
-    real: tuple[Tensor, Tensor],
-    fake: tuple[Tensor, Tensor],
-    depth: Tensor,
-    features: SliceFeatures,
-) -> tuple[Tensor, dict[str, float]]:
-    """The drifting loss between how G's slices and real slices change from one slice to the
-    next along depth.
-
-    Real volumes change between neighbouring slices by structures growing, shrinking and
-    moving (a rim where an outline passes); G is trained on single slices, and how its slice
-    changes with the depth s follows from its smoothness alone: with one code swept through
-    depth its volumes' axial increments were 5.6x the real-vs-real floor
-    (docs/journal/2026-11-30-generator-increments.md). Here the increments of E's pooled feature
-    sets, ``f(x_next) - f(x)``, of G's pairs (one code, depths s and s + one slice) are drifted
-    toward those of consecutive real slices, the depth appended. The voxel-difference set is
-    left out: the real increments' voxel noise (which G does not draw) would dominate it.
-
-    Args:
-        encoder: the frozen E.
-        real: (B, C, H, W) real slices and their next slices.
-        fake: (N, C, H, W) G's slices (N <= B, at ``depth[:N]``) and its next slices.
-        depth: (B,) the real slices' depths (G's first N share them).
-        features: G's feature sets (``edges`` ignored).
-
-    Returns:
-        (loss, {set: energy distance}).
-    """
-    spec = replace(features, edges=0, thumbnail=features.thumbnail // INCREMENT_POOL)
-    n = fake[0].shape[0]
-    real = tuple(F.avg_pool2d(x, INCREMENT_POOL) for x in real)
-    fake = tuple(F.avg_pool2d(x, INCREMENT_POOL) for x in fake)
-    with torch.no_grad():
-        r0, r1 = (slice_feature_sets(encoder, x, spec) for x in real)
-        r_inc = {k: r1[k] - r0[k] for k in r0}
-        scales = depth_scales(r_inc, GENERATOR_DEPTH_WEIGHT)
-        r_inc = with_depth(r_inc, depth, scales)
-    g0, g1 = (slice_feature_sets(encoder, x, spec) for x in fake)
-    g_inc = with_depth({k: g1[k] - g0[k] for k in g0}, depth[:n], scales)
-    return drifting_loss_sets(g_inc, r_inc)
 
 
 def _slice_drifting_loss(
@@ -530,12 +462,9 @@ def adversarial_generator_step(
     features: SliceFeatures,
     weight: float,
     real_codes: RealCodes | None = None,
-    increments: float = 0.0,
-    depth_step: float = 0.0,
 ) -> dict[str, Any]:
     """G's drifting loss plus ``weight`` x an adversarial term on its latent maps
-    (``generator_adversarial > 0``), and ``increments`` x `increment_drifting_loss` for a
-    batch of slabs (as in `generator_step`).
+    (``generator_adversarial > 0``).
 
     First the critic (``pair["discriminator"]``, a `LatentDiscriminator`) takes one Adam step
     of its own (`LatentDiscriminator.update`, learning rate ``DISCRIMINATOR_LR``) on its hinge
@@ -550,7 +479,7 @@ def adversarial_generator_step(
         ``{"loss", "critic", "adversarial", "ed_<set>"}``.
     """
     generator, critic = pair["generator"], pair["discriminator"]
-    real, real_next = _slice_and_next(batch, modalities)
+    real = _channels(batch, modalities)
     depth = batch["depth"].float()
     w = torch.randn(real.shape[0], generator.latent_dim, device=real.device)
     fake_map = generator.latent_map(w, depth)
@@ -566,15 +495,6 @@ def adversarial_generator_step(
     drift, parts = _slice_drifting_loss(encoder, real, fake, depth, features)
     # the stage keeps the critic's parameters frozen (`train_generator`): G's term trains G only
     adversarial = -critic(fake_map.float(), depth).mean()
-    if increments > 0 and real_next is not None:
-        n = min(INCREMENT_PAIRS, real.shape[0])
-        next_map = generator.latent_map(w[:n], (depth[:n] + depth_step).clamp(max=1.0))
-        fake_next = generator.autoencoder.decode(next_map, generator.slice_size)
-        inc, inc_parts = increment_drifting_loss(
-            encoder, (real, real_next), (fake[:n], fake_next), depth, features
-        )
-        drift = drift + increments * inc
-        parts.update({f"inc_{k}": v for k, v in inc_parts.items()})
     return {
         "loss": drift + weight * adversarial,
         "critic": critic_loss,
@@ -927,16 +847,9 @@ def train_generator(
     modalities, features = list(cfg.model.modalities), SliceFeatures.from_config(cfg)
     trainable = [p for p in model.generator.parameters() if p.requires_grad]
     stage_model: nn.Module = model.generator
-    # the increment term needs each slice's next slice: 3-slice slabs
-    slices = SliceDataset(volumes, axis=0, context=1 if cfg.generator_increments > 0 else 0)
-    depth_terms = {
-        "increments": cfg.generator_increments,
-        "depth_step": 1.0 / max(slices.num_slices - 1, 1),
-    }
-    step = partial(
-        generator_step, encoder=encoder, modalities=modalities, features=features, **depth_terms
-    )
+    step = partial(generator_step, encoder=encoder, modalities=modalities, features=features)
     preview = None if previews is None else partial(generator_preview, previews=previews)
+    slices = SliceDataset(volumes, axis=0)
     if cfg.generator_adversarial > 0:
         critic = LatentDiscriminator(
             model.generator.latent_channels, width=cfg.generator_critic_width
@@ -956,7 +869,6 @@ def train_generator(
                 slices.num_slices,
                 model.generator.slice_size,
             ),
-            **depth_terms,
         )
         if previews is not None:
             preview = lambda net, step: generator_preview(  # noqa: E731
