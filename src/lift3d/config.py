@@ -269,6 +269,9 @@ class GenModelConfig:
     # channels of that autoencoder at full resolution (2x at 1/2 and 1/4): its convolutions are
     # most of the encoder stage's time and, through the decoder, of G's and the mapper's steps
     autoencoder_width: int = 32
+    # highest frequency of G's sinusoidal depth embedding (sin(f * pi * s), s in [0, 1]): at 64
+    # its period is two slices of a 64-slice volume
+    generator_depth_frequency: float = 64.0
 
     # Tried on the latent G and worse (docs/journal/2026-11-28-latent-generator-grid.md).
     RETIRED: ClassVar[dict[str, Any]] = {
@@ -283,6 +286,7 @@ class GenModelConfig:
         "modalities": NON_EMPTY,
         "generator_latent": NON_NEGATIVE,
         "autoencoder_width": COUNT,
+        "generator_depth_frequency": POSITIVE,
     }
 
 

@@ -61,6 +61,36 @@ def test_generator_depth_changes_output():
     assert not torch.allclose(out[0], out[1])
 
 
+def test_depth_embedding_top_frequency_is_the_set_one():
+    """The embedding's components run geometrically from sin(pi s) to sin(f pi s): at the
+    default f = 64 the top one alternates within two slices of a 64-slice volume."""
+    from lift3d.models.slice_generator import depth_embedding
+
+    s = torch.linspace(0, 1, 64)
+    for f in (64.0, 8.0):
+        emb = depth_embedding(s, 16, f)
+        assert torch.allclose(emb[:, 0], torch.sin(torch.pi * s), atol=1e-5)
+        assert torch.allclose(emb[:, 7], torch.sin(f * torch.pi * s), atol=1e-4)
+    top = depth_embedding(s, 16)[:, 7]
+    assert (top[1:] - top[:-1]).abs().mean() > 1.0  # the default: changes sign nearly every slice
+    assert (depth_embedding(s, 16, 8.0)[:, 7].diff().abs().mean()) < 0.5
+
+
+def test_generator_depth_frequency_reaches_g_from_the_config():
+    from lift3d.config import GenerateConfig, load_config
+    from lift3d.models.registry import generation_model_from_config
+
+    cfg = load_config(
+        GenerateConfig, "configs/generate_tiny.yaml", ["model.generator_depth_frequency=8"]
+    )
+    model = generation_model_from_config(cfg)
+    assert model.generator.depth_frequency == 8.0
+    default = generation_model_from_config(
+        load_config(GenerateConfig, "configs/generate_tiny.yaml")
+    )
+    assert default.generator.depth_frequency == 64.0
+
+
 @pytest.mark.parametrize("d", [1, 2, 9])
 def test_mapper_shapes_and_constant_code_init(d):
     mapper = TrajectoryMapper(8, d, hidden=16, layers=1, slice_noise_dim=4)

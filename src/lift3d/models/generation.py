@@ -146,6 +146,7 @@ def build_generation(
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
     autoencoder_width: int = 32,
+    generator_depth_frequency: float = 64.0,
 ) -> GenerationModel:
     """Build E, G, T for a size name (see `GENERATION_SIZES`); ``generator_latent=c > 0``: G
     draws c-channel latent maps for a slice autoencoder's decoder (`SliceGenerator`)."""
@@ -163,6 +164,7 @@ def build_generation(
         width=spec["width"],  # type: ignore[arg-type]
         latent_channels=generator_latent,
         autoencoder_width=autoencoder_width,
+        depth_frequency=generator_depth_frequency,
     )
     mapper = TrajectoryMapper(spec["latent"], d, hidden=spec["hidden"], layers=spec["layers"])  # type: ignore[arg-type]
     return GenerationModel(encoder, generator, mapper, (d, h, w))

@@ -121,6 +121,7 @@ def build_generation_model(
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
     autoencoder_width: int = 32,
+    generator_depth_frequency: float = 64.0,
 ) -> nn.Module:
     """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
     mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.
@@ -132,6 +133,7 @@ def build_generation_model(
         encoder_objective: ``denoise`` | ``masked`` (E's self-supervised objective).
         generator_latent: 0, or the latent channels of G's slice autoencoder.
         autoencoder_width: that autoencoder's channels at full resolution.
+        generator_depth_frequency: the highest frequency of G's depth embedding.
 
     Raises:
         ValueError: unknown size.
@@ -144,6 +146,7 @@ def build_generation_model(
         encoder_objective=encoder_objective,
         generator_latent=generator_latent,
         autoencoder_width=autoencoder_width,
+        generator_depth_frequency=generator_depth_frequency,
     )
 
 
@@ -211,4 +214,5 @@ def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
         tuple(int(s) for s in cfg.data.shape),
         generator_latent=cfg.model.generator_latent,
         autoencoder_width=cfg.model.autoencoder_width,
+        generator_depth_frequency=cfg.model.generator_depth_frequency,
     )

@@ -25,12 +25,15 @@ from lift3d.models.encoder import group_norm
 from lift3d.models.layers import GroupNorm, upsample_conv
 
 
-def depth_embedding(s: Tensor, dim: int) -> Tensor:
+def depth_embedding(s: Tensor, dim: int, max_frequency: float = 64.0) -> Tensor:
     """Sinusoidal embedding of normalised depth.
 
     Args:
         s: (N,) depths in [0, 1].
         dim: even embedding size.
+        max_frequency: the highest component is ``sin(max_frequency * pi * s)``, frequencies
+            geometric from 1: at 64 its period is 2/64 of the depth range, two slices of a
+            64-slice volume.
 
     Returns:
         (N, dim).
@@ -38,7 +41,7 @@ def depth_embedding(s: Tensor, dim: int) -> Tensor:
     half = dim // 2
     freqs = torch.exp(
         torch.arange(half, device=s.device, dtype=torch.float32)
-        * (math.log(64.0) / max(half - 1, 1))
+        * (math.log(max_frequency) / max(half - 1, 1))
     )
     angles = s.float()[:, None] * freqs[None] * math.pi
     return torch.cat([angles.sin(), angles.cos()], dim=1)
@@ -178,8 +181,10 @@ class SliceGenerator(nn.Module):
         depth_conditioned: bool = True,
         latent_channels: int = 0,
         autoencoder_width: int = 32,
+        depth_frequency: float = 64.0,
     ) -> None:
         super().__init__()
+        self.depth_frequency = float(depth_frequency)
         self.latent_dim = latent_dim
         self.out_channels = out_channels
         self.slice_size = (int(slice_size[0]), int(slice_size[1]))
@@ -243,7 +248,8 @@ class SliceGenerator(nn.Module):
         if self.depth_conditioned:
             if s is None:
                 raise ValueError("this generator is depth-conditioned: pass s")
-            w_in = torch.cat([w, depth_embedding(s, self.depth_dim).to(w.dtype)], dim=1)
+            emb = depth_embedding(s, self.depth_dim, self.depth_frequency)
+            w_in = torch.cat([w, emb.to(w.dtype)], dim=1)
         else:
             w_in = w
         style = self.style(w_in)  # (N, 2 * latent)
