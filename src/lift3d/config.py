@@ -270,7 +270,9 @@ class GenModelConfig:
     # most of the encoder stage's time and, through the decoder, of G's and the mapper's steps
     autoencoder_width: int = 32
     # highest frequency of G's sinusoidal depth embedding (sin(f * pi * s), s in [0, 1]): at 64
-    # its period is two slices of a 64-slice volume
+    # its period is two slices of a 64-slice volume, and G's slices change from one slice to
+    # the next with it; 8 halves the samples' axial increments but costs axial and sagittal FID
+    # (docs/journal/2026-11-29-autoencoder-ceiling.md)
     generator_depth_frequency: float = 64.0
 
     # Tried on the latent G and worse (docs/journal/2026-11-28-latent-generator-grid.md).
