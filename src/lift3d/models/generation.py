@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from lift3d.models.encoder import SliceEncoder
-from lift3d.models.slice_generator import SliceGenerator
+from lift3d.models.slice_generator import DEPTH_MAX_FREQUENCY, SliceGenerator
 from lift3d.models.trajectory import TrajectoryMapper, independent_latents
 
 GENERATION_SIZES: dict[str, dict[str, object]] = {
@@ -146,7 +146,7 @@ def build_generation(
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
     autoencoder_width: int = 32,
-    generator_depth_frequency: float = 64.0,
+    generator_depth_frequency: float = DEPTH_MAX_FREQUENCY,
 ) -> GenerationModel:
     """Build E, G, T for a size name (see `GENERATION_SIZES`); ``generator_latent=c > 0``: G
     draws c-channel latent maps for a slice autoencoder's decoder (`SliceGenerator`)."""

@@ -21,6 +21,7 @@ from lift3d.config import GenerateConfig, TranslateConfig
 from lift3d.errors import InputError
 from lift3d.models.generation import build_generation
 from lift3d.models.lift import TranslationModel, in_channels
+from lift3d.models.slice_generator import DEPTH_MAX_FREQUENCY
 from lift3d.models.translator import SliceUNet
 
 # size -> (U-Net widths finest first, residual blocks per level (0: one plain block), mixer
@@ -121,7 +122,7 @@ def build_generation_model(
     encoder_objective: str = "denoise",
     generator_latent: int = 0,
     autoencoder_width: int = 32,
-    generator_depth_frequency: float = 64.0,
+    generator_depth_frequency: float = DEPTH_MAX_FREQUENCY,
 ) -> nn.Module:
     """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
     mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.

@@ -24,8 +24,11 @@ from torch import Tensor, nn
 from lift3d.models.encoder import group_norm
 from lift3d.models.layers import GroupNorm, upsample_conv
 
+# The depth embedding's highest frequency (sin(f * pi * s)) unless a model sets its own.
+DEPTH_MAX_FREQUENCY = 64.0
 
-def depth_embedding(s: Tensor, dim: int, max_frequency: float = 64.0) -> Tensor:
+
+def depth_embedding(s: Tensor, dim: int, max_frequency: float = DEPTH_MAX_FREQUENCY) -> Tensor:
     """Sinusoidal embedding of normalised depth.
 
     Args:
@@ -169,6 +172,7 @@ class SliceGenerator(nn.Module):
             latent map that the decoder of ``self.autoencoder`` (a `SliceAutoencoder`, trained
             on real slices before G and frozen with it) turns into the slice.
         autoencoder_width: that autoencoder's channels at full resolution.
+        depth_frequency: the highest frequency of the depth embedding (`depth_embedding`).
     """
 
     def __init__(
@@ -181,7 +185,7 @@ class SliceGenerator(nn.Module):
         depth_conditioned: bool = True,
         latent_channels: int = 0,
         autoencoder_width: int = 32,
-        depth_frequency: float = 64.0,
+        depth_frequency: float = DEPTH_MAX_FREQUENCY,
     ) -> None:
         super().__init__()
         self.depth_frequency = float(depth_frequency)
