@@ -336,6 +336,11 @@ class MapperConfig:
     # Train T's residual head (GRU) on top of the base path; false: only the base path's width
     # and mix are trained (needs learn_path), so every code keeps G's prior N(0, I).
     residual_head: bool = True
+    # Weight of a term beside the drifting loss: log(c_gen / c_real)^2, c the mean change
+    # between neighbouring slices of the loss volumes over foreground voxels (the evaluation's
+    # zgrad ratio), the output detail's noise added to the generated side
+    # (lift3d.losses.triplanar.through_plane_loss). 0 = off.
+    zgrad_weight: float = 0.0
 
     CHECKS: ClassVar[dict[str, Check]] = {
         "steps": NON_NEGATIVE,
@@ -347,6 +352,7 @@ class MapperConfig:
         "loss_size": GRID,
         "path_sigma": NON_NEGATIVE,
         "path_mix": fraction(closed=True),
+        "zgrad_weight": NON_NEGATIVE,
     }
 
     # Options that did not help (BENCHMARKS.md, "Generation options") or that no config

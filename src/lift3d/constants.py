@@ -24,6 +24,9 @@ MR_PERCENTILES: tuple[float, float] = (0.5, 99.5)
 HU_MIN = -1024.0
 HU_MAX = 3000.0
 CT_WINDOW_HU: tuple[float, float] = (HU_MIN, HU_MAX)
+# Model-space voxels above this count as foreground in the distribution metrics and the
+# mapper's through-plane term (intensities in [0, 1]; the background is 0).
+FOREGROUND_LEVEL = 0.02
 
 # ------------------------------------------------------------------ datasets and tasks
 BRATS_MODALITIES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")

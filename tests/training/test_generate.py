@@ -206,9 +206,36 @@ def test_generator_stage_folder_carries_the_output_detail(phantom_brats_dir, tmp
     assert json.loads((run / "run.json").read_text())["stages_done"] == list(GENERATION_STAGES)
 
 
+def test_mapper_through_plane_term_gets_the_output_detail_noise(
+    phantom_brats_dir, tmp_path, monkeypatch
+):
+    """``mapper.zgrad_weight``: every mapper step adds the term with the noise level the output
+    detail measured after G's stage (scaled to the loss volume's 2x2 in-plane pooling), and the
+    step log carries the ratio."""
+    from lift3d.inference.detail import calibrate_model
+    from lift3d.training import generate as gen_module
+
+    cfg = tiny_config(phantom_brats_dir, "mapper.zgrad_weight=2", "mapper.loss_size=[16,16,16]")
+    seen = []
+    term = gen_module.through_plane_loss
+
+    def spy(gen, real, noise_sigma=0.0, **kw):
+        seen.append(list(noise_sigma))
+        return term(gen, real, noise_sigma, **kw)
+
+    monkeypatch.setattr(gen_module, "through_plane_loss", spy)
+    run = train_generation(cfg, tmp_path / "run", calibrate=lambda m, r: calibrate_model(m, cfg, r))
+    sigma = json.loads((run / "reference.json").read_text())["detail"]["modalities"]["t1n"]
+    assert sigma["sigma_rel"] > 0 and len(seen) == cfg.mapper.steps
+    assert all(s == pytest.approx([sigma["sigma_rel"] / 2]) for s in seen)
+    logged = [json.loads(line) for line in (run / "logs" / "mapper.jsonl").read_text().splitlines()]
+    assert all(row["zgrad_ratio"] > 0 for row in logged if "loss" in row)
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
+        ("mapper.zgrad_weight=-1", "zgrad_weight"),
         ("mapper.path_mix=1.5", "path_mix"),
         ("mapper.lr_schedule=step", "lr_schedule"),
         ("detail.samples=0", "detail"),

@@ -10,6 +10,7 @@ from lift3d.losses import triplanar
 from lift3d.models.registry import build_generation_model
 from lift3d.training.generate import (
     Previews,
+    detail_noise,
     encoder_preview,
     generator_preview,
     loss_factors,
@@ -115,3 +116,36 @@ def test_previews_under_bf16_autocast(tmp_path):
         "generator",
         "mapper",
     ]
+
+
+def test_mapper_step_through_plane_term(monkeypatch):
+    """With ``zgrad_weight`` the step adds the weighted through-plane term to the drifting loss
+    and reports the ratio; without it the loss is the drifting loss alone."""
+    seen: dict[str, object] = {}
+
+    def recording_term(gen, real, noise_sigma=0.0, **kw):
+        seen["sigma"] = noise_sigma
+        return gen.mean() * 0 + 0.5, 0.7
+
+    monkeypatch.setattr(
+        "lift3d.training.generate.triplanar_drifting_loss",
+        lambda gen, real, embed, **kw: (gen.mean() * 0 + 2.0, {}),
+    )
+    monkeypatch.setattr("lift3d.training.generate.through_plane_loss", recording_term)
+    torch.manual_seed(0)
+    model = build_generation_model("tiny", 1, (8, 16, 16))
+    model.freeze_for_mapper()
+    kw = dict(model=model, modalities=["t1n"], gen_batch=2, num_positions=2, loss_size=[4, 8, 8])
+    batch = {"t1n": torch.rand(3, 1, 8, 16, 16)}
+    off = mapper_step(model.mapper, batch, **kw)
+    assert float(off["loss"]) == pytest.approx(2.0) and "zgrad_ratio" not in off
+    on = mapper_step(model.mapper, batch, zgrad_weight=3.0, noise_sigma=[0.04], **kw)
+    assert float(on["loss"]) == pytest.approx(2.0 + 3.0 * 0.5) and on["zgrad_ratio"] == 0.7
+    # the detail's noise std, averaged over the 2x2 in-plane pooling of the loss volume
+    assert seen["sigma"] == pytest.approx([0.02])
+
+
+def test_detail_noise_reads_the_output_detail_record():
+    detail = {"modalities": {"t1n": {"sigma_rel": 0.03}, "t2w": {"level_real_rel": 0.1}}}
+    assert detail_noise(detail, ["t1n", "t2w", "t2f"]) == [0.03, 0.0, 0.0]
+    assert detail_noise(None, ["t1n"]) == [0.0]

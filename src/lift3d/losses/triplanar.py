@@ -14,6 +14,10 @@ The drifting loss (`lift3d.losses.drifting`) runs on each set; the total is the 
 and planes. Gradients flow through the frozen E (and G) into whatever made the generated
 volumes. Memory is bounded by a downsampled loss volume (`loss_size`).
 
+`through_plane_loss` is an optional second term for the mapper (``mapper.zgrad_weight``): it
+matches how much the generated volumes change from slice to slice to the real ones' (the
+evaluation's zgrad ratio), with the noise the generator does not draw added to its side.
+
 Plane names follow the model axes of a ``(B, C, D, H, W)`` tensor with the default axial slice
 axis: axial cuts along D, coronal along H, sagittal along W.
 """
@@ -27,7 +31,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from lift3d.constants import DHW_PLANE_AXIS, PLANES
+from lift3d.constants import DHW_PLANE_AXIS, FOREGROUND_LEVEL, PLANES
 from lift3d.losses.drifting import DEFAULT_TEMPERATURES, drifting_loss_sets
 
 _AXIS = {plane: 2 + axis for plane, axis in DHW_PLANE_AXIS.items()}  # dim of (B, C, D, H, W)
@@ -156,3 +160,49 @@ def triplanar_drifting_loss(
         total = loss if total is None else total + loss
     assert total is not None, "no planes given"
     return total, logs
+
+
+def through_plane_change(vol: Tensor, threshold: float = FOREGROUND_LEVEL) -> Tensor:
+    """Mean ``|v[k+1] - v[k]|`` along depth over the differences whose two voxels are both
+    foreground (above `threshold`), pooled over the batch and channels: the statistic of
+    `lift3d.metrics.distribution.zgrad_ratio_sets`, differentiable. (B, C, D, H, W) -> ()."""
+    both = ((vol[:, :, 1:] > threshold) & (vol[:, :, :-1] > threshold)).detach()
+    change = (vol[:, :, 1:] - vol[:, :, :-1]).abs()
+    return (change * both).sum() / both.sum().clamp(min=1)
+
+
+def through_plane_loss(
+    gen: Tensor,
+    real: Tensor,
+    noise_sigma: Sequence[float] | float = 0.0,
+    threshold: float = FOREGROUND_LEVEL,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, float]:
+    """``log(c_gen / c_real)^2`` of the two batches' `through_plane_change`: how much more or
+    less the generated volumes change from slice to slice than the real ones.
+
+    Scans carry acquisition noise, which adds to every voxel difference; a generator's decoder
+    draws almost none (the output detail adds it at sampling time,
+    `lift3d.inference.detail`). So white noise of `noise_sigma` (per channel, in the volumes'
+    units and at their resolution) is added to the generated foreground first, and the two sides
+    compare like with like.
+
+    Args:
+        gen: (N, C, D, H, W) generated volumes (carry the graph).
+        real: (M, C, D, H, W) real volumes (no gradient).
+        noise_sigma: std of the noise the generated volumes lack, per channel or one for all.
+        threshold: foreground level.
+        generator: RNG for the noise.
+
+    Returns:
+        (scalar loss, the ratio c_gen / c_real for logging).
+    """
+    sigma = torch.as_tensor(noise_sigma, dtype=gen.dtype, device=gen.device).reshape(-1)
+    if bool((sigma > 0).any()):
+        noise = torch.randn(gen.shape, generator=generator, dtype=gen.dtype).to(gen.device)
+        noise = noise * sigma.expand(gen.shape[1])[None, :, None, None, None]
+        gen = gen + noise * (gen.detach() > threshold)
+    with torch.no_grad():
+        c_real = through_plane_change(real.detach(), threshold)
+    ratio = through_plane_change(gen, threshold) / c_real.clamp(min=1e-8)
+    return torch.log(ratio.clamp(min=1e-8)) ** 2, float(ratio.detach())

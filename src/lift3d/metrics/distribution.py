@@ -42,6 +42,8 @@ from monai.metrics import FIDMetric, MMDMetric
 from monai.metrics.fid import compute_frechet_distance
 from scipy.linalg import LinAlgWarning
 
+from lift3d.constants import FOREGROUND_LEVEL
+
 # ------------------------------------------------------------------ distances on features
 
 
@@ -233,7 +235,10 @@ def kid_from_features(
 
 
 def histogram_distance(
-    gen: Sequence[np.ndarray], ref: Sequence[np.ndarray], bins: int = 64, threshold: float = 0.02
+    gen: Sequence[np.ndarray],
+    ref: Sequence[np.ndarray],
+    bins: int = 64,
+    threshold: float = FOREGROUND_LEVEL,
 ) -> float:
     """Wasserstein-1 distance between foreground intensity histograms on [0, 1].
 
@@ -255,7 +260,7 @@ def histogram_distance(
 
 
 def zgrad_ratio_sets(
-    gen: Sequence[np.ndarray], ref: Sequence[np.ndarray], threshold: float = 0.02
+    gen: Sequence[np.ndarray], ref: Sequence[np.ndarray], threshold: float = FOREGROUND_LEVEL
 ) -> float:
     """Through-plane gradient of a set of volumes relative to another (unpaired): the mean
     |v[k+1] - v[k]| along axis 0 over differences whose two voxels are both foreground (above

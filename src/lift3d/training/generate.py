@@ -56,7 +56,7 @@ from lift3d.data.store import resolve_store_dir
 from lift3d.data.volume import nifti_codes, read_volume
 from lift3d.errors import InputError
 from lift3d.losses.drifting import drifting_loss_sets
-from lift3d.losses.triplanar import triplanar_drifting_loss
+from lift3d.losses.triplanar import through_plane_loss, triplanar_drifting_loss
 from lift3d.model_folder import (
     GENERATION_STAGES,
     REFERENCE_FILE,
@@ -587,6 +587,8 @@ def mapper_step(
     gen_batch: int,
     num_positions: int,
     loss_size: list[int] | None,
+    zgrad_weight: float = 0.0,
+    noise_sigma: list[float] | float = 0.0,
 ) -> dict[str, Any]:
     """T's tri-planar drifting loss between ``gen_batch`` generated and the batch's real volumes.
 
@@ -602,9 +604,13 @@ def mapper_step(
             per step, the same slices of the real volumes) and both are average-pooled
             in-plane: the loss sees the same grid at a fraction of the cost of decoding every
             slice (docs/journal/2026-11-27-demo-speed.md).
+        zgrad_weight: weight of `through_plane_loss` on the loss volumes (0: not computed).
+        noise_sigma: the output detail's noise std per channel (model space, model grid) that
+            `through_plane_loss` adds to the generated volumes (scaled to the in-plane pooling).
 
     Returns:
-        ``{"loss", "ed_<plane>_<set>": energy distance per plane and feature set}``.
+        ``{"loss", "ed_<plane>_<set>": energy distance per plane and feature set}``, and with a
+        through-plane term ``"zgrad_ratio"`` (generated / real slice-to-slice change).
     """
     real = _channels(batch, modalities)
     # Mirror real volumes left-right (W axis) at random: a brain's two halves are alike.
@@ -613,6 +619,7 @@ def mapper_step(
     eps, per_slice = mapper.sample_noise(gen_batch, model.num_slices, device=real.device)
     codes = mapper(eps, per_slice)  # (B, D, latent)
     factors = loss_factors(model.shape, loss_size)
+    pooled = 1
     if factors is None:
         fake = model.decode(codes)  # (B, C, D, H, W)
     else:
@@ -623,10 +630,18 @@ def mapper_step(
         depths = model.depths(real.device)[phase::f_d]
         fake = F.avg_pool3d(model.decode(codes[:, phase::f_d], depths), (1, f_h, f_w))
         real = F.avg_pool3d(real[:, :, phase::f_d], (1, f_h, f_w))
+        pooled = f_h * f_w
     loss, parts = triplanar_drifting_loss(
         fake, real, model.encoder.embed, num_positions=num_positions, loss_size=loss_size
     )
-    return {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+    out = {"loss": loss, **{f"ed_{k}": v for k, v in parts.items()}}
+    if zgrad_weight > 0:
+        # white noise averaged over `pooled` voxels in-plane: its std shrinks by sqrt(pooled)
+        sigma = [float(s) / math.sqrt(pooled) for s in np.atleast_1d(noise_sigma)]
+        term, ratio = through_plane_loss(fake, real, sigma)
+        out["loss"] = out["loss"] + zgrad_weight * term
+        out["zgrad_ratio"] = ratio
+    return out
 
 
 # ------------------------------------------------------------------ previews
@@ -996,9 +1011,12 @@ def average_checkpoints(
     return steps
 
 
-def prepare_mapper_stage(cfg: GenerateConfig, model: nn.Module) -> Callable[..., dict]:
+def prepare_mapper_stage(
+    cfg: GenerateConfig, model: nn.Module, detail: dict[str, Any] | None = None
+) -> Callable[..., dict]:
     """Freeze E and G, set T's base path from ``cfg.mapper`` and return the stage's step
-    function ``step(mapper, batch)`` (`mapper_step` bound to the model and the config)."""
+    function ``step(mapper, batch)`` (`mapper_step` bound to the model and the config; the
+    through-plane term's noise from the output `detail` record, none without one)."""
     mc = cfg.mapper
     model.freeze_for_mapper()
     model.mapper.set_base_path(mc.path_sigma, mc.path_mix)
@@ -1013,7 +1031,17 @@ def prepare_mapper_stage(cfg: GenerateConfig, model: nn.Module) -> Callable[...,
         gen_batch=mc.gen_batch,
         num_positions=mc.num_positions,
         loss_size=mc.loss_size,
+        zgrad_weight=mc.zgrad_weight,
+        noise_sigma=detail_noise(detail, list(cfg.model.modalities)),
     )
+
+
+def detail_noise(detail: dict[str, Any] | None, modalities: list[str]) -> list[float]:
+    """Per modality, the std of the output detail's noise in model space (its ``sigma_rel``,
+    relative to the intensity window, which model space scales to [0, 1]); 0 where the
+    record has none."""
+    records = (detail or {}).get("modalities", {})
+    return [float(records.get(m, {}).get("sigma_rel", 0.0)) for m in modalities]
 
 
 def train_mapper(
@@ -1022,6 +1050,7 @@ def train_mapper(
     model: nn.Module,
     volumes: VolumeDataset,
     previews: Previews | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> nn.Module:
     """Stage ``mapper``: T with the tri-planar drifting loss, E and G frozen.
 
@@ -1034,13 +1063,15 @@ def train_mapper(
         model: the `GenerationModel` (its encoder and generator trained).
         volumes: the training volumes.
         previews: periodic LiFT / no-mapper previews, or None.
+        detail: the output detail record (``reference.json["detail"]``), whose noise level
+            ``mapper.zgrad_weight``'s term adds to the generated volumes; None: no noise.
 
     Returns:
         The trained mapper (``model.mapper``).
     """
     mc = cfg.mapper
     model.to(torch.device(engine.device))
-    step = prepare_mapper_stage(cfg, model)
+    step = prepare_mapper_stage(cfg, model, detail)
     opt = torch.optim.Adam([p for p in model.mapper.parameters() if p.requires_grad], lr=mc.lr)
     preview = None if previews is None else partial(mapper_preview, model=model, previews=previews)
     model.mapper = _fit_stage(engine, "mapper", model.mapper, opt, volumes, step, mc, preview)
@@ -1133,7 +1164,7 @@ def train_generation(
         log.info("encoder and generator written to %s (mapper not trained yet)", run_dir)
     elif "generator" in (done_before or []) and (detail := folder_detail(run_dir)) is not None:
         reference["detail"] = detail  # measured when G was trained (a resumed run)
-    train_mapper(cfg, engine, model, data.volumes, previews)
+    train_mapper(cfg, engine, model, data.volumes, previews, reference.get("detail"))
     model.to("cpu")
     if engine.is_main and calibrate_mapper is not None and reference.get("detail"):
         reference["detail"] = calibrate_mapper(model, reference)
