@@ -33,10 +33,10 @@ def runs(phantom_brats_dir, tmp_path_factory):
     real_train_mapper = generate.train_mapper
     seen = {}
 
-    def snapshot_then_train(cfg, engine, model, volumes, previews=None):
+    def snapshot_then_train(cfg, engine, model, volumes, previews=None, detail=None):
         seen["stages"] = json.loads((run / "run.json").read_text())["stages_done"]
         shutil.copytree(run, partial)
-        return real_train_mapper(cfg, engine, model, volumes, previews)
+        return real_train_mapper(cfg, engine, model, volumes, previews, detail)
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(generate, "train_mapper", snapshot_then_train)
