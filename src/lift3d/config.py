@@ -272,7 +272,9 @@ class GenModelConfig:
     # highest frequency of G's sinusoidal depth embedding (sin(f * pi * s), s in [0, 1]): at 64
     # its period is two slices of a 64-slice volume, and G's slices change from one slice to
     # the next with it; 8 halves the samples' axial increments but costs axial and sagittal FID
-    # (docs/journal/2026-11-29-autoencoder-ceiling.md)
+    # (docs/journal/2026-11-29-autoencoder-ceiling.md); the shipped configs set 16 with
+    # mapper.zgrad_weight (2026-11-29-depth-frequency-and-through-plane-term.md). The default
+    # stays 64 so that model folders written before load as they were trained.
     generator_depth_frequency: float = 64.0
 
     # Tried on the latent G and worse (docs/journal/2026-11-28-latent-generator-grid.md).

@@ -199,7 +199,9 @@ def through_plane_loss(
     """
     sigma = torch.as_tensor(noise_sigma, dtype=gen.dtype, device=gen.device).reshape(-1)
     if bool((sigma > 0).any()):
-        noise = torch.randn(gen.shape, generator=generator, dtype=gen.dtype).to(gen.device)
+        device = gen.device if generator is None else generator.device
+        noise = torch.randn(gen.shape, generator=generator, dtype=gen.dtype, device=device)
+        noise = noise.to(gen.device)
         noise = noise * sigma.expand(gen.shape[1])[None, :, None, None, None]
         gen = gen + noise * (gen.detach() > threshold)
     with torch.no_grad():
