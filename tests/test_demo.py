@@ -105,6 +105,7 @@ def test_generation_process_thread_schedule_depends_on_stage_and_step_only():
     assert policy("encoder", first["encoder"] - 1) == 1
     assert policy("encoder", first["encoder"]) == cores
     assert policy("generator", 0) == cores
+    assert policy("decoder", 0) == cores  # the other process waits for the folder after it
     assert "mapper" not in first  # it ends while the other process still works
     assert all(policy("mapper", s) == 1 for s in range(400))
     assert policy("some other stage", 10**6) == 1

@@ -371,13 +371,14 @@ POLL_S = 2.0
 
 # The generation process of --jobs 2 trains on every core from these steps on (stage -> first
 # step; stages not named stay on their share): when, on the 2-core CPU they were measured on
-# (f4e2697), the translation process waits for the generator stage (from encoder step ~690 since
-# `small` mixes two levels). The mapper stage (120 steps) ends before the translation process
+# (f4e2697), the translation process waits for the model folder written after the generator
+# and decoder stages (from encoder step ~690 since `small` mixes two levels), so both of those
+# stages take every core. The mapper stage (120 steps) ends before the translation process
 # has scored the no-mapper and 2.5D arms, so it keeps one thread: two threads beside a busy
 # process are slower than one (mapper 0.97 vs 0.58 s/step), so the schedule errs late. Fixed steps, not the other process's state: CPU results depend on the
 # thread count, and a schedule that does not depend on timing keeps the demo's numbers the
 # same in every run (elsewhere it only costs speed).
-ALL_CORES_FROM = {"encoder": 720, "generator": 0}
+ALL_CORES_FROM = {"encoder": 720, "generator": 0, "decoder": 0}
 
 
 def _demo_thread_policy(threads: int) -> Callable[[str, int], int]:
