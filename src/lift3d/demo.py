@@ -21,16 +21,17 @@ exactly what a user runs:
 
 With two or more CPU cores (``--jobs auto``) the translation half (steps 1-5) and the generation
 half (step 6) run at the same time as two processes, each with half of the cores. `lift3d train
-generate` writes its model folder once after the generator stage (the mapper stage freezes E and
-G, so the no-mapper arm is final then) and again after the mapper stage. So the translation
-process, once its half is done, waits for that first folder (the generation process trains on
-every core from about then: `ALL_CORES_FROM`) and samples and scores the no-mapper arm from it
-(``generate --no-mapper``, ``evaluate``: this trains the shared evaluation encoder) while the
-generation process trains the mapper, and then trains and scores the 2.5D arm; the generation
-process samples and scores the mapper arm (its ``evaluate`` loads the shared encoder, or waits
-for it), with every core once the translation process is done, and prints both arms' tables and
-writes the report. Its log is printed when both are done. ``--jobs 1`` runs every step in turn (mapper arm first), with the
-same outputs. Training picks a GPU by itself when there is one.
+generate` writes its model folder once after the generator and decoder stages (the mapper stage
+freezes E, G and the decoder, so the no-mapper arm is final then) and again after the mapper
+stage. So the translation process does its half, then trains and scores the 2.5D arm, then waits
+for that first folder (the generation process trains on every core from about then:
+`ALL_CORES_FROM`) and samples and scores the no-mapper arm from it (``generate --no-mapper``,
+``evaluate``: this trains the shared evaluation encoder) while the generation process trains the
+mapper; the generation process samples and scores the mapper arm (its ``evaluate`` loads the
+shared encoder, or waits for it), with every core once the translation process is done, and
+prints both arms' tables and writes the report. Its log is printed when both are done.
+``--jobs 1`` runs every step in turn (2.5D arm after the mixer ablation, mapper arm before the
+no-mapper arm), with the same outputs. Training picks a GPU by itself when there is one.
 
 Results on the phantom show that a mechanism works, never clinical quality.
 """
@@ -91,7 +92,7 @@ def run_demo(
         skip_generate: leave out the unconditional part.
         jobs: 2 runs the generation half in a second process alongside the translation half
             (its log, ``OUT/generate.log``, is printed when both are done), the no-mapper arm
-            scored by this process after its own half, while the other trains the mapper
+            scored by this process after its own half and the 2.5D arm, while the other trains the mapper
             (`run_no_mapper_arm`); 1 runs everything in turn.
 
     Returns:
@@ -117,10 +118,10 @@ def run_demo(
     paths: dict[str, Path] = {}
     try:
         paths.update(run_translation(out, quick=quick, threads=threads))
-        if child is not None:
-            run_no_mapper_arm(out, child, quick=quick, threads=threads)
+        # the 2.5D arm first: the generation process's first model folder is minutes away
         paths.update(run_context_arm(out, quick=quick, threads=threads))
         if child is not None:
+            run_no_mapper_arm(out, child, quick=quick, threads=threads)
             atomic_write_text(out / TRANSLATION_DONE, "done\n")
             code = child.wait()
     except BaseException:  # a failed step, Ctrl-C or a timeout: no orphaned second half
@@ -618,10 +619,11 @@ def _score_arm(
 def run_no_mapper_arm(
     out: Path, child: subprocess.Popen, *, quick: bool = False, threads: int = 1
 ) -> dict[str, Path]:
-    """``--jobs 2``, in the translation process once its half is done: wait until the generation
-    process has written the model folder after the generator stage, sample and score the
-    no-mapper arm from it (E and G are final: the mapper stage freezes them) while that process
-    trains the mapper, then write ``OUT/no_mapper_arm.json`` for it.
+    """``--jobs 2``, in the translation process once its half and the 2.5D arm are done: wait
+    until the generation process has written the model folder after the generator and decoder
+    stages, sample and score the no-mapper arm from it (E, G and the decoder are final: the
+    mapper stage freezes them) while that process trains the mapper, then write
+    ``OUT/no_mapper_arm.json`` for it.
 
     Raises:
         SystemExit: the generation process exited before the generator stage was done.
