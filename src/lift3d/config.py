@@ -276,9 +276,6 @@ class GenModelConfig:
     # mapper.zgrad_weight (2026-11-29-depth-frequency-and-through-plane-term.md). The default
     # stays 64 so that model folders written before load as they were trained.
     generator_depth_frequency: float = 64.0
-    # channels of G's coarsest feature map (halved per upsampling block, at least 16); 0: the
-    # size's own (small: 128, so 128 / 64 / 32 from the 4x4 stem to the 16x16 latent map)
-    generator_width: int = 0
 
     # Tried on the latent G and worse (docs/journal/2026-11-28-latent-generator-grid.md).
     RETIRED: ClassVar[dict[str, Any]] = {
@@ -294,7 +291,6 @@ class GenModelConfig:
         "generator_latent": NON_NEGATIVE,
         "autoencoder_width": COUNT,
         "generator_depth_frequency": POSITIVE,
-        "generator_width": NON_NEGATIVE,
     }
 
 

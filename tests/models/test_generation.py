@@ -91,22 +91,6 @@ def test_generator_depth_frequency_reaches_g_from_the_config():
     assert default.generator.depth_frequency == 64.0
 
 
-def test_generator_width_reaches_g_from_the_config():
-    from lift3d.config import GenerateConfig, load_config
-    from lift3d.models.registry import generation_model_from_config
-
-    tiny = load_config(GenerateConfig, "configs/generate_tiny.yaml")
-    default = generation_model_from_config(tiny).generator
-    wide = generation_model_from_config(
-        load_config(GenerateConfig, "configs/generate_tiny.yaml", ["model.generator_width=256"])
-    ).generator
-    assert default.chans[0] == 64  # the tiny size's own
-    assert wide.chans == [max(16, 256 // 2**i) for i in range(len(wide.chans))]
-    assert wide.sizes == default.sizes  # the same maps, wider
-    w, s = torch.randn(2, wide.latent_dim), torch.rand(2)
-    assert wide(w, s).shape == default(w, s).shape
-
-
 @pytest.mark.parametrize("d", [1, 2, 9])
 def test_mapper_shapes_and_constant_code_init(d):
     mapper = TrajectoryMapper(8, d, hidden=16, layers=1, slice_noise_dim=4)

@@ -147,11 +147,9 @@ def build_generation(
     generator_latent: int = 0,
     autoencoder_width: int = 32,
     generator_depth_frequency: float = DEPTH_MAX_FREQUENCY,
-    generator_width: int = 0,
 ) -> GenerationModel:
     """Build E, G, T for a size name (see `GENERATION_SIZES`); ``generator_latent=c > 0``: G
-    draws c-channel latent maps for a slice autoencoder's decoder (`SliceGenerator`);
-    ``generator_width > 0`` replaces the size's G width."""
+    draws c-channel latent maps for a slice autoencoder's decoder (`SliceGenerator`)."""
     if size not in GENERATION_SIZES:
         raise ValueError(
             f"unknown generation model size {size!r}; one of {sorted(GENERATION_SIZES)}"
@@ -163,7 +161,7 @@ def build_generation(
         spec["latent"],  # type: ignore[arg-type]
         channels,
         (h, w),
-        width=generator_width or spec["width"],  # type: ignore[arg-type]
+        width=spec["width"],  # type: ignore[arg-type]
         latent_channels=generator_latent,
         autoencoder_width=autoencoder_width,
         depth_frequency=generator_depth_frequency,

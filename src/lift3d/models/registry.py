@@ -123,7 +123,6 @@ def build_generation_model(
     generator_latent: int = 0,
     autoencoder_width: int = 32,
     generator_depth_frequency: float = DEPTH_MAX_FREQUENCY,
-    generator_width: int = 0,
 ) -> nn.Module:
     """Build an unconditional `GenerationModel` (slice encoder E, slice generator G, trajectory
     mapper T): ``.sample(n, generator=None, use_mapper=True) -> (n, C, D, H, W)``.
@@ -136,7 +135,6 @@ def build_generation_model(
         generator_latent: 0, or the latent channels of G's slice autoencoder.
         autoencoder_width: that autoencoder's channels at full resolution.
         generator_depth_frequency: the highest frequency of G's depth embedding.
-        generator_width: channels of G's coarsest feature map (0: the size's own).
 
     Raises:
         ValueError: unknown size.
@@ -150,7 +148,6 @@ def build_generation_model(
         generator_latent=generator_latent,
         autoencoder_width=autoencoder_width,
         generator_depth_frequency=generator_depth_frequency,
-        generator_width=generator_width,
     )
 
 
@@ -219,5 +216,4 @@ def generation_model_from_config(cfg: GenerateConfig) -> nn.Module:
         generator_latent=cfg.model.generator_latent,
         autoencoder_width=cfg.model.autoencoder_width,
         generator_depth_frequency=cfg.model.generator_depth_frequency,
-        generator_width=cfg.model.generator_width,
     )
