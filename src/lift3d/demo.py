@@ -653,14 +653,17 @@ def run_no_mapper_arm(
                 ) from None
             if not said:
                 print(
-                    f"waiting for the generation process to finish its generator stage "
-                    f"({plan.run / 'run.json'}, stages_done) ...",
+                    "waiting for the generation process to finish its generator and decoder "
+                    f"stages ({plan.run / 'run.json'}, stages_done) ...",
                     flush=True,
                 )
                 said = True
         time.sleep(POLL_S)
     if said:
-        print(f"generator stage done (waited {time.perf_counter() - t0:.0f} s)", flush=True)
+        print(
+            f"generator and decoder stages done (waited {time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
     summaries = _score_arm(out, plan, "no-mapper")
     record = {grid: str(path) for grid, path in summaries.items()}
     atomic_write_text(out / NO_MAPPER_DONE, json.dumps({"summaries": record}, indent=1))
