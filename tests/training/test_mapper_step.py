@@ -138,9 +138,9 @@ def test_mapper_step_through_plane_term(monkeypatch):
     kw = dict(model=model, modalities=["t1n"], gen_batch=2, num_positions=2, loss_size=[4, 8, 8])
     batch = {"t1n": torch.rand(3, 1, 8, 16, 16)}
     off = mapper_step(model.mapper, batch, **kw)
-    assert float(off["loss"]) == pytest.approx(2.0) and "zgrad_ratio" not in off
+    assert off["loss"].item() == pytest.approx(2.0) and "zgrad_ratio" not in off
     on = mapper_step(model.mapper, batch, zgrad_weight=3.0, noise_sigma=[0.04], **kw)
-    assert float(on["loss"]) == pytest.approx(2.0 + 3.0 * 0.5) and on["zgrad_ratio"] == 0.7
+    assert on["loss"].item() == pytest.approx(2.0 + 3.0 * 0.5) and on["zgrad_ratio"] == 0.7
     # the detail's noise std, averaged over the 2x2 in-plane pooling of the loss volume
     assert seen["sigma"] == pytest.approx([0.02])
 
