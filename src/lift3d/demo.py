@@ -92,8 +92,8 @@ def run_demo(
         skip_generate: leave out the unconditional part.
         jobs: 2 runs the generation half in a second process alongside the translation half
             (its log, ``OUT/generate.log``, is printed when both are done), the no-mapper arm
-            scored by this process after its own half and the 2.5D arm, while the other trains the mapper
-            (`run_no_mapper_arm`); 1 runs everything in turn.
+            scored by this process after its own half and the 2.5D arm, while the other trains
+            the mapper (`run_no_mapper_arm`); 1 runs everything in turn.
 
     Returns:
         The main output paths (evaluation JSONs, reports).
@@ -375,10 +375,11 @@ POLL_S = 2.0
 # (f4e2697), the translation process waits for the model folder written after the generator
 # and decoder stages (from encoder step ~690 since `small` mixes two levels), so both of those
 # stages take every core. The mapper stage (120 steps) ends before the translation process
-# has scored the no-mapper and 2.5D arms, so it keeps one thread: two threads beside a busy
-# process are slower than one (mapper 0.97 vs 0.58 s/step), so the schedule errs late. Fixed steps, not the other process's state: CPU results depend on the
-# thread count, and a schedule that does not depend on timing keeps the demo's numbers the
-# same in every run (elsewhere it only costs speed).
+# has scored the no-mapper arm, so it keeps one thread: two threads beside a busy process are
+# slower than one (mapper 0.97 vs 0.58 s/step), so the schedule errs late. Fixed steps, not the
+# other process's state: CPU results depend on the thread count, and a schedule that does not
+# depend on timing keeps the demo's numbers the same in every run (elsewhere it only costs
+# speed).
 ALL_CORES_FROM = {"encoder": 720, "generator": 0, "decoder": 0}
 
 
